@@ -90,3 +90,19 @@ pub struct RotateArgs {
     #[arg(long, default_value_t = 3)]
     pub max_active_keys: usize,
 }
+
+impl ServeArgs {
+    pub fn into_settings(self) -> ferrostack::serve::Settings {
+        ferrostack::serve::Settings {
+            data_dir: self.data_dir,
+            listen: self.listen,
+            public_url: self.public_url,
+            admin_password: self.admin_password,
+            token_expiration: self.token_expiration,
+            password_hash_rounds: self.password_hash_rounds,
+            lockout_failure_attempts: self.lockout_failure_attempts,
+            lockout_duration: self.lockout_duration,
+            key_repository: self.key_repository,
+        }
+    }
+}

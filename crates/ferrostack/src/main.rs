@@ -1,8 +1,7 @@
-//! The `ferrostack` binary: command line, configuration and wiring. Nothing
-//! else lives here — every service is a library crate.
+//! The `ferrostack` binary: command line and configuration. Wiring is in the
+//! library ([`ferrostack::serve`]); every service is a library crate.
 
 mod cli;
-mod serve;
 
 use clap::Parser;
 
@@ -10,10 +9,25 @@ fn main() -> anyhow::Result<()> {
     let args = cli::Cli::parse();
     match args.command {
         cli::Command::Serve(s) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(serve::run(s))
+            rt.block_on(async move {
+                let running = ferrostack::serve::start(s.into_settings()).await?;
+                if let Some(pw) = &running.generated_password {
+                    // Printed once, to the operator who started it; it is
+                    // also in the 0600 clouds.yaml.
+                    println!("Generated admin password: {pw}");
+                }
+                running.until_signal().await
+            })
         }
         cli::Command::Keys(k) => match k.command {
             cli::KeysCommand::Rotate(r) => {

@@ -1,7 +1,9 @@
 //! `ferrostack serve`: opens the store, bootstraps, mounts every service
 //! under its path prefix on one listener, and shuts down gracefully.
+//! A library so that the test kit starts exactly the same stack.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +13,6 @@ use axum::Router;
 use base64::Engine;
 use serde_json::json;
 
-use crate::cli::ServeArgs;
-
 /// The services this binary serves, for the catalog.
 const SERVICES: &[identity::CatalogService] = &[identity::CatalogService {
     kind: "identity",
@@ -20,33 +20,92 @@ const SERVICES: &[identity::CatalogService] = &[identity::CatalogService {
     path: "/identity",
 }];
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// Settings of `ferrostack serve`, independent of how they were given.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub admin_password: Option<String>,
+    pub token_expiration: i64,
+    pub password_hash_rounds: u32,
+    pub lockout_failure_attempts: Option<u32>,
+    pub lockout_duration: i64,
+    pub key_repository: Option<PathBuf>,
+}
 
+impl Settings {
+    /// Defaults for a data directory (the CLI's defaults).
+    pub fn new(data_dir: PathBuf) -> Settings {
+        Settings {
+            data_dir,
+            listen: "0.0.0.0:5000".parse().expect("literal address"),
+            public_url: None,
+            admin_password: None,
+            token_expiration: 3600,
+            password_hash_rounds: 12,
+            lockout_failure_attempts: None,
+            lockout_duration: 1800,
+            key_repository: None,
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub identity: Arc<identity::Identity>,
+    /// The admin password, when this start generated it.
+    pub generated_password: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in flight, and returns.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.watcher.abort();
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Runs until SIGINT/SIGTERM, then shuts down gracefully.
+    pub async fn until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        self.stop().await
+    }
+}
+
+/// Opens the store, bootstraps, binds the listener and starts serving.
+pub async fn start(args: Settings) -> anyhow::Result<Running> {
+    let started = Instant::now();
     create_private_dir(&args.data_dir)?;
+    let pool = store::open(&args.data_dir)
+        .await
+        .context("opening the database")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| {
-        let host = if args.listen.ip().is_unspecified() {
+        let host = if addr.ip().is_unspecified() {
             "127.0.0.1".to_string()
         } else {
-            args.listen.ip().to_string()
+            addr.ip().to_string()
         };
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
             host
         };
-        format!("http://{host}:{}", args.listen.port())
+        format!("http://{host}:{}", addr.port())
     });
-    let pool = store::open(&args.data_dir)
-        .await
-        .context("opening the database")?;
     let key_dir = args
         .key_repository
         .clone()
@@ -78,12 +137,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .bootstrap(&password, SERVICES)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    let mut generated_password = None;
     if report.created_admin || args.admin_password.is_some() {
         write_client_config(&args.data_dir, &public_url, &password)?;
         if report.created_admin && generated {
-            // Printed once, on the terminal of the operator who started it;
-            // it is also in the 0600 clouds.yaml.
-            println!("Generated admin password: {password}");
+            generated_password = Some(password);
         }
     }
     tracing::info!(
@@ -91,18 +149,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         openrc = %args.data_dir.join("admin-openrc").display(),
         "client configuration for the admin"
     );
-
-    tokio::spawn(ident.clone().watch());
+    let watcher = tokio::spawn(ident.clone().watch());
     let app = router(ident.clone(), &public_url);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, public_url = %public_url, startup_ms = started.elapsed().as_millis() as u64, "ferrostack ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("ferrostack stopped");
-    Ok(())
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(listen = %addr, public_url = %public_url, startup_ms = started.elapsed().as_millis() as u64, "ferrostack ready");
+    Ok(Running {
+        addr,
+        public_url,
+        identity: ident,
+        generated_password,
+        shutdown: Some(tx),
+        task,
+        watcher,
+    })
 }
 
 /// Every service under its prefix, plus a discovery document at `/`.
@@ -118,7 +184,7 @@ pub fn router(ident: Arc<identity::Identity>, public_url: &str) -> Router {
         .layer(axum::middleware::from_fn(api::request::request_id_and_log))
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,820 @@
+//! Identity v3 through a real socket: the user story, revocation, policy,
+//! input validation, restart. Each test starts its own stack.
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use testkit::{Client, Stack, ADMIN_PASSWORD};
+
+const V3: &str = "/identity/v3";
+
+/// Creates project demo, user alice (password s3cret) with member on demo.
+async fn demo(c: &Client, admin: &str) -> (String, String) {
+    let p = c
+        .post(
+            &format!("{V3}/projects"),
+            admin,
+            json!({"project": {"name": "demo"}}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let pid = p.body["project"]["id"].as_str().unwrap().to_string();
+    let u = c
+        .post(
+            &format!("{V3}/users"),
+            admin,
+            json!({"user": {"name": "alice", "password": "s3cret", "default_project_id": pid}}),
+        )
+        .await;
+    assert_eq!(u.status, StatusCode::CREATED, "{}", u.body);
+    let uid = u.body["user"]["id"].as_str().unwrap().to_string();
+    let roles = c.get(&format!("{V3}/roles?name=member"), admin).await;
+    let rid = roles.body["roles"][0]["id"].as_str().unwrap().to_string();
+    let g = c
+        .put(
+            &format!("{V3}/projects/{pid}/users/{uid}/roles/{rid}"),
+            admin,
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::NO_CONTENT);
+    (pid, uid)
+}
+
+#[tokio::test]
+async fn bootstrap_gives_admin_a_token_with_catalog_and_implied_roles() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let r = c
+        .auth_password("admin", ADMIN_PASSWORD, Some("admin"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r
+        .header("x-openstack-request-id")
+        .unwrap()
+        .starts_with("req-"));
+    let t = &r.body["token"];
+    let mut roles: Vec<&str> = t["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["admin", "member", "reader"]);
+    assert_eq!(t["project"]["domain"]["id"], "default");
+    assert_eq!(t["user"]["domain"]["name"], "Default");
+    let exp = t["expires_at"].as_str().unwrap();
+    assert!(
+        exp.ends_with('Z') && exp.len() == "2026-11-21T18:00:00.000000Z".len(),
+        "{exp}"
+    );
+    let cat = t["catalog"].as_array().unwrap();
+    let ident = cat
+        .iter()
+        .find(|s| s["type"] == "identity")
+        .expect("identity in catalog");
+    let public = ident["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["interface"] == "public")
+        .unwrap();
+    assert_eq!(public["url"], format!("http://{}/identity", s.addr));
+    assert_eq!(public["region_id"], "RegionOne");
+    // Version discovery answers like Keystone.
+    let v = c.call(Method::GET, "/identity", None, &[], None).await;
+    assert_eq!(v.status, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(v.body["versions"]["values"][0]["id"], "v3.14");
+    let v = c.call(Method::GET, "/identity/v3", None, &[], None).await;
+    assert_eq!(v.body["version"]["status"], "stable");
+}
+
+#[tokio::test]
+async fn a_member_sees_only_its_own_project_and_cannot_list_users() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (pid, uid) = demo(&c, &admin).await;
+    let alice = c.token("alice", "s3cret", "demo").await;
+    assert_eq!(
+        c.get(&format!("{V3}/users"), &alice).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let forbidden = c.get(&format!("{V3}/users"), &alice).await;
+    assert_eq!(forbidden.body["error"]["code"], 403);
+    assert!(forbidden.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("identity:list_users"));
+    assert_eq!(
+        c.get(&format!("{V3}/projects"), &alice).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mine = c.get(&format!("{V3}/users/{uid}/projects"), &alice).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    let names: Vec<&str> = mine.body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["demo"]);
+    let auth_projects = c.get(&format!("{V3}/auth/projects"), &alice).await;
+    assert_eq!(auth_projects.body["projects"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.get(&format!("{V3}/projects/{pid}"), &alice).await.status,
+        StatusCode::OK
+    );
+    let admin_project = c
+        .get(&format!("{V3}/projects?name=admin"), &admin)
+        .await
+        .body["projects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.get(&format!("{V3}/projects/{admin_project}"), &alice)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // Alice may not grant herself admin.
+    let admin_role = c.get(&format!("{V3}/roles?name=admin"), &admin).await.body["roles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.put(
+            &format!("{V3}/projects/{pid}/users/{uid}/roles/{admin_role}"),
+            &alice
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn tokens_die_at_once_when_their_grounds_go() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (pid, uid) = demo(&c, &admin).await;
+    let member = c.get(&format!("{V3}/roles?name=member"), &admin).await.body["roles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Password change by an admin.
+    let t = c.token("alice", "s3cret", "demo").await;
+    let rescoped = rescope(&c, &t, &pid).await;
+    assert_eq!(c.validate(&admin, &rescoped).await, StatusCode::OK);
+    assert_eq!(
+        c.patch(
+            &format!("{V3}/users/{uid}"),
+            &admin,
+            json!({"user": {"password": "n3w"}})
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.validate(&admin, &rescoped).await,
+        StatusCode::NOT_FOUND,
+        "rescoped token survives a password change"
+    );
+    assert_eq!(
+        c.get(&format!("{V3}/auth/projects"), &t).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.auth_password("alice", "s3cret", Some("demo"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Disabled, then enabled again: the old token stays dead.
+    let t = c.token("alice", "n3w", "demo").await;
+    c.patch(
+        &format!("{V3}/users/{uid}"),
+        &admin,
+        json!({"user": {"enabled": false}}),
+    )
+    .await;
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.auth_password("alice", "n3w", Some("demo")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    c.patch(
+        &format!("{V3}/users/{uid}"),
+        &admin,
+        json!({"user": {"enabled": true}}),
+    )
+    .await;
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+
+    // Role removed.
+    let t = c.token("alice", "n3w", "demo").await;
+    assert_eq!(
+        c.delete(
+            &format!("{V3}/projects/{pid}/users/{uid}/roles/{member}"),
+            &admin
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+
+    // Role through a group, then removed from the group.
+    let g = c
+        .post(
+            &format!("{V3}/groups"),
+            &admin,
+            json!({"group": {"name": "devs"}}),
+        )
+        .await
+        .body["group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.put(&format!("{V3}/groups/{g}/users/{uid}"), &admin).await;
+    c.put(
+        &format!("{V3}/projects/{pid}/groups/{g}/roles/{member}"),
+        &admin,
+    )
+    .await;
+    let t = c.token("alice", "n3w", "demo").await;
+    assert_eq!(
+        c.delete(&format!("{V3}/groups/{g}/users/{uid}"), &admin)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+
+    // Project disabled; project deleted.
+    c.put(&format!("{V3}/groups/{g}/users/{uid}"), &admin).await;
+    let t = c.token("alice", "n3w", "demo").await;
+    c.patch(
+        &format!("{V3}/projects/{pid}"),
+        &admin,
+        json!({"project": {"enabled": false}}),
+    )
+    .await;
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+    c.patch(
+        &format!("{V3}/projects/{pid}"),
+        &admin,
+        json!({"project": {"enabled": true}}),
+    )
+    .await;
+    let t = c.token("alice", "n3w", "demo").await;
+    assert_eq!(
+        c.delete(&format!("{V3}/projects/{pid}"), &admin)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.validate(&admin, &t).await, StatusCode::NOT_FOUND);
+
+    // User deleted.
+    let t_admin2 = c.token("admin", ADMIN_PASSWORD, "admin").await;
+    assert_eq!(
+        c.delete(&format!("{V3}/users/{uid}"), &admin).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.validate(&admin, &t_admin2).await,
+        StatusCode::OK,
+        "other users' tokens are untouched"
+    );
+
+    // Explicit revocation of one token leaves the others.
+    let a1 = c.admin_token().await;
+    let a2 = c.admin_token().await;
+    let r = c
+        .call(
+            Method::DELETE,
+            &format!("{V3}/auth/tokens"),
+            Some(&admin),
+            &[("x-subject-token", &a1)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(c.validate(&admin, &a1).await, StatusCode::NOT_FOUND);
+    assert_eq!(c.validate(&admin, &a2).await, StatusCode::OK);
+}
+
+async fn rescope(c: &Client, token: &str, pid: &str) -> String {
+    let r = c
+        .call(
+            Method::POST,
+            &format!("{V3}/auth/tokens"),
+            None,
+            &[],
+            Some(json!({"auth": {"identity": {"methods": ["token"], "token": {"id": token}}, "scope": {"project": {"id": pid}}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.header("x-subject-token").unwrap()
+}
+
+#[tokio::test]
+async fn a_token_from_a_token_keeps_the_original_expiry() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let first = c
+        .auth_password("admin", ADMIN_PASSWORD, Some("admin"))
+        .await;
+    let tok = first.header("x-subject-token").unwrap();
+    let pid = first.body["token"]["project"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = rescope(&c, &tok, &pid).await;
+    let v = c
+        .call(
+            Method::GET,
+            &format!("{V3}/auth/tokens"),
+            Some(&tok),
+            &[("x-subject-token", &second)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        v.body["token"]["expires_at"],
+        first.body["token"]["expires_at"]
+    );
+    assert_eq!(
+        v.body["token"]["audit_ids"][1], first.body["token"]["audit_ids"][0],
+        "the audit chain links the two"
+    );
+    let methods: Vec<&str> = v.body["token"]["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["password", "token"]);
+}
+
+#[tokio::test]
+async fn tampered_tokens_and_forged_identity_headers_get_nothing() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    demo(&c, &admin).await;
+    let alice = c.token("alice", "s3cret", "demo").await;
+    for pos in [0, 10, alice.len() / 2, alice.len() - 1] {
+        let mut b = alice.clone().into_bytes();
+        b[pos] = if b[pos] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(b).unwrap();
+        assert_eq!(
+            c.get(&format!("{V3}/auth/projects"), &bad).await.status,
+            StatusCode::UNAUTHORIZED,
+            "flip at {pos}"
+        );
+    }
+    let forged = [
+        ("x-roles", "admin"),
+        ("x-user-id", "someone"),
+        ("x-project-id", "admin"),
+        ("x-identity-status", "Confirmed"),
+        ("x-service-token", "whatever"),
+        ("x-is-admin-project", "True"),
+    ];
+    let r = c
+        .call(
+            Method::GET,
+            &format!("{V3}/users"),
+            Some(&alice),
+            &forged,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = c
+        .call(Method::GET, &format!("{V3}/users"), None, &forged, None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"]["title"], "Unauthorized");
+}
+
+#[tokio::test]
+async fn huge_passwords_are_refused_before_hashing() {
+    let s = Stack::start_with(|st| st.password_hash_rounds = 12).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let huge = "p".repeat(1 << 20);
+    let started = std::time::Instant::now();
+    let r = c.auth_password("admin", &huge, Some("admin")).await;
+    // 1 MiB is over the body limit: refused before it is even parsed.
+    assert!(
+        r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        r.status
+    );
+    let r = c
+        .auth_password("admin", &"p".repeat(4097), Some("admin"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("4096"));
+    let r = c
+        .post(
+            &format!("{V3}/users"),
+            &admin,
+            json!({"user": {"name": "big", "password": "p".repeat(4097)}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.get(&format!("{V3}/users?name=big"), &admin).await.body["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn lockout_answers_like_an_unknown_user() {
+    let s = Stack::start_with(|st| {
+        st.lockout_failure_attempts = Some(3);
+        st.lockout_duration = 2;
+    })
+    .await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    demo(&c, &admin).await;
+    for _ in 0..3 {
+        assert_eq!(
+            c.auth_password("alice", "wrong", Some("demo")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = c.auth_password("alice", "s3cret", Some("demo")).await;
+    let unknown = c.auth_password("nobody", "s3cret", Some("demo")).await;
+    assert_eq!(locked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(locked.body, unknown.body);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        c.auth_password("alice", "s3cret", Some("demo"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn duplicates_conflict_and_bad_input_writes_nothing() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    demo(&c, &admin).await;
+    let dup = c
+        .post(
+            &format!("{V3}/projects"),
+            &admin,
+            json!({"project": {"name": "demo"}}),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(dup.body["error"]["code"], 409);
+    assert_eq!(
+        c.post(
+            &format!("{V3}/users"),
+            &admin,
+            json!({"user": {"name": "alice"}})
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+    let cases: Vec<(Value, &str)> = vec![
+        (Value::String("{not json".into()), "Malformed"),
+        (
+            json!({"project": {"name": "x", "enabled": "yes"}}),
+            "enabled",
+        ),
+        (json!({"project": {"name": 42}}), "name"),
+        (json!({"project": {}}), "name"),
+        (json!({"project": {"name": "a\nb"}}), "control"),
+        (json!({"project": {"name": "x".repeat(65)}}), "64"),
+        (json!({"project": {"name": "x", "tags": ["a/b"]}}), "tag"),
+        (json!({"projekt": {"name": "x"}}), "project"),
+        (json!([1, 2]), "object"),
+    ];
+    for (body, needle) in cases {
+        let r = c
+            .post(&format!("{V3}/projects"), &admin, body.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        let msg = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(needle),
+            "{body}: message {msg:?} does not name {needle:?}"
+        );
+    }
+    let r = c
+        .post(
+            &format!("{V3}/users/x/password"),
+            &admin,
+            json!({"user": {"original_password": "a", "password": "b", "extra": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let big = json!({"project": {"name": "big", "description": "d".repeat(200_000)}});
+    assert_eq!(
+        c.post(&format!("{V3}/projects"), &admin, big).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let names: Vec<String> = c.get(&format!("{V3}/projects"), &admin).await.body["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["admin", "demo"]);
+}
+
+#[tokio::test]
+async fn application_credentials_authenticate_with_a_subset_of_roles() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (pid, uid) = demo(&c, &admin).await;
+    let alice = c.token("alice", "s3cret", "demo").await;
+    let r = c
+        .post(
+            &format!("{V3}/users/{uid}/application_credentials"),
+            &alice,
+            json!({"application_credential": {"name": "ci", "roles": [{"name": "reader"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let id = r.body["application_credential"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = r.body["application_credential"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.body["application_credential"]["project_id"], pid.as_str());
+    // Asking for a role alice does not have is refused.
+    let r = c
+        .post(
+            &format!("{V3}/users/{uid}/application_credentials"),
+            &alice,
+            json!({"application_credential": {"name": "x", "roles": [{"name": "admin"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let auth = json!({"auth": {"identity": {"methods": ["application_credential"],
+        "application_credential": {"id": id, "secret": secret}}}});
+    let r = c
+        .call(
+            Method::POST,
+            &format!("{V3}/auth/tokens"),
+            None,
+            &[],
+            Some(auth.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let roles: Vec<&str> = r.body["token"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["reader"]);
+    assert_eq!(
+        r.body["token"]["application_credential"]["restricted"],
+        true
+    );
+    let ac_token = r.header("x-subject-token").unwrap();
+    // A restricted credential cannot mint another one, nor be rescoped.
+    let r = c
+        .post(
+            &format!("{V3}/users/{uid}/application_credentials"),
+            &ac_token,
+            json!({"application_credential": {"name": "y"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let wrong = json!({"auth": {"identity": {"methods": ["application_credential"],
+        "application_credential": {"id": id, "secret": "nope"}}}});
+    assert_eq!(
+        c.call(
+            Method::POST,
+            &format!("{V3}/auth/tokens"),
+            None,
+            &[],
+            Some(wrong)
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    // Deleting it kills its tokens.
+    assert_eq!(
+        c.delete(
+            &format!("{V3}/users/{uid}/application_credentials/{id}"),
+            &alice
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.validate(&admin, &ac_token).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.call(
+            Method::POST,
+            &format!("{V3}/auth/tokens"),
+            None,
+            &[],
+            Some(auth)
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_users_tokens_and_keys() {
+    let mut s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    demo(&c, &admin).await;
+    let alice = c.token("alice", "s3cret", "demo").await;
+    s.restart().await;
+    let c = s.client();
+    assert_eq!(c.validate(&admin, &alice).await, StatusCode::OK);
+    assert_eq!(
+        c.get(&format!("{V3}/users?name=alice"), &admin).await.body["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        c.auth_password("alice", "s3cret", Some("demo"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn role_assignments_effective_expands_groups_and_implied_roles() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (pid, uid) = demo(&c, &admin).await;
+    let r = c
+        .get(
+            &format!("{V3}/role_assignments?effective&include_names&user.id={uid}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut rows: Vec<(String, String)> = r.body["role_assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["role"]["name"].as_str().unwrap().to_string(),
+                a["scope"]["project"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("member".to_string(), "demo".to_string()),
+            ("reader".to_string(), "demo".to_string())
+        ]
+    );
+    let raw = c
+        .get(
+            &format!("{V3}/role_assignments?scope.project.id={pid}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(
+        raw.body["role_assignments"].as_array().unwrap().len(),
+        1,
+        "without effective, implied roles are not listed"
+    );
+}
+
+/// Every route, with an admin token, junk ids and junk bodies: never a 5xx.
+#[tokio::test]
+async fn no_route_answers_500_to_junk() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let paths = [
+        "/auth/tokens",
+        "/auth/catalog",
+        "/auth/projects",
+        "/auth/domains",
+        "/auth/system",
+        "/domains",
+        "/domains/x",
+        "/projects",
+        "/projects/x",
+        "/projects/x/tags",
+        "/projects/x/tags/t",
+        "/users",
+        "/users/x",
+        "/users/x/password",
+        "/users/x/groups",
+        "/users/x/projects",
+        "/users/x/application_credentials",
+        "/users/x/application_credentials/y",
+        "/groups",
+        "/groups/x",
+        "/groups/x/users",
+        "/groups/x/users/y",
+        "/roles",
+        "/roles/x",
+        "/roles/x/implies",
+        "/roles/x/implies/y",
+        "/role_inferences",
+        "/role_assignments",
+        "/projects/x/users/y/roles",
+        "/projects/x/users/y/roles/z",
+        "/domains/x/groups/y/roles/z",
+        "/system/users/x/roles",
+        "/system/users/x/roles/y",
+        "/regions",
+        "/regions/x",
+        "/services",
+        "/services/x",
+        "/endpoints",
+        "/endpoints/x",
+        "/nope",
+    ];
+    let bodies = [
+        Value::String("".into()),
+        Value::String("{".into()),
+        json!(null),
+        json!({}),
+        json!({"project": null, "user": [], "auth": {"identity": 7}}),
+        json!({"domain": {"name": {"deep": true}}, "region": {"id": "../../etc"}}),
+    ];
+    for p in paths {
+        for m in [
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+        ] {
+            for b in &bodies {
+                let r = c
+                    .call(
+                        m.clone(),
+                        &format!("{V3}{p}?limit=-1&marker=%00&enabled=maybe"),
+                        Some(&admin),
+                        &[("x-subject-token", "junk")],
+                        Some(b.clone()),
+                    )
+                    .await;
+                assert!(
+                    !r.status.is_server_error(),
+                    "{m} {p} {b}: {} {}",
+                    r.status,
+                    r.body
+                );
+                if r.status.is_client_error() && m != Method::HEAD {
+                    assert!(
+                        r.body["error"]["message"].is_string(),
+                        "{m} {p}: error body {}",
+                        r.body
+                    );
+                }
+            }
+        }
+    }
+}

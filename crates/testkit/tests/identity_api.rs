@@ -818,3 +818,78 @@ async fn no_route_answers_500_to_junk() {
         }
     }
 }
+
+/// Checklist item 7: two controllers share the database; B holds a copy of
+/// A's key repository. After A rotates (its staged key becomes primary), a
+/// token A issues validates on B, which holds that key only as staged.
+#[tokio::test]
+async fn keys_rotated_on_one_controller_validate_on_another() {
+    let a = Stack::start().await;
+    let data = a.settings.data_dir.clone();
+    let a_keys = data.join("fernet-keys");
+    let b_keys = a.dir.path().join("b-keys");
+    std::fs::create_dir_all(&b_keys).unwrap();
+    for e in std::fs::read_dir(&a_keys).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), b_keys.join(e.file_name())).unwrap();
+    }
+    let b = Stack::start_with(|s| {
+        s.data_dir = data.clone();
+        s.key_repository = Some(b_keys.clone());
+    })
+    .await;
+    let (ca, cb) = (a.client(), b.client());
+    let before = ca.admin_token().await;
+    fernet::KeyRepository::new(&a_keys).rotate(3).unwrap();
+    // A notices the rotation within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = ca.admin_token().await;
+    let admin_b = cb.admin_token().await;
+    assert_eq!(
+        cb.validate(&admin_b, &after).await,
+        StatusCode::OK,
+        "new primary of A is B's staged key"
+    );
+    assert_eq!(
+        cb.validate(&admin_b, &before).await,
+        StatusCode::OK,
+        "old primary is on both"
+    );
+    assert_eq!(
+        ca.validate(&after, &admin_b).await,
+        StatusCode::OK,
+        "B's primary is A's secondary"
+    );
+    // Writes on one controller reach the other within the watch interval.
+    let p = ca
+        .post(
+            &format!("{V3}/projects"),
+            &after,
+            json!({"project": {"name": "shared"}}),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    let pid = p.body["project"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        cb.get(&format!("{V3}/projects/{pid}"), &admin_b)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let revoke = ca
+        .call(
+            Method::DELETE,
+            &format!("{V3}/auth/tokens"),
+            Some(&after),
+            &[("x-subject-token", &admin_b)],
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        cb.validate(&after, &admin_b).await,
+        StatusCode::NOT_FOUND,
+        "revocation on A reaches B"
+    );
+}

@@ -893,3 +893,26 @@ async fn keys_rotated_on_one_controller_validate_on_another() {
         "revocation on A reaches B"
     );
 }
+
+/// The CLI sends `"roles": []` with `--expiration`: that means "the roles of
+/// my token", not "no roles".
+#[tokio::test]
+async fn an_empty_role_list_means_the_tokens_roles() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (_, uid) = demo(&c, &admin).await;
+    let alice = c.token("alice", "s3cret", "demo").await;
+    let r = c
+        .post(
+            &format!("{V3}/users/{uid}/application_credentials"),
+            &alice,
+            json!({"application_credential": {"name": "x", "roles": [], "expires_at": "2099-12-21T19:36:18", "secret": null, "description": null, "access_rules": []}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let mut roles: Vec<&str> = r.body["application_credential"]["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    roles.sort();
+    assert_eq!(roles, ["member", "reader"]);
+    assert_eq!(r.body["application_credential"]["expires_at"], "2099-12-21T19:36:18.000000Z");
+}

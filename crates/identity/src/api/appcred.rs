@@ -137,7 +137,10 @@ pub async fn create(
     let snap = id.snapshot();
     let have: Vec<String> = snap.effective_roles(&uid, &ScopeId::Project(project_id.clone()));
     let role_ids: Vec<String> = match roles_in {
+        // No roles, or an empty list (the CLI sends `[]`), means all the
+        // roles of the token creating it, as in Keystone.
         None | Some(Value::Null) => ctx.roles.iter().map(|r| r.id.clone()).collect(),
+        Some(Value::Array(items)) if items.is_empty() => ctx.roles.iter().map(|r| r.id.clone()).collect(),
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
             for item in items {

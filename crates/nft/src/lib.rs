@@ -1,0 +1,144 @@
+//! nftables for the `linux` network backend: security groups, anti-
+//! spoofing, per-network conntrack zones and router NAT.
+//!
+//! * [`model`] is the typed description of what must be filtered or
+//!   translated ([`PortRules`], [`RouterNat`], [`RemoteGroup`]).
+//! * [`render`] turns it into nft JSON commands. One change (a port, a
+//!   group, a router) is one `nft -j -f -` transaction, so the kernel
+//!   swaps old rules for new atomically and never reloads the whole rule
+//!   set for one port (recipe §9: 20–30 ms per port versus 7–11 s).
+//! * [`Nft`] applies them with the `nft` binary, inside a namespace when
+//!   asked, and reads them back (`nft -j list`) for reconciliation.
+//! * [`Fake`] keeps the same model in memory.
+//!
+//! Why the `nft` binary and JSON we render ourselves: `nft -j` is
+//! libnftables' stable, documented interface (the JSON schema,
+//! `libnftables-json(5)`), the one tool that does nft's expression
+//! evaluation (protocol dependencies, set intervals); talking nf_tables
+//! netlink directly would mean redoing that. The `nftables` crate offers
+//! typed schema structs, but we emit a small, fixed vocabulary (some
+//! forty expressions), and `serde_json::json!` keeps each rule readable
+//! next to the nft text it stands for, with snapshot tests on the output.
+//!
+//! Table layout (per host, in its namespace):
+//!
+//! ```text
+//! table bridge fs_port    port marks and anti-spoofing (stateless)
+//!   map port_mark  ifname : mark        map antispoof  ifname : verdict
+//!   chain antispoof_pre  prerouting -350   iifname vmap @antispoof
+//!   chain mark_pre       prerouting -300   meta mark set iifname map @port_mark
+//!   chain mark_fwd       forward    -200   meta mark set oifname map @port_mark
+//!   chain as-<tap> …
+//! table inet fs_sg        conntrack zones and security groups (stateful)
+//!   set revoked  mark (timeout)         map zones  iifname : ct zone
+//!   map egress / ingress  mark : verdict
+//!   chain zone_raw  prerouting raw  ct zone set iifname map @zones
+//!   chain sg_pre    prerouting 0    established accept; meta mark vmap @egress
+//!   chain sg_fwd    forward 0       ct mark @revoked drop; established accept;
+//!                                   invalid drop; meta mark vmap @ingress
+//!   chain eg-<tap> / in-<tap> …      sets rg4-<sg> / rg6-<sg>
+//! table ip fs_nat         in each router namespace
+//!   chain nat-pre dstnat · fip-post srcnat-10 · nat-post srcnat
+//! ```
+
+pub mod fake;
+pub mod model;
+pub mod real;
+pub mod render;
+
+pub use fake::Fake;
+pub use model::{
+    AllowedPair, Direction, EtherType, FloatingIp, InstalledPort, InternalLeg, PortRules, Protocol,
+    Remote, RemoteGroup, RouterNat, SgRule,
+};
+pub use real::Nft;
+
+/// Errors of the firewall drivers. Messages name the object and the
+/// namespace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The desired state is malformed; nothing was applied.
+    #[error("invalid {object}: {reason}")]
+    Invalid {
+        /// What was refused.
+        object: String,
+        /// Why.
+        reason: String,
+    },
+    /// `nft` refused a transaction; nothing of it was applied.
+    #[error("nft refused to {op} in {netns}: {stderr}")]
+    Rejected {
+        /// What was being done, e.g. `upsert port tap3f1c2a4b-5d`.
+        op: String,
+        /// Namespace.
+        netns: String,
+        /// nft's own explanation.
+        stderr: String,
+    },
+    /// `nft` could not be run.
+    #[error("cannot run nft in {netns}")]
+    Spawn {
+        /// Namespace.
+        netns: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The namespace could not be entered.
+    #[error("cannot enter the namespace")]
+    Netns(#[from] hostlink::Error),
+    /// `nft -j list` printed something this crate does not understand.
+    #[error("cannot read the rules of table {table} in {netns}: {detail}")]
+    Parse {
+        /// Table.
+        table: String,
+        /// Namespace.
+        netns: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The base tables are missing: call [`Firewall::ensure_base`] first.
+    #[error("the base tables are missing in {0}")]
+    NoBase(String),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The host firewall and router NAT driver.
+///
+/// The driver is bound to the namespace holding the host's bridges (the
+/// agent's own, normally). Calls block while `nft` runs (milliseconds):
+/// async callers use `spawn_blocking`. Every operation is idempotent.
+pub trait Firewall: Send + Sync {
+    /// Creates the base tables, maps and hook chains unless present.
+    fn ensure_base(&self) -> Result<()>;
+    /// Maps a network's bridge to its conntrack zone (1–65535), so
+    /// tenants with overlapping addresses never share connection state.
+    fn upsert_network(&self, bridge: &str, zone: u16) -> Result<()>;
+    /// Removes a bridge's zone entry. Absent is fine.
+    fn remove_network(&self, bridge: &str) -> Result<()>;
+    /// Replaces the member sets of a remote security group.
+    fn upsert_remote_group(&self, group: &RemoteGroup) -> Result<()>;
+    /// Deletes a remote group's sets; fails while a port rule uses them.
+    fn remove_remote_group(&self, id: &str) -> Result<()>;
+    /// Installs or updates one port in one transaction. Unchanged rules
+    /// (same digest) cause no transaction at all; rules that left the port
+    /// have their sessions cut through the `revoked` set; a port with port
+    /// security off has no chains (it is removed if it had some).
+    fn upsert_port(&self, port: &PortRules) -> Result<()>;
+    /// Removes a port's chains and map entries, cutting its sessions.
+    /// Absent is fine.
+    fn remove_port(&self, name: &str) -> Result<()>;
+    /// The ports installed on the host, read from the kernel, sorted.
+    fn list_ports(&self) -> Result<Vec<InstalledPort>>;
+    /// Installs or replaces a router's NAT table in its namespace.
+    fn upsert_router_nat(&self, nat: &RouterNat) -> Result<()>;
+    /// The digest of the router's installed NAT, if any.
+    fn router_nat_digest(&self, netns: &str) -> Result<Option<String>>;
+    /// Deletes a router's NAT table. Absent (or no namespace) is fine.
+    fn remove_router(&self, netns: &str) -> Result<()>;
+    /// Deletes the host's tables: every port, zone and group.
+    fn delete_all(&self) -> Result<()>;
+}

@@ -1,0 +1,512 @@
+//! Privileged tests: real bridges, namespaces and nftables. They run as
+//! root (CI does) and skip with a printed reason otherwise; each builds
+//! its own `fst-XXXXXX-*` namespaces (deleted by a guard, even on panic),
+//! so the machine's own ruleset is never touched.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hostlink::testing::{
+    require_root, stream_alive, tcp_connect_in, tcp_echo_ok, tcp_echo_server, unique_prefix,
+    NetnsGuard,
+};
+use hostlink::{netns, BridgeSpec, HostNet, IpNet, Kernel, MacAddr, Neighbour, Netns, VethSpec};
+use nft::{
+    Direction, EtherType, Firewall, FloatingIp, InternalLeg, Nft, PortRules, Protocol, Remote,
+    RouterNat, SgRule,
+};
+
+const T: Duration = Duration::from_secs(3);
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A host namespace with bridges, and VM namespaces plugged into them.
+struct Lab {
+    p: String,
+    host: Netns,
+    guard: NetnsGuard,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let p = unique_prefix();
+        let mut guard = NetnsGuard::new();
+        let host = guard.create(&format!("{p}-host"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let lab = Lab { p, host, guard, rt };
+        // Security groups must be enforced on bridged traffic, and a
+        // flushed flow must not come back reversed (recipe §2).
+        netns::write_sysctl(&lab.host, "net.bridge.bridge-nf-call-iptables", "1").unwrap();
+        lab
+    }
+
+    fn bridge(&self, name: &str) {
+        self.rt
+            .block_on(Kernel.ensure_bridge(
+                &self.host,
+                &BridgeSpec {
+                    name: name.into(),
+                    mtu: 1500,
+                },
+            ))
+            .unwrap();
+    }
+
+    /// A VM namespace `tag` with eth0 (`mac`, `ip`/24) on `bridge` via `tap`.
+    fn vm(&mut self, tag: &str, bridge: &str, tap: &str, mac: &str, ip: &str) -> Netns {
+        let ns = self.guard.create(&format!("{}-{tag}", self.p));
+        let k = Kernel;
+        self.rt.block_on(async {
+            k.ensure_veth(
+                &self.host,
+                &VethSpec {
+                    name: tap.into(),
+                    peer: "eth0".into(),
+                    peer_netns: ns.clone(),
+                    mtu: 1500,
+                    peer_mac: Some(mac.parse().unwrap()),
+                },
+            )
+            .await
+            .unwrap();
+            k.set_master(&self.host, tap, Some(bridge)).await.unwrap();
+            k.ensure_address(&ns, "eth0", format!("{ip}/24").parse().unwrap())
+                .await
+                .unwrap();
+            k.ensure_netns(ns.name().unwrap()).await.unwrap(); // lo up
+        });
+        ns
+    }
+}
+
+fn port(name: &str, mark: u32, mac: &str, ip: &str, rules: Vec<SgRule>) -> PortRules {
+    PortRules {
+        name: name.into(),
+        mark,
+        mac: mac.parse().unwrap(),
+        fixed_ips: vec![ip.parse().unwrap()],
+        allowed_pairs: vec![],
+        port_security: true,
+        rules,
+    }
+}
+
+fn allow_all_egress(mark: u32) -> Vec<SgRule> {
+    [EtherType::V4, EtherType::V6]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| SgRule {
+            ct_mark: mark + i as u32,
+            direction: Direction::Egress,
+            ethertype: e,
+            protocol: None,
+            port_range: None,
+            remote: Remote::Any,
+        })
+        .collect()
+}
+
+fn tcp_in(mark: u32, port: u16) -> SgRule {
+    SgRule {
+        ct_mark: mark,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::TCP),
+        port_range: Some((port, port)),
+        remote: Remote::Any,
+    }
+}
+
+/// Sends one UDP datagram from `src` inside `from` to `dst`, and says
+/// whether the receiver bound at `dst` inside `to` got it.
+fn udp_delivered(from: &Netns, src: &str, to: &Netns, dst: &str) -> bool {
+    let rx = netns::run_in(to, || UdpSocket::bind(dst)).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    netns::run_in(from, || {
+        let tx = UdpSocket::bind(src).unwrap();
+        tx.send_to(b"x", dst).unwrap();
+    })
+    .unwrap();
+    let mut buf = [0u8; 4];
+    rx.recv_from(&mut buf).is_ok()
+}
+
+#[test]
+fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session() {
+    if !require_root("security_group_allows_one_port_drops_another_and_revocation_cuts_the_session")
+    {
+        return;
+    }
+    let started = Instant::now();
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    fw.ensure_base().unwrap();
+    netns::write_sysctl(&lab.host, "net.netfilter.nf_conntrack_tcp_loose", "0").unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let pa = port(
+        "tap-a",
+        1,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x100),
+    );
+    let mut pb = port(
+        "tap-b",
+        2,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x200),
+    );
+    pb.rules.push(tcp_in(0x210, 7000));
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+
+    tcp_echo_server(&b, sa("10.0.0.6:7000"));
+    tcp_echo_server(&b, sa("10.0.0.6:7001"));
+    assert!(
+        tcp_echo_ok(&a, sa("10.0.0.6:7000"), T),
+        "allowed port must pass"
+    );
+    assert!(
+        !tcp_echo_ok(&a, sa("10.0.0.6:7001"), Duration::from_millis(700)),
+        "other port must be dropped"
+    );
+
+    // Idempotency: the same state again is no transaction at all, so the
+    // kernel's rule handles stay the same.
+    let before = netns::run_in(&lab.host, || {
+        std::process::Command::new("nft")
+            .args(["-a", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+    fw.ensure_base().unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let after = netns::run_in(&lab.host, || {
+        std::process::Command::new("nft")
+            .args(["-a", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&before),
+        String::from_utf8_lossy(&after)
+    );
+    let listed = fw.list_ports().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].ct_marks, vec![0x200, 0x201, 0x210]);
+    assert_eq!(listed[1].digest, pb.digest());
+    // A fresh driver (an agent restart) reads the same state back.
+    assert_eq!(Nft::new(lab.host.clone()).list_ports().unwrap(), listed);
+
+    // An established session through the rule survives unrelated updates…
+    let mut s = tcp_connect_in(&a, sa("10.0.0.6:7000"), T).unwrap();
+    assert!(stream_alive(&mut s, T));
+    let mut pb2 = pb.clone();
+    pb2.rules.push(tcp_in(0x211, 7002));
+    fw.upsert_port(&pb2).unwrap();
+    assert!(
+        stream_alive(&mut s, T),
+        "re-applying rules must not cut sessions"
+    );
+    // …and is cut once the rule is deleted.
+    pb2.rules.retain(|r| r.ct_mark != 0x210);
+    fw.upsert_port(&pb2).unwrap();
+    assert!(fw.revoked().unwrap().contains(&0x210));
+    assert!(
+        !stream_alive(&mut s, Duration::from_millis(700)),
+        "deleted rule must cut the session"
+    );
+    assert!(!tcp_echo_ok(
+        &a,
+        sa("10.0.0.6:7000"),
+        Duration::from_millis(700)
+    ));
+
+    // Cleanup leaves no table behind.
+    fw.remove_port("tap-a").unwrap();
+    fw.remove_port("tap-a").unwrap();
+    assert_eq!(fw.list_ports().unwrap().len(), 1);
+    fw.delete_all().unwrap();
+    fw.delete_all().unwrap();
+    let rs = netns::run_in(&lab.host, || {
+        std::process::Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    assert!(rs.is_empty(), "{}", String::from_utf8_lossy(&rs));
+    drop(lab);
+    eprintln!("took {:?}", started.elapsed());
+}
+
+#[test]
+fn anti_spoofing_drops_a_foreign_source_unless_port_security_is_off() {
+    if !require_root("anti_spoofing_drops_a_foreign_source_unless_port_security_is_off") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let udp_in = SgRule {
+        ct_mark: 0x210,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::UDP),
+        port_range: Some((6000, 6000)),
+        remote: Remote::Any,
+    };
+    let pa = port(
+        "tap-a",
+        1,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x100),
+    );
+    let mut pb = port(
+        "tap-b",
+        2,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x200),
+    );
+    pb.rules.push(udp_in);
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+    // a also holds 10.0.0.99, and knows b's MAC (so ARP is not what
+    // stops it: the source-IP rule must).
+    lab.rt.block_on(async {
+        Kernel
+            .ensure_address(&a, "eth0", "10.0.0.99/24".parse::<IpNet>().unwrap())
+            .await
+            .unwrap();
+        Kernel
+            .ensure_neighbour(
+                &a,
+                &Neighbour {
+                    link: "eth0".into(),
+                    ip: "10.0.0.6".parse::<IpAddr>().unwrap(),
+                    mac: "fa:16:3e:00:0a:02".parse::<MacAddr>().unwrap(),
+                },
+            )
+            .await
+            .unwrap();
+    });
+    assert!(
+        udp_delivered(&a, "10.0.0.5:5000", &b, "10.0.0.6:6000"),
+        "own address passes"
+    );
+    assert!(
+        !udp_delivered(&a, "10.0.0.99:5000", &b, "10.0.0.6:6000"),
+        "spoofed source must be dropped"
+    );
+    // Allowed address pair: the same source is now legitimate.
+    let mut pa2 = pa.clone();
+    pa2.allowed_pairs.push(nft::AllowedPair {
+        ip: "10.0.0.99/32".parse().unwrap(),
+        mac: None,
+    });
+    fw.upsert_port(&pa2).unwrap();
+    assert!(
+        udp_delivered(&a, "10.0.0.99:5001", &b, "10.0.0.6:6000"),
+        "allowed pair passes"
+    );
+    // Port security off on a: no chains for it, spoofing passes.
+    let mut off = pa.clone();
+    off.port_security = false;
+    fw.upsert_port(&off).unwrap();
+    assert_eq!(
+        fw.list_ports()
+            .unwrap()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["tap-b"]
+    );
+    assert!(udp_delivered(&a, "10.0.0.99:5002", &b, "10.0.0.6:6000"));
+}
+
+#[test]
+fn conntrack_zones_keep_overlapping_tenants_apart() {
+    if !require_root("conntrack_zones_keep_overlapping_tenants_apart") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    lab.bridge("fsb-b");
+    // Two tenants, same addresses, same MACs even.
+    let a1 = lab.vm("a1", "fsb-a", "tap-a1", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let a2 = lab.vm("a2", "fsb-a", "tap-a2", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let b1 = lab.vm("b1", "fsb-b", "tap-b1", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b2 = lab.vm("b2", "fsb-b", "tap-b2", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    fw.upsert_network("fsb-b", 2).unwrap();
+    let udp_in = SgRule {
+        ct_mark: 0x210,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::UDP),
+        port_range: Some((6000, 6000)),
+        remote: Remote::Any,
+    };
+    fw.upsert_port(&port(
+        "tap-a1",
+        1,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x100),
+    ))
+    .unwrap();
+    let mut pa2 = port(
+        "tap-a2",
+        2,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x200),
+    );
+    pa2.rules.push(udp_in);
+    fw.upsert_port(&pa2).unwrap();
+    fw.upsert_port(&port(
+        "tap-b1",
+        3,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x300),
+    ))
+    .unwrap();
+    // b2 admits nothing.
+    fw.upsert_port(&port(
+        "tap-b2",
+        4,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x400),
+    ))
+    .unwrap();
+    // a1 and a2 exchange datagrams on 5000 <-> 6000: an established flow.
+    let rx = netns::run_in(&a2, || UdpSocket::bind("10.0.0.6:6000"))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(T)).unwrap();
+    let tx = netns::run_in(&a1, || UdpSocket::bind("10.0.0.5:5000"))
+        .unwrap()
+        .unwrap();
+    tx.set_read_timeout(Some(T)).unwrap();
+    tx.send_to(b"x", "10.0.0.6:6000").unwrap();
+    let mut buf = [0u8; 4];
+    let (_, from) = rx.recv_from(&mut buf).expect("a1 -> a2 allowed");
+    rx.send_to(b"y", from).unwrap();
+    tx.recv_from(&mut buf).expect("reply a2 -> a1");
+    // The same tuple in the other tenant must not ride a1's conntrack
+    // entry (recipe §3: without zones it did).
+    assert!(
+        !udp_delivered(&b1, "10.0.0.5:5000", &b2, "10.0.0.6:6000"),
+        "cross-tenant conntrack bypass"
+    );
+    fw.remove_network("fsb-b").unwrap();
+    fw.remove_network("fsb-b").unwrap();
+}
+
+#[test]
+fn router_nat_applies_in_its_namespace_idempotently() {
+    if !require_root("router_nat_applies_in_its_namespace_idempotently") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let r = lab.guard.create(&format!("{}-r", lab.p));
+    let rname = r.name().unwrap().to_string();
+    let fw = Nft::new(lab.host.clone());
+    lab.rt.block_on(async {
+        for (a, b) in [("qr-1", "x1"), ("qg-1", "x2")] {
+            Kernel
+                .ensure_veth(
+                    &r,
+                    &VethSpec {
+                        name: a.into(),
+                        peer: b.into(),
+                        peer_netns: lab.host.clone(),
+                        mtu: 1500,
+                        peer_mac: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let nat = RouterNat {
+        netns: rname.clone(),
+        gateway_leg: Some("qg-1".into()),
+        gateway_ip: Some("203.0.113.10".parse().unwrap()),
+        snat: true,
+        internal: vec![InternalLeg {
+            leg: "qr-1".into(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+        }],
+        floating_ips: vec![FloatingIp {
+            floating: "203.0.113.20".parse().unwrap(),
+            fixed: "10.0.0.5".parse().unwrap(),
+        }],
+        metadata_port: Some(9697),
+    };
+    fw.upsert_router_nat(&nat).unwrap();
+    assert_eq!(fw.router_nat_digest(&rname).unwrap(), Some(nat.digest()));
+    let text = || {
+        String::from_utf8(
+            netns::run_in(&r, || {
+                std::process::Command::new("nft")
+                    .args(["-a", "list", "ruleset"])
+                    .output()
+                    .unwrap()
+                    .stdout
+            })
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    let first = text();
+    for want in [
+        "redirect to :9697",
+        "dnat to 10.0.0.5",
+        "snat to 203.0.113.20",
+        "ip saddr 10.0.0.0/24 snat to 203.0.113.10",
+        "ct status dnat snat to 203.0.113.10",
+        "srcnat - 10",
+    ] {
+        assert!(first.contains(want), "{want} missing:\n{first}");
+    }
+    fw.upsert_router_nat(&nat).unwrap();
+    assert_eq!(text(), first, "same NAT again must change nothing");
+    let mut nat2 = nat.clone();
+    nat2.floating_ips.clear();
+    fw.upsert_router_nat(&nat2).unwrap();
+    assert!(!text().contains("203.0.113.20"));
+    fw.remove_router(&rname).unwrap();
+    fw.remove_router(&rname).unwrap();
+    assert_eq!(text(), "");
+    assert_eq!(fw.router_nat_digest(&rname).unwrap(), None);
+}

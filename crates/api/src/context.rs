@@ -97,7 +97,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Authenticator: Send + Sync + 'static {
     /// `Err` means the token is not valid now, for whatever reason: the caller
     /// answers 401 without saying why.
-    fn validate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<AuthContext, Error>>;
+    fn validate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Arc<AuthContext>, Error>>;
 }
 
 /// Middleware: validates `X-Auth-Token` when present. A request without a
@@ -118,7 +118,7 @@ pub async fn authenticate(
     if let Some(token) = token {
         match auth.validate(&token).await {
             Ok(ctx) => {
-                req.extensions_mut().insert(Arc::new(ctx));
+                req.extensions_mut().insert(ctx);
                 req.extensions_mut().insert(CallerToken(Arc::from(token)));
             }
             Err(e) if e.status.is_server_error() => return e.into_response(),

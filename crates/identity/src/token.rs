@@ -203,7 +203,13 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => {
                 let raw = self.take(16)?;
-                Some(raw.iter().map(|x| format!("{x:02x}")).collect())
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut out = String::with_capacity(32);
+                for x in raw {
+                    out.push(HEX[(x >> 4) as usize] as char);
+                    out.push(HEX[(x & 15) as usize] as char);
+                }
+                Some(out)
             }
             1 => {
                 let len = self.u8()? as usize;
@@ -219,6 +225,9 @@ impl<'a> Reader<'a> {
 pub struct Keys {
     repo: fernet::KeyRepository,
     state: RwLock<(fernet::KeySet, u64, std::time::Instant)>,
+    /// Bumped whenever the key set is reloaded, so cached validations made
+    /// with a key that may have been removed are not trusted.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Keys {
@@ -231,6 +240,7 @@ impl Keys {
         Ok(Keys {
             repo,
             state: RwLock::new((set, fp, std::time::Instant::now())),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -253,6 +263,7 @@ impl Keys {
                             tracing::info!(keys = set.len(), "fernet key repository reloaded");
                             st.0 = set;
                             st.1 = fp;
+                            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "fernet key repository unreadable; keeping the keys in use")
@@ -262,6 +273,13 @@ impl Keys {
             }
         }
         st.0.clone()
+    }
+
+    /// Changes whenever the key set is reloaded.
+    pub fn generation(&self) -> u64 {
+        // Reloads happen inside current(); make sure one is due first.
+        let _ = self.current();
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn seal(&self, p: &Payload) -> String {

@@ -30,7 +30,7 @@ pub async fn issue(State(id): S, q: Q, Json(body): Json<Value>) -> Result<Respon
     let nocatalog = qbool(&q, "nocatalog")?.unwrap_or(false);
     let snap = id.snapshot();
     let body = id.token_body(&snap, &issued.payload, &issued.ctx, !nocatalog);
-    let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
+    let mut resp = (StatusCode::CREATED, json_bytes(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&issued.token) {
         resp.headers_mut().insert("x-subject-token", v);
     }
@@ -57,7 +57,7 @@ pub async fn validate(State(id): S, ctx: Ctx, q: Q, headers: HeaderMap) -> Resul
     check_subject_policy(&id, &ctx, "identity:validate_token", &v.payload.user_id)?;
     let nocatalog = qbool(&q, "nocatalog")?.unwrap_or(false);
     let body = id.token_body(&v.snapshot, &v.payload, &v.ctx, !nocatalog);
-    let mut resp = axum::Json(body).into_response();
+    let mut resp = json_bytes(body).into_response();
     if let Ok(h) = HeaderValue::from_str(&token) {
         resp.headers_mut().insert("x-subject-token", h);
     }
@@ -161,4 +161,9 @@ pub async fn system(State(id): S, ctx: Ctx) -> Result<Response, Error> {
         vec![]
     };
     Ok(collection(&id, "system", "/auth/system", items))
+}
+
+/// A pre-serialized JSON body.
+fn json_bytes(body: Vec<u8>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
 }

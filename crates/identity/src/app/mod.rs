@@ -54,12 +54,27 @@ pub struct Identity {
     pub policy: api::Enforcer,
     snapshot: RwLock<Arc<Snapshot>>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Recent validations by token. An entry is trusted only while the
+    /// snapshot revision and the key set it was computed under are current,
+    /// so any identity write or key reload invalidates it.
+    validated: RwLock<std::collections::HashMap<String, Arc<CachedValidation>>>,
 }
+
+struct CachedValidation {
+    revision: i64,
+    key_generation: u64,
+    payload: Payload,
+    ctx: Arc<AuthContext>,
+}
+
+/// Cached validations kept at most; the cache is emptied when full (a simple
+/// bound: tokens are re-validated, never wrongly accepted).
+const VALIDATION_CACHE_MAX: usize = 65_536;
 
 /// A validated token: its payload and the context it gives.
 pub struct Validated {
     pub payload: Payload,
-    pub ctx: AuthContext,
+    pub ctx: Arc<AuthContext>,
     pub snapshot: Arc<Snapshot>,
 }
 
@@ -77,6 +92,7 @@ impl Identity {
             policy,
             snapshot: RwLock::new(Arc::new(snap)),
             refresh_lock: tokio::sync::Mutex::new(()),
+            validated: RwLock::new(Default::default()),
         }))
     }
 
@@ -144,21 +160,31 @@ impl Identity {
     /// scope and application credential are still usable. Roles are computed
     /// now, not taken from the token.
     pub fn validate_token(&self, token: &str) -> Option<Validated> {
-        let payload = self.keys.open_token(token)?;
+        let snap = self.snapshot();
+        let keygen = self.keys.generation();
         let now = store::now_micros();
+        if let Some(c) = self.validated.read().unwrap_or_else(|e| e.into_inner()).get(token) {
+            if c.revision == snap.revision && c.key_generation == keygen && c.payload.expires_at > now {
+                return Some(Validated { payload: c.payload.clone(), ctx: c.ctx.clone(), snapshot: snap });
+            }
+        }
+        let payload = self.keys.open_token(token)?;
         if payload.expires_at <= now {
             return None;
         }
-        let snap = self.snapshot();
         if snap.is_revoked(&payload) {
             return None;
         }
-        let ctx = self.context_for(&snap, &payload)?;
-        Some(Validated {
-            payload,
-            ctx,
-            snapshot: snap,
-        })
+        let ctx = Arc::new(self.context_for(&snap, &payload)?);
+        let mut cache = self.validated.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= VALIDATION_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            token.to_string(),
+            Arc::new(CachedValidation { revision: snap.revision, key_generation: keygen, payload: payload.clone(), ctx: ctx.clone() }),
+        );
+        Some(Validated { payload, ctx, snapshot: snap })
     }
 
     /// Builds the request context a payload gives, or `None` if the token no
@@ -265,7 +291,7 @@ impl api::Authenticator for Identity {
     fn validate<'a>(
         &'a self,
         token: &'a str,
-    ) -> api::context::BoxFuture<'a, Result<AuthContext, Error>> {
+    ) -> api::context::BoxFuture<'a, Result<Arc<AuthContext>, Error>> {
         Box::pin(async move {
             self.validate_token(token)
                 .map(|v| v.ctx)

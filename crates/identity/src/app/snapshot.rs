@@ -78,6 +78,9 @@ pub struct Snapshot {
     revocations: HashMap<(u8, String), Vec<Event>>,
     /// The catalog as tokens carry it.
     pub catalog: Value,
+    /// The same, serialized once per snapshot: every token body splices it
+    /// in instead of cloning and serializing the tree again.
+    pub catalog_raw: Option<Box<serde_json::value::RawValue>>,
 }
 
 // Keys of the revocation index: which field an event is filed under.
@@ -240,6 +243,7 @@ impl Snapshot {
                 })
                 .collect(),
         );
+        s.catalog_raw = serde_json::value::to_raw_value(&s.catalog).ok();
         Ok(s)
     }
 

@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -351,6 +352,8 @@ def b64url_decode(token: str) -> bytes:
 # The server
 # --------------------------------------------------------------------------
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 
 class Server:
     """One `ferrostack serve` process on 127.0.0.1:<free port>."""
@@ -417,6 +420,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
         env.pop("FERROSTACK_ADMIN_PASSWORD", None)
         env.setdefault("RUST_BACKTRACE", "1")
+        env["NO_COLOR"] = "1"
         self.proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -494,7 +498,7 @@ class Server:
             data = self.log_path.read_bytes()
         except OSError:
             return "(no output captured)"
-        text = data[-limit:].decode("utf-8", "replace")
+        text = _ANSI.sub("", data[-limit * 2 :].decode("utf-8", "replace"))[-limit:]
         return text if text.strip() else "(no output)"
 
     # -- ferrostack subcommands ----------------------------------------------

@@ -517,7 +517,10 @@ def test_application_credential_with_role_subset_authenticates(srv, os_, uniq):
     check(srv.api.get("users", token=field(tok, "id")), 403)
 
     # A restricted application credential cannot make another one.
-    r = srv.openstack("application", "credential", "create", f"{name}-child", cloud="appcred", config=clouds, expect_fail=True)
+    r = srv.openstack(
+        "application", "credential", "create", "--role", "member", f"{name}-child",
+        cloud="appcred", config=clouds, expect_fail=True,
+    )
     assert_http_status_in_output(r, 403)
     assert f"{name}-child" not in column(os_("application", "credential", "list"), "name")
 
@@ -530,7 +533,7 @@ def test_application_credential_with_expiration(srv, os_, uniq):
     name = f"ac-exp-{uniq}"
     when = (datetime.now(timezone.utc) + timedelta(days=30)).replace(microsecond=0)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
-    cred = os_("application", "credential", "create", "--expiration", stamp, name)
+    cred = os_("application", "credential", "create", "--role", "member", "--expiration", stamp, name)
     expires = field(cred, "expires_at")
     assert expires and expires.startswith(stamp), cred
     assert field(os_("application", "credential", "show", name), "expires_at").startswith(stamp)
@@ -544,10 +547,26 @@ def test_application_credential_with_expiration(srv, os_, uniq):
 
 def test_unrestricted_application_credential_can_create_another(srv, os_, uniq):
     name = f"ac-unr-{uniq}"
-    cred = os_("application", "credential", "create", "--unrestricted", name)
+    cred = os_("application", "credential", "create", "--role", "member", "--unrestricted", name)
     assert field(cred, "unrestricted") is True
     clouds = srv.write_clouds({"appcred": _appcred_cloud(cred)})
-    child = srv.openstack("application", "credential", "create", f"{name}-child", cloud="appcred", config=clouds)
+    child = srv.openstack(
+        "application", "credential", "create", "--role", "member", f"{name}-child", cloud="appcred", config=clouds
+    )
     assert field(child, "name") == f"{name}-child"
     os_("application", "credential", "delete", f"{name}-child")
+    os_("application", "credential", "delete", name)
+
+
+def test_application_credential_without_roles_gets_the_creators_token_roles(srv, os_, uniq):
+    """Keystone: with no roles given, the credential gets the roles of the
+    token that creates it."""
+    name = f"ac-all-{uniq}"
+    cred = os_("application", "credential", "create", name)
+    roles = str(field(cred, "roles"))
+    assert "admin" in roles and "member" in roles, cred
+    clouds = srv.write_clouds({"appcred": _appcred_cloud(cred)})
+    tok = srv.openstack("token", "issue", cloud="appcred", config=clouds)
+    body = check(srv.api.validate(field(tok, "id")), 200).json()["token"]
+    assert "admin" in {r["name"] for r in body["roles"]}, body["roles"]
     os_("application", "credential", "delete", name)

@@ -263,7 +263,8 @@ impl Keys {
                             tracing::info!(keys = set.len(), "fernet key repository reloaded");
                             st.0 = set;
                             st.1 = fp;
-                            self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            self.generation
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "fernet key repository unreadable; keeping the keys in use")

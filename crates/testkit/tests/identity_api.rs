@@ -517,6 +517,10 @@ async fn duplicates_conflict_and_bad_input_writes_nothing() {
         (json!({"project": {"name": "x", "tags": ["a/b"]}}), "tag"),
         (json!({"projekt": {"name": "x"}}), "project"),
         (json!([1, 2]), "object"),
+        (
+            json!({"project": {"name": "x"}, "bogus_field": true}),
+            "bogus_field",
+        ),
     ];
     for (body, needle) in cases {
         let r = c
@@ -911,8 +915,16 @@ async fn an_empty_role_list_means_the_tokens_roles() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let mut roles: Vec<&str> = r.body["application_credential"]["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let mut roles: Vec<&str> = r.body["application_credential"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     roles.sort();
     assert_eq!(roles, ["member", "reader"]);
-    assert_eq!(r.body["application_credential"]["expires_at"], "2099-12-21T19:36:18.000000Z");
+    assert_eq!(
+        r.body["application_credential"]["expires_at"],
+        "2099-12-21T19:36:18.000000Z"
+    );
 }

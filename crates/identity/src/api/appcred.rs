@@ -140,7 +140,9 @@ pub async fn create(
         // No roles, or an empty list (the CLI sends `[]`), means all the
         // roles of the token creating it, as in Keystone.
         None | Some(Value::Null) => ctx.roles.iter().map(|r| r.id.clone()).collect(),
-        Some(Value::Array(items)) if items.is_empty() => ctx.roles.iter().map(|r| r.id.clone()).collect(),
+        Some(Value::Array(items)) if items.is_empty() => {
+            ctx.roles.iter().map(|r| r.id.clone()).collect()
+        }
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
             for item in items {

@@ -165,5 +165,8 @@ pub async fn system(State(id): S, ctx: Ctx) -> Result<Response, Error> {
 
 /// A pre-serialized JSON body.
 fn json_bytes(body: Vec<u8>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
 }

@@ -25,7 +25,15 @@ impl Body {
                 "The request body must be a JSON object.",
             ));
         };
-        match top.remove(entity) {
+        let found = top.remove(entity);
+        // Keystone's request schemas close the top level: only the entity's
+        // own key may be there.
+        if let Some(k) = top.keys().next() {
+            return Err(Error::bad_request(format!(
+                "Invalid input: additional properties are not allowed ('{k}' was unexpected); the body holds only '{entity}'."
+            )));
+        }
+        match found {
             Some(Value::Object(obj)) => Ok(Body { obj, entity }),
             Some(_) => Err(Error::bad_request(format!(
                 "Invalid input for field '{entity}': expected an object."

@@ -430,14 +430,32 @@ impl Identity {
 
     /// The token body Keystone returns (`{"token": {...}}`), serialized.
     /// Built from borrowing structs: validation answers are the hot path.
-    pub fn token_body(&self, snap: &Snapshot, p: &Payload, ctx: &AuthContext, with_catalog: bool) -> Vec<u8> {
+    pub fn token_body(
+        &self,
+        snap: &Snapshot,
+        p: &Payload,
+        ctx: &AuthContext,
+        with_catalog: bool,
+    ) -> Vec<u8> {
         let scoped = !matches!(ctx.scope, Scope::Unscoped);
         let (project, domain, system) = match &ctx.scope {
             Scope::Unscoped => (None, None, None),
             Scope::System => (None, None, Some(SystemAll { all: true })),
             Scope::Domain { id, name } => (None, Some(Named { id, name }), None),
-            Scope::Project { id, name, domain_id, domain_name } => (
-                Some(ProjectBody { id, name, domain: Named { id: domain_id, name: domain_name } }),
+            Scope::Project {
+                id,
+                name,
+                domain_id,
+                domain_name,
+            } => (
+                Some(ProjectBody {
+                    id,
+                    name,
+                    domain: Named {
+                        id: domain_id,
+                        name: domain_name,
+                    },
+                }),
                 None,
                 None,
             ),
@@ -448,7 +466,10 @@ impl Identity {
                 user: UserBody {
                     id: &ctx.user_id,
                     name: &ctx.user_name,
-                    domain: Named { id: &ctx.user_domain_id, name: &ctx.user_domain_name },
+                    domain: Named {
+                        id: &ctx.user_domain_id,
+                        name: &ctx.user_domain_name,
+                    },
                     password_expires_at: None,
                 },
                 audit_ids: &ctx.audit_ids,
@@ -459,12 +480,18 @@ impl Identity {
                 domain,
                 system,
                 roles: scoped.then_some(ctx.roles.as_slice()),
-                catalog: if scoped && with_catalog { snap.catalog_raw.as_deref() } else { None },
-                application_credential: ctx.application_credential.as_ref().map(|(id, name, unrestricted)| AppCredBody {
-                    id,
-                    name,
-                    restricted: !unrestricted,
-                }),
+                catalog: if scoped && with_catalog {
+                    snap.catalog_raw.as_deref()
+                } else {
+                    None
+                },
+                application_credential: ctx.application_credential.as_ref().map(
+                    |(id, name, unrestricted)| AppCredBody {
+                        id,
+                        name,
+                        restricted: !unrestricted,
+                    },
+                ),
             },
         };
         serde_json::to_vec(&body).unwrap_or_default()

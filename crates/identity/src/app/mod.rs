@@ -163,9 +163,21 @@ impl Identity {
         let snap = self.snapshot();
         let keygen = self.keys.generation();
         let now = store::now_micros();
-        if let Some(c) = self.validated.read().unwrap_or_else(|e| e.into_inner()).get(token) {
-            if c.revision == snap.revision && c.key_generation == keygen && c.payload.expires_at > now {
-                return Some(Validated { payload: c.payload.clone(), ctx: c.ctx.clone(), snapshot: snap });
+        if let Some(c) = self
+            .validated
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
+            if c.revision == snap.revision
+                && c.key_generation == keygen
+                && c.payload.expires_at > now
+            {
+                return Some(Validated {
+                    payload: c.payload.clone(),
+                    ctx: c.ctx.clone(),
+                    snapshot: snap,
+                });
             }
         }
         let payload = self.keys.open_token(token)?;
@@ -182,9 +194,18 @@ impl Identity {
         }
         cache.insert(
             token.to_string(),
-            Arc::new(CachedValidation { revision: snap.revision, key_generation: keygen, payload: payload.clone(), ctx: ctx.clone() }),
+            Arc::new(CachedValidation {
+                revision: snap.revision,
+                key_generation: keygen,
+                payload: payload.clone(),
+                ctx: ctx.clone(),
+            }),
         );
-        Some(Validated { payload, ctx, snapshot: snap })
+        Some(Validated {
+            payload,
+            ctx,
+            snapshot: snap,
+        })
     }
 
     /// Builds the request context a payload gives, or `None` if the token no

@@ -11,6 +11,12 @@
 //! `and`, `or`, `not`, parentheses. Credential attributes: `user_id`,
 //! `user_domain_id`, `project_id`, `project_domain_id`, `domain_id`,
 //! `system_scope` (`all` when system-scoped), `token.is_app_cred`.
+//!
+//! Neutron's field checks are understood too: `field:RESOURCE:ATTR=VALUE`
+//! holds when the target's `ATTR` equals `VALUE` (booleans are written
+//! `True`/`False` in targets), and `field:RESOURCE:ATTR=~^PREFIX` when it
+//! starts with `PREFIX` — the only regular expression upstream's defaults
+//! use; any other pattern is refused when the rule is parsed.
 
 use std::collections::HashMap;
 
@@ -27,6 +33,13 @@ pub enum Rule {
     Match {
         attr: String,
         value: Value,
+    },
+    /// Neutron's `field:RESOURCE:ATTR=VALUE`: the target's `attr` compared
+    /// with a literal (or, with `prefix`, starting with it).
+    Field {
+        attr: String,
+        value: String,
+        prefix: bool,
     },
     And(Vec<Rule>),
     Or(Vec<Rule>),
@@ -124,6 +137,12 @@ impl Enforcer {
         }
     }
 
+    /// Whether a rule of that name exists (services check attribute-level
+    /// rules such as `create_network:shared` only where one is written).
+    pub fn has(&self, action: &str) -> bool {
+        self.rules.contains_key(action)
+    }
+
     /// The names of all rules, for tests that check every route has one.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.rules.keys().map(String::as_str)
@@ -152,6 +171,17 @@ impl Enforcer {
                 };
                 want.is_some_and(|w| w == have)
             }
+            Rule::Field {
+                attr,
+                value,
+                prefix,
+            } => target.get(attr).is_some_and(|have| {
+                if *prefix {
+                    have.starts_with(value.as_str())
+                } else {
+                    have == value
+                }
+            }),
             Rule::And(rs) => rs.iter().all(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Or(rs) => rs.iter().any(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Not(r) => !self.eval(r, ctx, target, depth + 1),
@@ -284,6 +314,7 @@ fn check(tok: &str) -> Result<Rule, String> {
         return Err(format!("{tok:?} is not a check (expected kind:value)"));
     };
     match kind {
+        "field" => field_check(value),
         "role" => Ok(Rule::Role(value.to_string())),
         "rule" => Ok(Rule::Rule(value.to_string())),
         attr => {
@@ -300,6 +331,35 @@ fn check(tok: &str) -> Result<Rule, String> {
             })
         }
     }
+}
+
+/// `RESOURCE:ATTR=VALUE` or `RESOURCE:ATTR=~^PREFIX` (the attribute may
+/// itself contain ':', as `router:external` does).
+fn field_check(spec: &str) -> Result<Rule, String> {
+    let bad = || format!("field check {spec:?} is not RESOURCE:ATTR=VALUE");
+    let (_resource, rest) = spec.split_once(':').ok_or_else(bad)?;
+    let (attr, value) = rest.split_once('=').ok_or_else(bad)?;
+    if attr.is_empty() {
+        return Err(bad());
+    }
+    if let Some(pattern) = value.strip_prefix('~') {
+        let lit = pattern
+            .strip_prefix('^')
+            .filter(|l| !l.chars().any(|c| "\\.^$|?*+()[]{}".contains(c)))
+            .ok_or_else(|| {
+                format!("field check {spec:?}: only ^literal prefixes are supported as patterns")
+            })?;
+        return Ok(Rule::Field {
+            attr: attr.to_string(),
+            value: lit.to_string(),
+            prefix: true,
+        });
+    }
+    Ok(Rule::Field {
+        attr: attr.to_string(),
+        value: value.trim_matches('\'').to_string(),
+        prefix: false,
+    })
 }
 
 #[cfg(test)]
@@ -382,6 +442,36 @@ mod tests {
             e.enforce("get_user", &member, &other).unwrap_err().message,
             "You are not authorized to perform the requested action: get_user."
         );
+    }
+
+    #[test]
+    fn neutron_field_checks() {
+        let e = Enforcer::new(&[
+            ("shared", "field:networks:shared=True"),
+            ("external", "field:networks:router:external=True"),
+            ("network_device", "field:port:device_owner=~^network:"),
+            ("owner_or_shared", "project_id:%(project_id)s or rule:shared"),
+            ("plain_owner", "not rule:network_device"),
+        ])
+        .unwrap();
+        let m = ctx(&["member"], project("p1"));
+        let shared = Target::new()
+            .with("project_id", "p2")
+            .with("shared", "True")
+            .with("router:external", "False");
+        assert!(e.check("owner_or_shared", &m, &shared));
+        assert!(!e.check("external", &m, &shared));
+        let private = Target::new()
+            .with("project_id", "p2")
+            .with("shared", "False");
+        assert!(!e.check("owner_or_shared", &m, &private));
+        let dev = |o: &str| Target::new().with("device_owner", o);
+        assert!(e.check("network_device", &m, &dev("network:dhcp")));
+        assert!(!e.check("network_device", &m, &dev("compute:nova")));
+        assert!(e.check("plain_owner", &m, &dev("")));
+        assert!(e.has("shared") && !e.has("nope"));
+        assert!(parse("field:port:device_owner=~network.*").is_err());
+        assert!(parse("field:nothing").is_err());
     }
 
     #[test]

@@ -187,6 +187,55 @@ mod tests {
         );
     }
 
+    /// Services on different branches number their migrations ahead of
+    /// merging (network took 0003 while image had 0002). A database that
+    /// ran 0001 and 0003 must accept 0002 when it arrives later: sqlx
+    /// applies every migration it has not applied, whatever its number.
+    #[tokio::test]
+    async fn a_migration_numbered_below_an_applied_one_is_still_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let early = dir.path().join("early");
+        let late = dir.path().join("late");
+        std::fs::create_dir_all(&early).unwrap();
+        std::fs::create_dir_all(&late).unwrap();
+        for (d, files) in [
+            (&early, vec!["0001_a", "0003_c"]),
+            (&late, vec!["0001_a", "0002_b", "0003_c"]),
+        ] {
+            for f in files {
+                let table = f.split('_').nth(1).unwrap();
+                std::fs::write(
+                    d.join(format!("{f}.sql")),
+                    format!("CREATE TABLE {table} (x INTEGER);"),
+                )
+                .unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", dir.path().join("db").display());
+        let opts = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(early.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(late.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for t in ["a", "b", "c"] {
+            sqlx::query(&format!("SELECT x FROM {t}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        }
+    }
+
     #[test]
     fn ids_have_the_openstack_shapes() {
         assert_eq!(new_hex_id().len(), 32);

@@ -450,7 +450,10 @@ mod tests {
             ("shared", "field:networks:shared=True"),
             ("external", "field:networks:router:external=True"),
             ("network_device", "field:port:device_owner=~^network:"),
-            ("owner_or_shared", "project_id:%(project_id)s or rule:shared"),
+            (
+                "owner_or_shared",
+                "project_id:%(project_id)s or rule:shared",
+            ),
             ("plain_owner", "not rule:network_device"),
         ])
         .unwrap();

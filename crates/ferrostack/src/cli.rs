@@ -61,6 +61,75 @@ pub struct ServeArgs {
     /// The Fernet key repository (default: DATA_DIR/fernet-keys).
     #[arg(long)]
     pub key_repository: Option<PathBuf>,
+    /// This node's name ([DEFAULT] host): routers and DHCP ports are
+    /// scheduled here. Defaults to the machine's host name.
+    #[arg(long, env = "FERROSTACK_HOST")]
+    pub host: Option<String>,
+    /// VXLAN VNIs for tenant networks, FIRST:LAST ([ml2_type_vxlan] vni_ranges).
+    #[arg(long, default_value = "1000:1999", value_parser = parse_vni_range)]
+    pub vni_range: (u32, u32),
+    /// A physical network for flat and VLAN provider networks, NAME:IFACE
+    /// (bridge_mappings); repeatable.
+    #[arg(long = "physical-network", value_parser = parse_physical_network)]
+    pub physical_networks: Vec<(String, String)>,
+    /// This host's VXLAN underlay address ([vxlan] local_ip).
+    #[arg(long)]
+    pub tunnel_ip: Option<std::net::IpAddr>,
+    /// Default networks per project ([quotas] quota_network; -1: unlimited).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub quota_network: i64,
+    /// Default subnets per project ([quotas] quota_subnet).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub quota_subnet: i64,
+    /// Default ports per project ([quotas] quota_port).
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
+    pub quota_port: i64,
+    /// Default routers per project ([quotas] quota_router).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub quota_router: i64,
+    /// Default floating IPs per project ([quotas] quota_floatingip).
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
+    pub quota_floatingip: i64,
+    /// Default security groups per project ([quotas] quota_security_group).
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    pub quota_security_group: i64,
+    /// Default security group rules per project ([quotas] quota_security_group_rule).
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    pub quota_security_group_rule: i64,
+}
+
+fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not FIRST:LAST"))?;
+    let a: u32 = a.parse().map_err(|_| format!("{a:?} is not a VNI"))?;
+    let b: u32 = b.parse().map_err(|_| format!("{b:?} is not a VNI"))?;
+    if a == 0 || a > b || b > 16_777_215 {
+        return Err(format!("{s:?}: VNIs run from 1 to 16777215, FIRST <= LAST"));
+    }
+    Ok((a, b))
+}
+
+fn parse_physical_network(s: &str) -> Result<(String, String), String> {
+    let (name, iface) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME:IFACE"))?;
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok_iface = !iface.is_empty()
+        && iface.len() <= 15
+        && iface
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if !ok_name || !ok_iface {
+        return Err(format!(
+            "{s:?}: the name is 1-64 of [A-Za-z0-9-_.], the interface 1-15 of [A-Za-z0-9-_.@]"
+        ));
+    }
+    Ok((name.to_string(), iface.to_string()))
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +172,25 @@ impl ServeArgs {
             lockout_failure_attempts: self.lockout_failure_attempts,
             lockout_duration: self.lockout_duration,
             key_repository: self.key_repository,
+            host: self.host.unwrap_or_else(ferrostack::serve::local_hostname),
+            vni_range: self.vni_range,
+            physical_networks: self.physical_networks,
+            tunnel_ip: self.tunnel_ip,
+            network_quotas: {
+                let mut q = network::Quotas::default();
+                for (r, v) in [
+                    ("network", self.quota_network),
+                    ("subnet", self.quota_subnet),
+                    ("port", self.quota_port),
+                    ("router", self.quota_router),
+                    ("floatingip", self.quota_floatingip),
+                    ("security_group", self.quota_security_group),
+                    ("security_group_rule", self.quota_security_group_rule),
+                ] {
+                    q.set(r, v);
+                }
+                q
+            },
         }
     }
 }

@@ -14,11 +14,18 @@ use base64::Engine;
 use serde_json::json;
 
 /// The services this binary serves, for the catalog.
-const SERVICES: &[identity::CatalogService] = &[identity::CatalogService {
-    kind: "identity",
-    name: "keystone",
-    path: "/identity",
-}];
+const SERVICES: &[identity::CatalogService] = &[
+    identity::CatalogService {
+        kind: "identity",
+        name: "keystone",
+        path: "/identity",
+    },
+    identity::CatalogService {
+        kind: "network",
+        name: "neutron",
+        path: "/network",
+    },
+];
 
 /// Settings of `ferrostack serve`, independent of how they were given.
 #[derive(Debug, Clone)]
@@ -32,6 +39,16 @@ pub struct Settings {
     pub lockout_failure_attempts: Option<u32>,
     pub lockout_duration: i64,
     pub key_repository: Option<PathBuf>,
+    /// This node's name: routers and DHCP ports are scheduled here.
+    pub host: String,
+    /// VXLAN VNIs for tenant networks, inclusive.
+    pub vni_range: (u32, u32),
+    /// Physical network name → host interface, for flat and VLAN networks.
+    pub physical_networks: Vec<(String, String)>,
+    /// This host's VXLAN underlay address, if VXLAN crosses hosts.
+    pub tunnel_ip: Option<std::net::IpAddr>,
+    /// Default network quotas per project.
+    pub network_quotas: network::Quotas,
 }
 
 impl Settings {
@@ -47,8 +64,22 @@ impl Settings {
             lockout_failure_attempts: None,
             lockout_duration: 1800,
             key_repository: None,
+            host: local_hostname(),
+            vni_range: (1000, 1999),
+            physical_networks: Vec::new(),
+            tunnel_ip: None,
+            network_quotas: network::Quotas::default(),
         }
     }
+}
+
+/// The machine's host name (the default `--host`).
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// A running server.
@@ -57,11 +88,15 @@ pub struct Running {
     pub addr: SocketAddr,
     pub public_url: String,
     pub identity: Arc<identity::Identity>,
+    /// The network service; it implements `netmodel::NetworkControl`, the
+    /// interface the node agent watches its host through.
+    pub network: Arc<network::Network>,
     /// The admin password, when this start generated it.
     pub generated_password: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     watcher: tokio::task::JoinHandle<()>,
+    network_watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -71,6 +106,7 @@ impl Running {
             let _ = tx.send(());
         }
         self.watcher.abort();
+        self.network_watcher.abort();
         (&mut self.task).await??;
         Ok(())
     }
@@ -149,8 +185,23 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         openrc = %args.data_dir.join("admin-openrc").display(),
         "client configuration for the admin"
     );
+    let net = network::Network::new(
+        ident.pool.clone(),
+        network::Config {
+            public_url: public_url.clone(),
+            host: args.host.clone(),
+            vni_range: args.vni_range,
+            physical_networks: args.physical_networks.clone(),
+            tunnel_ip: args.tunnel_ip,
+            quotas: args.network_quotas.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting network: {e}"))?;
     let watcher = tokio::spawn(ident.clone().watch());
-    let app = router(ident.clone(), &public_url);
+    let network_watcher = tokio::spawn(net.clone().watch_db());
+    let app = router(ident.clone(), net.clone(), &public_url);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -164,22 +215,31 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         addr,
         public_url,
         identity: ident,
+        network: net,
         generated_password,
         shutdown: Some(tx),
         task,
         watcher,
+        network_watcher,
     })
 }
 
 /// Every service under its prefix, plus a discovery document at `/`.
-pub fn router(ident: Arc<identity::Identity>, public_url: &str) -> Router {
+pub fn router(
+    ident: Arc<identity::Identity>,
+    net: Arc<network::Network>,
+    public_url: &str,
+) -> Router {
+    let base = public_url.trim_end_matches('/');
     let index = json!({
         "services": [
-            {"type": "identity", "href": format!("{}/identity", public_url.trim_end_matches('/'))}
+            {"type": "identity", "href": format!("{base}/identity")},
+            {"type": "network", "href": format!("{base}/network")}
         ]
     });
     Router::new()
         .route("/", get(move || async move { axum::Json(index) }))
+        .nest("/network", network::api::router(net, ident.clone()))
         .nest("/identity", identity::api::router(ident))
         .layer(axum::middleware::from_fn(api::request::request_id_and_log))
 }

@@ -93,6 +93,15 @@ pub enum Segment {
     },
     /// A bridge with a VXLAN device; `vni` is `provider:segmentation_id`.
     Vxlan { vni: u32 },
+    /// A bridge attached to an 802.1Q sub-interface of a host interface
+    /// (`provider:network_type vlan`); `vlan_id` is
+    /// `provider:segmentation_id`. Added by the network service for the
+    /// provider VLAN networks its API accepts.
+    Vlan {
+        physical_network: String,
+        interface: String,
+        vlan_id: u16,
+    },
     /// A bridge on this host only.
     Local,
 }

@@ -64,6 +64,11 @@ impl Stack {
         &self.running.as_ref().expect("running").identity
     }
 
+    /// The network service (which implements `netmodel::NetworkControl`).
+    pub fn network(&self) -> std::sync::Arc<network::Network> {
+        self.running.as_ref().expect("running").network.clone()
+    }
+
     pub fn client(&self) -> Client {
         Client {
             base: format!("http://{}", self.addr),

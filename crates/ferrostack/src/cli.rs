@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the all-in-one: every API service on one listener.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the Fernet key repository.
     Keys(KeysArgs),
 }

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let running = ferrostack::serve::start(s.into_settings()).await?;
+                let running = ferrostack::serve::start((*s).into_settings()).await?;
                 if let Some(pw) = &running.generated_password {
                     // Printed once, to the operator who started it; it is
                     // also in the 0600 clouds.yaml.

@@ -118,9 +118,15 @@ pub async fn show(State(n): S, ctx: Ctx, Path(id): Path<String>, q: Q) -> Result
     ))
 }
 
-fn provider(
-    b: &mut Body,
-) -> Result<(Option<String>, Option<Option<String>>, Option<Option<i64>>), Error> {
+/// The provider attributes of a body: `None` when absent, `Some(None)`
+/// when `null`.
+struct Provider {
+    network_type: Option<String>,
+    physical_network: Option<Option<String>>,
+    segmentation_id: Option<Option<i64>>,
+}
+
+fn provider(b: &mut Body) -> Result<Provider, Error> {
     let t = b.string("provider:network_type", 64)?;
     let p = match b.take("provider:physical_network") {
         None => None,
@@ -139,7 +145,11 @@ fn provider(
         })),
     };
     let s = b.int_or_null("provider:segmentation_id")?;
-    Ok((t, p, s))
+    Ok(Provider {
+        network_type: t,
+        physical_network: p,
+        segmentation_id: s,
+    })
 }
 
 fn az_hints(b: &mut Body) -> Result<Option<Vec<String>>, Error> {
@@ -170,7 +180,7 @@ fn mtu(b: &mut Body) -> Result<Option<u32>, Error> {
 
 pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
     let mut b = Body::new(v, "network")?;
-    let (network_type, physical_network, segmentation_id) = provider(&mut b)?;
+    let pv = provider(&mut b)?;
     let req = NetworkCreate {
         project_id: b.project()?,
         name: b.name("name")?.unwrap_or_default(),
@@ -179,9 +189,9 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
         shared: b.boolean("shared")?.unwrap_or(false),
         external: b.boolean("router:external")?.unwrap_or(false),
         mtu: mtu(&mut b)?,
-        network_type,
-        physical_network: physical_network.flatten(),
-        segmentation_id: segmentation_id.flatten(),
+        network_type: pv.network_type,
+        physical_network: pv.physical_network.flatten(),
+        segmentation_id: pv.segmentation_id.flatten(),
         port_security_enabled: b.boolean("port_security_enabled")?,
         dns_domain: dns_domain(&mut b)?.unwrap_or_default(),
         availability_zone_hints: az_hints(&mut b)?.unwrap_or_default(),
@@ -203,7 +213,7 @@ pub async fn update(
     JsonBody(v): JsonBody,
 ) -> Result<Response, Error> {
     let mut b = Body::new(v, "network")?;
-    let (network_type, physical_network, segmentation_id) = provider(&mut b)?;
+    let pv = provider(&mut b)?;
     let req = NetworkUpdate {
         name: b.name("name")?,
         description: b.description()?,
@@ -214,9 +224,9 @@ pub async fn update(
         port_security_enabled: b.boolean("port_security_enabled")?,
         dns_domain: dns_domain(&mut b)?,
         availability_zone_hints: az_hints(&mut b)?,
-        network_type,
-        physical_network,
-        segmentation_id,
+        network_type: pv.network_type,
+        physical_network: pv.physical_network,
+        segmentation_id: pv.segmentation_id,
     };
     let mut ro = READ_ONLY.to_vec();
     ro.extend(["tenant_id", "project_id", "tags"]);

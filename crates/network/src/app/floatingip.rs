@@ -8,7 +8,7 @@ use api::{AuthContext, Error, Target};
 
 use super::addr;
 use super::ipam::{self, FixedIpRequest};
-use super::port::{OWNER_FLOATINGIP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE};
+use super::port::{ServicePort, OWNER_FLOATINGIP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE};
 use super::view::{fip_target, FloatingIpView};
 use super::{db_err, fault, Network, Tx};
 use crate::store as db;
@@ -116,12 +116,14 @@ impl Network {
             match self
                 .create_service_port(
                     &mut tx,
-                    &net.id,
-                    "",
-                    OWNER_FLOATINGIP,
-                    &id,
-                    "",
-                    Some(std::slice::from_ref(c)),
+                    ServicePort {
+                        network_id: &net.id,
+                        project_id: "",
+                        device_owner: OWNER_FLOATINGIP,
+                        device_id: &id,
+                        host_id: "",
+                        fixed_ips: Some(std::slice::from_ref(c)),
+                    },
                 )
                 .await
             {

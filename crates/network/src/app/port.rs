@@ -40,6 +40,16 @@ pub struct AddressPair {
     pub mac_address: Option<String>,
 }
 
+/// A port the service makes for itself (see `create_service_port`).
+pub(crate) struct ServicePort<'a> {
+    pub network_id: &'a str,
+    pub project_id: &'a str,
+    pub device_owner: &'a str,
+    pub device_id: &'a str,
+    pub host_id: &'a str,
+    pub fixed_ips: Option<&'a [FixedIpRequest]>,
+}
+
 /// A validated create request.
 #[derive(Debug, Clone, Default)]
 pub struct PortCreate {
@@ -215,7 +225,7 @@ impl Network {
         if !self.allowed(ctx, "get_network", &super::view::network_target(&net)) {
             return Err(fault::network_not_found(&req.network_id));
         }
-        let meta = NetMeta::of(&net);
+        let _meta = NetMeta::of(&net);
         let target = Target::new()
             .with("project_id", &owner)
             .with("tenant_id", &owner)
@@ -344,7 +354,6 @@ impl Network {
         if let Some(t) = &req.tags {
             super::network::set_tags(&mut tx, "ports", &port.id, t).await?;
         }
-        let _ = meta;
         let id = port.id.clone();
         self.commit(tx).await?;
         self.load_port(&id).await
@@ -704,13 +713,16 @@ impl Network {
     pub(crate) async fn create_service_port(
         &self,
         tx: &mut Tx,
-        network_id: &str,
-        project_id: &str,
-        device_owner: &str,
-        device_id: &str,
-        host_id: &str,
-        fixed_ips: Option<&[FixedIpRequest]>,
+        sp: ServicePort<'_>,
     ) -> Result<db::port::Port, Error> {
+        let ServicePort {
+            network_id,
+            project_id,
+            device_owner,
+            device_id,
+            host_id,
+            fixed_ips,
+        } = sp;
         let mac = self.free_mac(tx, network_id).await?;
         let port = db::port::Port {
             id: super::new_id(),
@@ -777,12 +789,14 @@ impl Network {
                 let device_id = format!("dhcp{}-{network_id}", uuid_from(&self.cfg.host));
                 self.create_service_port(
                     tx,
-                    network_id,
-                    &net.project_id,
-                    OWNER_DHCP,
-                    &device_id,
-                    &self.cfg.host,
-                    Some(&[]),
+                    ServicePort {
+                        network_id,
+                        project_id: &net.project_id,
+                        device_owner: OWNER_DHCP,
+                        device_id: &device_id,
+                        host_id: &self.cfg.host,
+                        fixed_ips: Some(&[]),
+                    },
                 )
                 .await?
             }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::addr;
 use super::ipam::{self, FixedIpRequest, Route, SubnetInfo};
-use super::port::{OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE};
+use super::port::{ServicePort, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE};
 use super::view::{router_target, RouterView};
 use super::{db_err, fault, Network, Tx};
 use crate::store as db;
@@ -213,12 +213,14 @@ impl Network {
         let port = self
             .create_service_port(
                 tx,
-                &net.id,
-                "",
-                OWNER_ROUTER_GATEWAY,
-                &r.id,
-                &self.cfg.host.clone(),
-                g.external_fixed_ips.as_deref(),
+                ServicePort {
+                    network_id: &net.id,
+                    project_id: "",
+                    device_owner: OWNER_ROUTER_GATEWAY,
+                    device_id: &r.id,
+                    host_id: &self.cfg.host,
+                    fixed_ips: g.external_fixed_ips.as_deref(),
+                },
             )
             .await?;
         r.gw_port_id = Some(port.id);
@@ -583,21 +585,23 @@ impl Network {
                 let Some(gw) = s.gateway else {
                     return Err(fault::bad_resource(
                         "router",
-                        format!("Subnet for router interface must have a gateway IP"),
+                        "Subnet for router interface must have a gateway IP",
                     ));
                 };
                 check_subnet(&s)?;
                 self.create_service_port(
                     &mut tx,
-                    &net.id,
-                    &r.project_id,
-                    OWNER_ROUTER_INTERFACE,
-                    &r.id,
-                    &self.cfg.host.clone(),
-                    Some(&[FixedIpRequest {
-                        subnet_id: Some(s.row.id.clone()),
-                        ip_address: Some(gw),
-                    }]),
+                    ServicePort {
+                        network_id: &net.id,
+                        project_id: &r.project_id,
+                        device_owner: OWNER_ROUTER_INTERFACE,
+                        device_id: &r.id,
+                        host_id: &self.cfg.host,
+                        fixed_ips: Some(&[FixedIpRequest {
+                            subnet_id: Some(s.row.id.clone()),
+                            ip_address: Some(gw),
+                        }]),
+                    },
                 )
                 .await?
             }

@@ -216,18 +216,31 @@ pub fn normalize_rule(r: &mut RuleCreate) -> Result<(), Error> {
     Ok(())
 }
 
-/// What a rule means, in one string: equal for rules that match the same
-/// packets. A /0 prefix is the same as no prefix.
-fn fingerprint(
-    sg: &str,
-    direction: &str,
-    ethertype: &str,
-    protocol: Option<&str>,
+/// The parts of a rule that decide what it matches.
+struct RuleKey<'a> {
+    sg: &'a str,
+    direction: &'a str,
+    ethertype: &'a str,
+    protocol: Option<&'a str>,
     min: Option<i64>,
     max: Option<i64>,
-    prefix: Option<&netmodel::Cidr>,
-    remote_group: Option<&str>,
-) -> String {
+    prefix: Option<&'a netmodel::Cidr>,
+    remote_group: Option<&'a str>,
+}
+
+/// What a rule means, in one string: equal for rules that match the same
+/// packets. A /0 prefix is the same as no prefix.
+fn fingerprint(k: RuleKey<'_>) -> String {
+    let RuleKey {
+        sg,
+        direction,
+        ethertype,
+        protocol,
+        min,
+        max,
+        prefix,
+        remote_group,
+    } = k;
     let proto = protocol
         .and_then(protocol_number)
         .map(|n| n.to_string())
@@ -305,16 +318,16 @@ impl Network {
             remote_ip_prefix: None,
             remote_group_id: remote_group.map(str::to_string),
             description: String::new(),
-            fingerprint: fingerprint(
-                &sg.id,
+            fingerprint: fingerprint(RuleKey {
+                sg: &sg.id,
                 direction,
                 ethertype,
-                None,
-                None,
-                None,
-                None,
+                protocol: None,
+                min: None,
+                max: None,
+                prefix: None,
                 remote_group,
-            ),
+            }),
             created_at: tx.now,
             updated_at: tx.now,
             revision_number: 0,
@@ -520,16 +533,16 @@ impl Network {
                 return Err(fault::security_group_not_found(rg));
             }
         }
-        let fp = fingerprint(
-            &sg.id,
-            &req.direction,
-            &req.ethertype,
-            req.protocol.as_deref(),
-            req.port_range_min,
-            req.port_range_max,
-            req.remote_ip_prefix.as_ref(),
-            req.remote_group_id.as_deref(),
-        );
+        let fp = fingerprint(RuleKey {
+            sg: &sg.id,
+            direction: &req.direction,
+            ethertype: &req.ethertype,
+            protocol: req.protocol.as_deref(),
+            min: req.port_range_min,
+            max: req.port_range_max,
+            prefix: req.remote_ip_prefix.as_ref(),
+            remote_group: req.remote_group_id.as_deref(),
+        });
         if let Some(existing) = db::secgroup::rule_by_fingerprint(tx.c(), &fp)
             .await
             .map_err(db_err)?
@@ -747,32 +760,50 @@ mod tests {
     #[test]
     fn fingerprints_equate_synonyms() {
         let any4 = addr::parse_cidr("0.0.0.0/0").unwrap();
-        let a = fingerprint(
-            "s",
-            "ingress",
-            "IPv4",
-            Some("tcp"),
-            Some(22),
-            Some(22),
-            None,
-            None,
-        );
-        let b = fingerprint(
-            "s",
-            "ingress",
-            "IPv4",
-            Some("6"),
-            Some(22),
-            Some(22),
-            Some(&any4),
-            None,
-        );
+        let a = fingerprint(RuleKey {
+            sg: "s",
+            direction: "ingress",
+            ethertype: "IPv4",
+            protocol: Some("tcp"),
+            min: Some(22),
+            max: Some(22),
+            prefix: None,
+            remote_group: None,
+        });
+        let b = fingerprint(RuleKey {
+            sg: "s",
+            direction: "ingress",
+            ethertype: "IPv4",
+            protocol: Some("6"),
+            min: Some(22),
+            max: Some(22),
+            prefix: Some(&any4),
+            remote_group: None,
+        });
         assert_eq!(a, b);
         let host = addr::parse_cidr("10.0.0.5/24").unwrap();
         let net = addr::parse_cidr("10.0.0.0/24").unwrap();
         assert_eq!(
-            fingerprint("s", "ingress", "IPv4", None, None, None, Some(&host), None),
-            fingerprint("s", "ingress", "IPv4", None, None, None, Some(&net), None)
+            fingerprint(RuleKey {
+                sg: "s",
+                direction: "ingress",
+                ethertype: "IPv4",
+                protocol: None,
+                min: None,
+                max: None,
+                prefix: Some(&host),
+                remote_group: None
+            }),
+            fingerprint(RuleKey {
+                sg: "s",
+                direction: "ingress",
+                ethertype: "IPv4",
+                protocol: None,
+                min: None,
+                max: None,
+                prefix: Some(&net),
+                remote_group: None
+            })
         );
     }
 }

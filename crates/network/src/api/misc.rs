@@ -128,7 +128,11 @@ pub async fn quota_show(
             json!({"project": {"project_id": id}})
         }));
     }
-    n.enforce(&ctx, "get_quota", &quota_target(&project))?;
+    // A project may always read its own quotas (as Neutron's controller
+    // does); others need `get_quota`.
+    if ctx.project_id() != Some(project.as_str()) {
+        n.enforce(&ctx, "get_quota", &quota_target(&project))?;
+    }
     let q = n.quotas_for(&n.pool, &project).await?;
     Ok(entity(StatusCode::OK, "quota", quota_json(&q)))
 }
@@ -147,7 +151,9 @@ pub async fn quota_details(
     ctx: Ctx,
     Path(project): Path<String>,
 ) -> Result<Response, Error> {
-    n.enforce(&ctx, "get_quota", &quota_target(&project))?;
+    if ctx.project_id() != Some(project.as_str()) {
+        n.enforce(&ctx, "get_quota", &quota_target(&project))?;
+    }
     let q = n.quotas_for(&n.pool, &project).await?;
     let mut m = Map::new();
     for r in RESOURCES {
@@ -168,6 +174,9 @@ pub async fn quota_update(
 ) -> Result<Response, Error> {
     n.enforce(&ctx, "update_quota", &quota_target(&project))?;
     let mut b = body::Body::new(v, "quota")?;
+    // `force` skips the usage check; `check_limit` is what it always is now.
+    let force = b.boolean("force")?.unwrap_or(false);
+    b.boolean("check_limit")?;
     let mut changes = Vec::new();
     for r in RESOURCES {
         if let Some(v) = b.int_or_null(r)? {
@@ -187,6 +196,17 @@ pub async fn quota_update(
     }
     b.finish(body::Op::Update, &[])?;
     let mut tx = n.begin().await?;
+    for (r, l) in &changes {
+        if *l < 0 || force {
+            continue;
+        }
+        let used = n.usage(tx.c(), &project, r).await?;
+        if used > *l {
+            return Err(fault::bad_request(format!(
+                "Quota limit {l} for {r} must be greater than or equal to already used {used}"
+            )));
+        }
+    }
     for (r, l) in changes {
         db::misc::set_quota(tx.c(), &project, r, l)
             .await

@@ -160,12 +160,22 @@ impl Network {
                     "Exceeded maximum amount of fixed ips per port.",
                 ));
             }
-            for (subnet, ip) in ipam::resolve(&port.network_id, &subnets, reqs)? {
-                if ipam::allocate(tx, &port.id, &port.mac_address, subnet, ip)
+            let resolved = ipam::resolve(&port.network_id, &subnets, reqs)?;
+            for (subnet, ip) in &resolved {
+                if ipam::allocate(tx, &port.id, &port.mac_address, subnet, *ip)
                     .await?
                     .is_none()
                 {
                     return Err(fault::ip_generation_failure(&port.network_id));
+                }
+            }
+            // As Neutron does, SLAAC addresses come implicitly with any
+            // list (router legs excepted).
+            if !is_network_owned(&port.device_owner) {
+                for s in subnets.iter().filter(|s| s.auto_address()) {
+                    if !resolved.iter().any(|(r, _)| r.row.id == s.row.id) {
+                        ipam::allocate(tx, &port.id, &port.mac_address, s, None).await?;
+                    }
                 }
             }
             return Ok(());

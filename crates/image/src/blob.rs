@@ -352,7 +352,10 @@ mod tests {
         let store = FileStore::open(dir.path().join("images")).unwrap();
         let mut temp = store.temp().unwrap();
         let d = receive(
-            chunks(vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))]),
+            chunks(vec![
+                Ok(Bytes::from_static(b"hello ")),
+                Ok(Bytes::from_static(b"world")),
+            ]),
             &mut temp,
             None,
         )
@@ -364,7 +367,10 @@ mod tests {
         let id = "0b7a7c56-8a4e-4f8b-9a39-6d4b1b1c2a11";
         assert!(!store.exists(id));
         store.commit(temp, id).unwrap();
-        assert_eq!(std::fs::read(store.path(id).unwrap()).unwrap(), b"hello world");
+        assert_eq!(
+            std::fs::read(store.path(id).unwrap()).unwrap(),
+            b"hello world"
+        );
         assert_eq!(store.ids().unwrap(), vec![id.to_string()]);
         assert!(store.delete(id).unwrap());
         assert!(!store.delete(id).unwrap());
@@ -385,9 +391,13 @@ mod tests {
         assert!(matches!(err, ReceiveError::Interrupted(_)));
         drop(temp);
         let mut temp = store.temp().unwrap();
-        let err = receive(chunks(vec![Ok(Bytes::from(vec![0u8; 100]))]), &mut temp, Some(10))
-            .await
-            .unwrap_err();
+        let err = receive(
+            chunks(vec![Ok(Bytes::from(vec![0u8; 100]))]),
+            &mut temp,
+            Some(10),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ReceiveError::TooLarge(10)));
         drop(temp);
         assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 0);

@@ -18,10 +18,11 @@ const SUPPORTED: &[&str] = &[
 
 fn versions(svc: &Images) -> Value {
     let href = svc.url("/v2/");
-    let mut out = vec![json!({"id": CURRENT, "status": "CURRENT", "links": [{"rel": "self", "href": href}]})];
-    out.extend(SUPPORTED.iter().map(|v| {
-        json!({"id": v, "status": "SUPPORTED", "links": [{"rel": "self", "href": href}]})
-    }));
+    let mut out =
+        vec![json!({"id": CURRENT, "status": "CURRENT", "links": [{"rel": "self", "href": href}]})];
+    out.extend(SUPPORTED.iter().map(
+        |v| json!({"id": v, "status": "SUPPORTED", "links": [{"rel": "self", "href": href}]}),
+    ));
     json!({ "versions": out })
 }
 

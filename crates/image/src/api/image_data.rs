@@ -23,7 +23,13 @@ fn check_octet_stream(headers: &HeaderMap) -> Result<(), Error> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/octet-stream");
-    if ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream") {
+    if ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/octet-stream")
+    {
         Ok(())
     } else {
         Err(Error::new(
@@ -87,7 +93,11 @@ fn parse_range(h: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
         (size.saturating_sub(n), size - 1)
     } else {
         let start: u64 = a.parse().ok()?;
-        let end: u64 = if b.is_empty() { size.saturating_sub(1) } else { b.parse().ok()? };
+        let end: u64 = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse().ok()?
+        };
         if start >= size || end < start {
             return Some(Err(()));
         }
@@ -128,7 +138,12 @@ pub async fn download(
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes");
-    if let Some(sum) = img.row.checksum.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+    if let Some(sum) = img
+        .row
+        .checksum
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
         builder = builder.header("content-md5", sum);
     }
     let resp = match range {
@@ -156,7 +171,9 @@ pub async fn download(
         None => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, size)
-            .body(Body::from_stream(ReaderStream::with_capacity(file, READ_CHUNK))),
+            .body(Body::from_stream(ReaderStream::with_capacity(
+                file, READ_CHUNK,
+            ))),
     };
     resp.map_err(|e| Error::internal(&e))
 }

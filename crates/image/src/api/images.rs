@@ -13,8 +13,8 @@ use api::{AuthContext, Ctx, Error, Target};
 
 use super::{image_json, json_object, no_content, reply, Q, S};
 use crate::app::{
-    data, db_err, is_uuid, not_found, over_quota, Image, Images, CONTAINER_FORMATS,
-    DISK_FORMATS, READ_ONLY, RESERVED, VISIBILITIES,
+    data, db_err, is_uuid, not_found, over_quota, Image, Images, CONTAINER_FORMATS, DISK_FORMATS,
+    READ_ONLY, RESERVED, VISIBILITIES,
 };
 use crate::store as db;
 use crate::store::image::ImageRow;
@@ -74,9 +74,9 @@ fn non_negative(key: &str, v: &Value) -> Result<i64, Error> {
 }
 
 fn tag_list(v: &Value) -> Result<BTreeSet<String>, Error> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| Error::bad_request("Invalid value for 'tags': expected a list of strings."))?;
+    let arr = v.as_array().ok_or_else(|| {
+        Error::bad_request("Invalid value for 'tags': expected a list of strings.")
+    })?;
     let mut out = BTreeSet::new();
     for t in arr {
         out.insert(tag_value(t.as_str().ok_or_else(|| {
@@ -252,9 +252,10 @@ pub async fn create(State(svc): S, ctx: Ctx, body: Bytes) -> Result<Response, Er
     db::image::insert(&mut tx, &img.row)
         .await
         .map_err(|e| match e {
-            db::Error::Conflict(_) => {
-                Error::conflict(format!("An image with identifier {} already exists", img.row.id))
-            }
+            db::Error::Conflict(_) => Error::conflict(format!(
+                "An image with identifier {} already exists",
+                img.row.id
+            )),
             other => db_err(other),
         })?;
     db::image::set_properties(&mut tx, &img.row.id, &img.properties)
@@ -593,7 +594,9 @@ fn qbool(key: &str, v: &str) -> Result<bool, Error> {
 
 fn qint(key: &str, v: &str) -> Result<i64, Error> {
     v.parse::<i64>().map_err(|_| {
-        Error::bad_request(format!("Invalid value {v:?} for '{key}': expected an integer."))
+        Error::bad_request(format!(
+            "Invalid value {v:?} for '{key}': expected an integer."
+        ))
     })
 }
 
@@ -638,9 +641,7 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
     let visibility = super::qget(&q, "visibility");
     if let Some(v) = visibility {
         if v != "all" && !VISIBILITIES.contains(&v) {
-            return Err(Error::bad_request(format!(
-                "Invalid visibility value: {v}"
-            )));
+            return Err(Error::bad_request(format!("Invalid visibility value: {v}")));
         }
     }
     let member_status = super::qget(&q, "member_status").unwrap_or("accepted");
@@ -690,7 +691,8 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         None => LIMIT_DEFAULT,
     };
     let has_sort = super::qget(&q, "sort").is_some();
-    let has_sort_key = super::qget(&q, "sort_key").is_some() || super::qget(&q, "sort_dir").is_some();
+    let has_sort_key =
+        super::qget(&q, "sort_key").is_some() || super::qget(&q, "sort_dir").is_some();
     if has_sort && has_sort_key {
         return Err(Error::bad_request(
             "The 'sort' parameter cannot be combined with 'sort_key' or 'sort_dir'.",
@@ -702,7 +704,10 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         let dir = api::pagination::sort_keys(
             &[
                 ("sort_key".to_string(), "created_at".to_string()),
-                ("sort_dir".to_string(), super::qget(&q, "sort_dir").unwrap_or("desc").to_string()),
+                (
+                    "sort_dir".to_string(),
+                    super::qget(&q, "sort_dir").unwrap_or("desc").to_string(),
+                ),
             ],
             SORT_KEYS,
         )?;
@@ -712,7 +717,10 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         sort.push(("created_at".into(), api::pagination::Dir::Desc));
     }
     if !sort.iter().any(|(k, _)| k == "id") {
-        let last = sort.last().map(|s| s.1).unwrap_or(api::pagination::Dir::Desc);
+        let last = sort
+            .last()
+            .map(|s| s.1)
+            .unwrap_or(api::pagination::Dir::Desc);
         sort.push(("id".into(), last));
     }
 
@@ -763,7 +771,11 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
             continue;
         }
         if !times.iter().all(|(k, op, t)| {
-            let have = if k == "created_at" { r.created_at } else { r.updated_at };
+            let have = if k == "created_at" {
+                r.created_at
+            } else {
+                r.updated_at
+            };
             time_matches(op, have, *t)
         }) {
             continue;
@@ -789,7 +801,11 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
     images.sort_by(|a, b| {
         for (k, d) in &sort {
             let o = cmp_key(&a.row, &b.row, k);
-            let o = if *d == api::pagination::Dir::Desc { o.reverse() } else { o };
+            let o = if *d == api::pagination::Dir::Desc {
+                o.reverse()
+            } else {
+                o
+            };
             if o != std::cmp::Ordering::Equal {
                 return o;
             }
@@ -833,7 +849,11 @@ fn first_link(svc: &Images, q: &[(String, String)]) -> String {
 
 /// Used by the member and tag handlers: an image the caller may see and
 /// modify.
-pub async fn modifiable(svc: &Images, ctx: &AuthContext, id: &str) -> Result<(Image, Target), Error> {
+pub async fn modifiable(
+    svc: &Images,
+    ctx: &AuthContext,
+    id: &str,
+) -> Result<(Image, Target), Error> {
     let (img, target) = svc.visible(ctx, id).await?;
     svc.policy.enforce("modify_image", ctx, &target)?;
     Ok((img, target))

@@ -53,7 +53,9 @@ pub async fn import(
         }
     }
     if body.get("all_stores").is_some_and(|v| !v.is_boolean())
-        || body.get("all_stores_must_succeed").is_some_and(|v| !v.is_boolean())
+        || body
+            .get("all_stores_must_succeed")
+            .is_some_and(|v| !v.is_boolean())
     {
         return Err(Error::bad_request(
             "'all_stores' and 'all_stores_must_succeed' must be booleans.",
@@ -66,9 +68,7 @@ pub async fn import(
                 .get("uri")
                 .and_then(Value::as_str)
                 .filter(|u| !u.is_empty())
-                .ok_or_else(|| {
-                    Error::bad_request("The 'web-download' method needs a 'uri'.")
-                })?;
+                .ok_or_else(|| Error::bad_request("The 'web-download' method needs a 'uri'."))?;
             Method::WebDownload(uri.to_string())
         }
         "copy-image" | "glance-download" => {

@@ -120,9 +120,7 @@ async fn load_member(svc: &Images, id: &str, member: &str) -> Result<MemberRow, 
     db::member::get(&svc.pool, id, member)
         .await
         .map_err(db_err)?
-        .ok_or_else(|| {
-            Error::not_found(format!("{member} is not a member of image {id}."))
-        })
+        .ok_or_else(|| Error::not_found(format!("{member} is not a member of image {id}.")))
 }
 
 pub async fn show(
@@ -157,10 +155,9 @@ pub async fn update(
     let (img, _) = svc.visible(&ctx, &id).await?;
     only_shared(&img)?;
     let body = json_object(&body)?;
-    let status = body
-        .get("status")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::bad_request("The body must be {\"status\": \"accepted|pending|rejected\"}."))?;
+    let status = body.get("status").and_then(Value::as_str).ok_or_else(|| {
+        Error::bad_request("The body must be {\"status\": \"accepted|pending|rejected\"}.")
+    })?;
     if !["accepted", "pending", "rejected"].contains(&status) {
         return Err(Error::bad_request(format!(
             "Invalid status {status:?}: must be accepted, pending or rejected."

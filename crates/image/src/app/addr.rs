@@ -53,7 +53,11 @@ fn parse_part(s: &str) -> Option<u64> {
 }
 
 fn parse_ipv4_loose(h: &str) -> Option<Ipv4Addr> {
-    if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X') {
+    if h.is_empty()
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'x' || b == b'X')
+    {
         return None;
     }
     let parts: Vec<&str> = h.split('.').collect();
@@ -86,7 +90,11 @@ pub fn refusal(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
 }
 
 fn in_net(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
 }
 
@@ -127,7 +135,8 @@ fn refusal_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
     // Addresses that carry an IPv4 address: judge the IPv4 address.
     // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), 64:ff9b::a.b.c.d
     // (NAT64), 2002:AABB:CCDD:: (6to4).
-    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if s[0..5] == [0, 0, 0, 0, 0] && (s[5] == 0xffff || s[5] == 0) {
         return refusal_v4(embedded(s[6], s[7]), allow_loopback).or(
             // Even a public IPv4 address written as IPv4-compatible IPv6
@@ -186,7 +195,11 @@ mod tests {
             "[2002:7f00:1::]",
         ] {
             let ip = parse_ip_literal(h).unwrap_or_else(|| panic!("{h} should parse"));
-            assert_eq!(refusal(ip, false), Some("a loopback address"), "{h} -> {ip}");
+            assert_eq!(
+                refusal(ip, false),
+                Some("a loopback address"),
+                "{h} -> {ip}"
+            );
         }
     }
 
@@ -250,12 +263,25 @@ mod tests {
 
     #[test]
     fn host_names_and_garbage_are_not_ip_literals() {
-        for h in ["example.com", "localhost", "127.0.0.1.nip.io", "1.2.3.4.5", "256.1.1.1", "", "[::1%eth0]", "08.1.1.1", "4294967296"] {
+        for h in [
+            "example.com",
+            "localhost",
+            "127.0.0.1.nip.io",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "",
+            "[::1%eth0]",
+            "08.1.1.1",
+            "4294967296",
+        ] {
             assert_eq!(parse_ip_literal(h), None, "{h}");
         }
         // "0x" alone is 0, as inet_aton reads it.
         assert_eq!(parse_ip_literal("0x"), Some("0.0.0.0".parse().unwrap()));
-        assert_eq!(parse_ip_literal("0x.0.0.1"), Some("0.0.0.1".parse().unwrap()));
+        assert_eq!(
+            parse_ip_literal("0x.0.0.1"),
+            Some("0.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]

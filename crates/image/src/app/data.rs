@@ -43,6 +43,18 @@ impl StatusGuard {
     fn disarm(mut self) {
         self.armed = false;
     }
+    /// Puts the status back now (the handler is still running, so the
+    /// client's next request already sees the image as it was).
+    async fn reset(mut self) {
+        self.armed = false;
+        if let Err(e) = db::image::set_status(&self.svc.pool, &self.id, &[self.from], self.to).await
+        {
+            tracing::warn!(image = %self.id, error = %e, "could not reset the image status");
+        }
+        if self.from == "uploading" {
+            let _ = self.svc.staging.delete(&self.id);
+        }
+    }
 }
 
 impl Drop for StatusGuard {
@@ -95,14 +107,19 @@ fn receive_error(e: ReceiveError, owner_limit: u64, cap: u64) -> Error {
 
 /// Runs the format inspector on a complete file, on a blocking thread.
 /// A rejection is the client's 400 with the inspector's message.
-async fn inspect(declared: &str, path: std::path::PathBuf) -> Result<diskformat::Inspection, Error> {
+async fn inspect(
+    declared: &str,
+    path: std::path::PathBuf,
+) -> Result<diskformat::Inspection, Error> {
     let declared = declared.to_string();
     tokio::task::spawn_blocking(move || diskformat::verify_path(&declared, &path))
         .await
         .map_err(|e| Error::internal(&e))?
         .map_err(|r| match r {
             diskformat::Rejection::Io(e) => Error::internal(&e),
-            other => Error::bad_request(format!("Image rejected by the format inspector: {other}.")),
+            other => {
+                Error::bad_request(format!("Image rejected by the format inspector: {other}."))
+            }
         })
 }
 
@@ -186,23 +203,34 @@ where
         ));
     }
     let guard = StatusGuard::new(svc, id, "saving", "queued");
-    let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
-    let digest = blob::receive(body, &mut temp, Some(left))
-        .await
-        .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
-    let inspection = inspect(disk_format, temp.path().to_path_buf()).await?;
-    svc.store
-        .commit(temp, id)
-        .map_err(|e| Error::internal(&e))?;
-    let data = data_of(&digest, &inspection, svc.store.id());
-    if !activate(svc, id, "saving", &data, false).await? {
-        guard.disarm();
-        return Err(Error::conflict(
-            "The image was deleted or changed while its data was being uploaded.",
-        ));
+    let result = async {
+        let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
+        let digest = blob::receive(body, &mut temp, Some(left))
+            .await
+            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+        let inspection = inspect(disk_format, temp.path().to_path_buf()).await?;
+        svc.store
+            .commit(temp, id)
+            .map_err(|e| Error::internal(&e))?;
+        let data = data_of(&digest, &inspection, svc.store.id());
+        if !activate(svc, id, "saving", &data, false).await? {
+            return Err(Error::conflict(
+                "The image was deleted or changed while its data was being uploaded.",
+            ));
+        }
+        Ok(())
     }
-    guard.disarm();
-    Ok(())
+    .await;
+    match result {
+        Ok(()) => {
+            guard.disarm();
+            Ok(())
+        }
+        Err(e) => {
+            guard.reset().await;
+            Err(e)
+        }
+    }
 }
 
 /// `PUT /v2/images/{id}/stage`: streams the body into the staging area.
@@ -240,15 +268,26 @@ where
         ));
     }
     let guard = StatusGuard::new(svc, id, "uploading", "queued");
-    let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
-    blob::receive(body, &mut temp, Some(left))
-        .await
-        .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
-    svc.staging
-        .commit(temp, id)
-        .map_err(|e| Error::internal(&e))?;
-    guard.disarm();
-    Ok(())
+    let result = async {
+        let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
+        blob::receive(body, &mut temp, Some(left))
+            .await
+            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+        svc.staging
+            .commit(temp, id)
+            .map_err(|e| Error::internal(&e))
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            guard.disarm();
+            Ok(())
+        }
+        Err(e) => {
+            guard.reset().await;
+            Err(e)
+        }
+    }
 }
 
 /// An import method with its argument.
@@ -269,7 +308,11 @@ impl Method {
 
 /// `POST /v2/images/{id}/import`: checks the preconditions synchronously,
 /// moves the image to `importing`, and runs the import as a task.
-pub async fn start_import(svc: &Arc<Images>, image: &Image, method: Method) -> Result<String, Error> {
+pub async fn start_import(
+    svc: &Arc<Images>,
+    image: &Image,
+    method: Method,
+) -> Result<String, Error> {
     let id = image.row.id.clone();
     require_formats(image)?;
     let from = match &method {
@@ -291,7 +334,8 @@ pub async fn start_import(svc: &Arc<Images>, image: &Image, method: Method) -> R
             // The URL's form and its addresses are checked now so a
             // refused URL is the caller's 400; the fetch checks again
             // (and checks every redirect) when it runs.
-            let url = super::fetch::parse_url(uri).map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
+            let url = super::fetch::parse_url(uri)
+                .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
             super::fetch::resolve(&url, svc.cfg.import_allow_loopback)
                 .await
                 .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
@@ -359,7 +403,11 @@ pub async fn start_import(svc: &Arc<Images>, image: &Image, method: Method) -> R
 /// deleted, and the task says why.
 pub async fn import_failed(svc: &Images, id: &str, task: Option<&str>, message: &str) {
     let _ = svc.staging.delete(id);
-    let _ = db::image::set_status(&svc.pool, id, &["importing"], "queued").await;
+    if let Some(t) = task {
+        let _ = db::task::finish(&svc.pool, t, "failure", message).await;
+    }
+    // Properties first, then the status: whoever sees `queued` also sees
+    // the failure recorded.
     if let Ok(mut tx) = svc.pool.begin().await {
         let _ = db::image::put_properties(
             &mut tx,
@@ -372,9 +420,7 @@ pub async fn import_failed(svc: &Images, id: &str, task: Option<&str>, message: 
         .await;
         let _ = tx.commit().await;
     }
-    if let Some(t) = task {
-        let _ = db::task::finish(&svc.pool, t, "failure", message).await;
-    }
+    let _ = db::image::set_status(&svc.pool, id, &["importing"], "queued").await;
 }
 
 async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result<(), String> {
@@ -391,7 +437,12 @@ async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result
                 .await
                 .map_err(|e| format!("reading the staged data failed: {e}"))?;
             if digest.size > left {
-                return Err(receive_error(ReceiveError::TooLarge(left), left, svc.cfg.image_size_cap).message);
+                return Err(receive_error(
+                    ReceiveError::TooLarge(left),
+                    left,
+                    svc.cfg.image_size_cap,
+                )
+                .message);
             }
             let inspection = inspect(&disk_format, path.clone())
                 .await

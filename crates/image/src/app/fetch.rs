@@ -180,8 +180,14 @@ pub async fn open(
     allow_loopback: bool,
 ) -> Result<http_body_util::BodyDataStream<hyper::body::Incoming>, String> {
     let mut current = parse_url(url)?;
-    for _ in 0..=MAX_REDIRECTS {
-        let addr = resolve(&current, allow_loopback).await?;
+    for hop in 0..=MAX_REDIRECTS {
+        let addr = resolve(&current, allow_loopback).await.map_err(|e| {
+            if hop > 0 {
+                format!("redirect refused: {e}")
+            } else {
+                e
+            }
+        })?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to {} timed out", current.host))?

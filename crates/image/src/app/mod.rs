@@ -150,8 +150,13 @@ impl Images {
                         .map_err(db_err)?;
                 }
                 "importing" => {
-                    data::import_failed(self, &row.id, None, "the server restarted during the import")
-                        .await;
+                    data::import_failed(
+                        self,
+                        &row.id,
+                        None,
+                        "the server restarted during the import",
+                    )
+                    .await;
                 }
                 _ => {}
             }

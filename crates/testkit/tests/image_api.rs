@@ -1430,13 +1430,24 @@ async fn a_restart_sweeps_temporary_files_and_unsticks_saving_images() {
         json!({"name": "r", "disk_format": "raw", "container_format": "bare"}),
     )
     .await;
-    // As if the process died mid-upload.
+    let body = json!({"name": "s", "disk_format": "raw", "container_format": "bare"});
+    let staged = create_id(&c, &admin, body.clone()).await;
+    let imp = create_id(&c, &admin, body).await;
+    // As if the process died mid-upload, mid-stage and mid-import.
     sqlx_set_status(&s, &id, "saving").await;
+    sqlx_set_status(&s, &staged, "uploading").await;
+    sqlx_set_status(&s, &imp, "importing").await;
     std::fs::write(s.data_dir().join("images/.tmp-leftover"), b"partial").unwrap();
+    std::fs::write(s.data_dir().join("staging/.tmp-leftover"), b"partial").unwrap();
     s.restart().await;
     let admin = c.admin_token().await;
     assert_eq!(show(&c, &admin, &id).await["status"], "queued");
+    assert_eq!(show(&c, &admin, &staged).await["status"], "queued");
+    let i = show(&c, &admin, &imp).await;
+    assert_eq!(i["status"], "queued");
+    assert_eq!(i["os_glance_failed_import"], "file");
     assert!(files(&s, "images").is_empty());
+    assert!(files(&s, "staging").is_empty());
 }
 
 async fn sqlx_set_status(s: &Stack, id: &str, status: &str) {

@@ -138,9 +138,10 @@ impl Images {
         }))
     }
 
-    /// Puts back what a crash interrupted: images left `saving` go back to
-    /// `queued` (their temporary files were swept when the store opened),
-    /// imports left `importing` fail.
+    /// Puts back what a crash interrupted: images left `saving` (or
+    /// `uploading` without staged data) go back to `queued` (their
+    /// temporary files were swept when the store opened), imports left
+    /// `importing` fail.
     pub async fn recover(&self) -> Result<(), Error> {
         for row in db::image::all(&self.pool).await.map_err(db_err)? {
             match row.status.as_str() {
@@ -149,11 +150,21 @@ impl Images {
                         .await
                         .map_err(db_err)?;
                 }
+                // Staging interrupted by a crash: its temporary file was
+                // swept, so there is nothing to import.
+                "uploading" if !self.staging.exists(&row.id) => {
+                    db::image::set_status(&self.pool, &row.id, &["uploading"], "queued")
+                        .await
+                        .map_err(db_err)?;
+                }
                 "importing" => {
+                    let props = db::image::properties(&self.pool, &row.id)
+                        .await
+                        .map_err(db_err)?;
                     data::import_failed(
                         self,
                         &row.id,
-                        None,
+                        props.get("os_glance_import_task").map(String::as_str),
                         "the server restarted during the import",
                     )
                     .await;

@@ -309,6 +309,11 @@ async fn create_validates_every_field() {
         let msg = r.body["message"].as_str().unwrap();
         assert!(msg.contains(needle), "{body}: {msg}");
     }
+    // JSON bodies keep a small limit (only the data routes have none).
+    let big = json!({"name": "big", "description": "x".repeat(200_000)});
+    let r = c.post(&format!("{V2}/images"), &admin, big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert_eq!(r.body["code"], "413 Payload Too Large");
     // A chosen id, then the same id again: 409.
     let id = "4b1b8bbd-4a4d-4a1e-9d2c-2a4c0e3c9f10";
     create(&c, &admin, json!({"id": id, "name": "x"})).await;

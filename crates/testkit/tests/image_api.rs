@@ -328,6 +328,23 @@ async fn create_validates_every_field() {
         .as_str()
         .unwrap()
         .contains("disk_format"));
+    // Zero bytes are accepted whatever the declared format (the CLI sends
+    // an empty body when its standard input is not a terminal).
+    let empty = create_id(
+        &c,
+        &admin,
+        json!({"name": "e", "disk_format": "qcow2", "container_format": "bare"}),
+    )
+    .await;
+    assert_eq!(
+        put_data(&c, &admin, &empty, "file", b"").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let img = show(&c, &admin, &empty).await;
+    assert_eq!(
+        (img["status"].clone(), img["size"].clone()),
+        (json!("active"), json!(0))
+    );
     // Wrong content type for data: 415.
     let r = c
         .call_raw(

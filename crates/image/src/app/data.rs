@@ -107,10 +107,23 @@ fn receive_error(e: ReceiveError, owner_limit: u64, cap: u64) -> Error {
 
 /// Runs the format inspector on a complete file, on a blocking thread.
 /// A rejection is the client's 400 with the inspector's message.
+///
+/// Zero bytes are accepted whatever the declared format: there is nothing
+/// in them for QEMU to misread, and the CLI uploads an empty body when it
+/// runs with a standard input that is not a terminal and no `--file`.
 async fn inspect(
     declared: &str,
     path: std::path::PathBuf,
+    size: u64,
 ) -> Result<diskformat::Inspection, Error> {
+    if size == 0 {
+        return Ok(diskformat::Inspection {
+            format: diskformat::DiskFormat::from_glance(declared)
+                .unwrap_or(diskformat::DiskFormat::Raw),
+            virtual_size: 0,
+            actual_size: 0,
+        });
+    }
     let declared = declared.to_string();
     tokio::task::spawn_blocking(move || diskformat::verify_path(&declared, &path))
         .await
@@ -208,7 +221,7 @@ where
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
             .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
-        let inspection = inspect(disk_format, temp.path().to_path_buf()).await?;
+        let inspection = inspect(disk_format, temp.path().to_path_buf(), digest.size).await?;
         svc.store
             .commit(temp, id)
             .map_err(|e| Error::internal(&e))?;
@@ -444,7 +457,7 @@ async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result
                 )
                 .message);
             }
-            let inspection = inspect(&disk_format, path.clone())
+            let inspection = inspect(&disk_format, path.clone(), digest.size)
                 .await
                 .map_err(|e| e.message)?;
             svc.store.adopt(&path, id).map_err(|e| e.to_string())?;
@@ -462,7 +475,7 @@ async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result
             let digest = blob::receive(stream, &mut temp, Some(left))
                 .await
                 .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap).message)?;
-            let inspection = inspect(&disk_format, temp.path().to_path_buf())
+            let inspection = inspect(&disk_format, temp.path().to_path_buf(), digest.size)
                 .await
                 .map_err(|e| e.message)?;
             svc.store.commit(temp, id).map_err(|e| e.to_string())?;

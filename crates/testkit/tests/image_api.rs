@@ -204,6 +204,7 @@ async fn create_upload_and_download_round_trip_with_checksums() {
         r.header("openstack-image-import-methods").unwrap(),
         "glance-direct,web-download"
     );
+    assert_eq!(r.header("openstack-image-store-ids").unwrap(), "file");
     let b = &r.body;
     assert_eq!(b["status"], "queued");
     assert_eq!(b["os_distro"], "debian");
@@ -1148,6 +1149,12 @@ async fn serve_http(data: Vec<u8>) -> std::net::SocketAddr {
                     )
                 } else if let Some(to) = path.strip_prefix("/redirect-to?") {
                     format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                } else if path == "/short" {
+                    // Announces twice what it sends, then hangs up.
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        data.len() * 2
+                    )
                 } else if path == "/hop" {
                     "HTTP/1.1 301 Moved\r\nlocation: /image\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
                 } else {
@@ -1155,7 +1162,7 @@ async fn serve_http(data: Vec<u8>) -> std::net::SocketAddr {
                         .to_string()
                 };
                 let _ = sock.write_all(head.as_bytes()).await;
-                if path == "/image" {
+                if path == "/image" || path == "/short" {
                     let _ = sock.write_all(&data).await;
                 }
                 let _ = sock.shutdown().await;
@@ -1280,6 +1287,24 @@ async fn web_download_fetches_checks_and_refuses_redirects_to_internal_addresses
             "{target}: {msg}"
         );
     }
+    // The remote end hangs up halfway: the import fails, nothing is kept.
+    let id = create_id(
+        &c,
+        &admin,
+        json!({"name": "short", "disk_format": "qcow2", "container_format": "bare"}),
+    )
+    .await;
+    let r = import(
+        &c,
+        &admin,
+        &id,
+        json!({"name": "web-download", "uri": format!("http://{local}/short")}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let img = wait_status(&c, &admin, &id, "queued").await;
+    assert_eq!(img["os_glance_failed_import"], "file");
+    assert_eq!(img["size"], Value::Null);
     // A hostile image served over HTTP is refused by the inspector.
     let bad = make(
         dir.path(),

@@ -274,6 +274,9 @@ pub async fn create(State(svc): S, ctx: Ctx, body: Bytes) -> Result<Response, Er
         "openstack-image-import-methods",
         HeaderValue::from_static("glance-direct,web-download"),
     );
+    if let Ok(v) = HeaderValue::from_str(svc.store.id()) {
+        h.insert("openstack-image-store-ids", v);
+    }
     Ok(resp)
 }
 

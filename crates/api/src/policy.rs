@@ -28,6 +28,13 @@ pub enum Rule {
         attr: String,
         value: Value,
     },
+    /// `'literal':value` (oslo.policy's generic check with a quoted
+    /// literal on the left, e.g. `"public":%(visibility)s`): the value,
+    /// usually taken from the target, must equal the literal.
+    Literal {
+        literal: String,
+        value: Value,
+    },
     And(Vec<Rule>),
     Or(Vec<Rule>),
     Not(Box<Rule>),
@@ -151,6 +158,13 @@ impl Enforcer {
                     Value::Target(path) => target.get(path),
                 };
                 want.is_some_and(|w| w == have)
+            }
+            Rule::Literal { literal, value } => {
+                let have = match value {
+                    Value::Literal(l) => Some(l.as_str()),
+                    Value::Target(path) => target.get(path),
+                };
+                have == Some(literal.as_str())
             }
             Rule::And(rs) => rs.iter().all(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Or(rs) => rs.iter().any(|r| self.eval(r, ctx, target, depth + 1)),
@@ -283,6 +297,20 @@ fn check(tok: &str) -> Result<Rule, String> {
     let Some((kind, value)) = tok.split_once(':') else {
         return Err(format!("{tok:?} is not a check (expected kind:value)"));
     };
+    let quoted = |k: &str| {
+        (k.len() >= 2 && k.starts_with('"') && k.ends_with('"'))
+            || (k.len() >= 2 && k.starts_with('\'') && k.ends_with('\''))
+    };
+    if quoted(kind) {
+        let value = match value.strip_prefix("%(").and_then(|v| v.strip_suffix(")s")) {
+            Some(path) => Value::Target(path.to_string()),
+            None => Value::Literal(value.trim_matches('\'').trim_matches('"').to_string()),
+        };
+        return Ok(Rule::Literal {
+            literal: kind[1..kind.len() - 1].to_string(),
+            value,
+        });
+    }
     match kind {
         "role" => Ok(Rule::Role(value.to_string())),
         "rule" => Ok(Rule::Rule(value.to_string())),
@@ -382,6 +410,25 @@ mod tests {
             e.enforce("get_user", &member, &other).unwrap_err().message,
             "You are not authorized to perform the requested action: get_user."
         );
+    }
+
+    #[test]
+    fn quoted_literals_compare_with_target_values() {
+        let e = Enforcer::new(&[(
+            "get",
+            "role:reader and (project_id:%(project_id)s or \"public\":%(visibility)s)",
+        )])
+        .unwrap();
+        let member = ctx(&["reader"], project("p1"));
+        let public = Target::new()
+            .with("project_id", "p2")
+            .with("visibility", "public");
+        let private = Target::new()
+            .with("project_id", "p2")
+            .with("visibility", "private");
+        assert!(e.check("get", &member, &public));
+        assert!(!e.check("get", &member, &private));
+        assert!(!e.check("get", &member, &Target::new()));
     }
 
     #[test]

@@ -14,11 +14,18 @@ use base64::Engine;
 use serde_json::json;
 
 /// The services this binary serves, for the catalog.
-const SERVICES: &[identity::CatalogService] = &[identity::CatalogService {
-    kind: "identity",
-    name: "keystone",
-    path: "/identity",
-}];
+const SERVICES: &[identity::CatalogService] = &[
+    identity::CatalogService {
+        kind: "identity",
+        name: "keystone",
+        path: "/identity",
+    },
+    identity::CatalogService {
+        kind: "image",
+        name: "glance",
+        path: "/image",
+    },
+];
 
 /// Settings of `ferrostack serve`, independent of how they were given.
 #[derive(Debug, Clone)]
@@ -32,6 +39,15 @@ pub struct Settings {
     pub lockout_failure_attempts: Option<u32>,
     pub lockout_duration: i64,
     pub key_repository: Option<PathBuf>,
+    /// Images a project may own; `None`: unlimited.
+    pub image_quota_count: Option<u64>,
+    /// Bytes of image data a project may store; `None`: unlimited.
+    pub image_quota_bytes: Option<u64>,
+    /// Largest single image, bytes.
+    pub image_size_cap: u64,
+    /// Lets `web-download` fetch from loopback. Only tests set it (they
+    /// serve images from 127.0.0.1); there is no command-line option.
+    pub image_import_allow_loopback: bool,
 }
 
 impl Settings {
@@ -47,6 +63,10 @@ impl Settings {
             lockout_failure_attempts: None,
             lockout_duration: 1800,
             key_repository: None,
+            image_quota_count: None,
+            image_quota_bytes: None,
+            image_size_cap: image::Config::default().image_size_cap,
+            image_import_allow_loopback: false,
         }
     }
 }
@@ -57,6 +77,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub public_url: String,
     pub identity: Arc<identity::Identity>,
+    pub image: Arc<image::Images>,
     /// The admin password, when this start generated it.
     pub generated_password: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -149,8 +170,25 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         openrc = %args.data_dir.join("admin-openrc").display(),
         "client configuration for the admin"
     );
+    let images = image::Images::new(
+        ident.pool.clone(),
+        image::Config {
+            public_url: public_url.clone(),
+            data_dir: args.data_dir.clone(),
+            quota_image_count: args.image_quota_count,
+            quota_image_bytes: args.image_quota_bytes,
+            image_size_cap: args.image_size_cap,
+            import_allow_loopback: args.image_import_allow_loopback,
+            ..Default::default()
+        },
+    )
+    .context("opening the image store")?;
+    images
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("image recovery: {e}"))?;
     let watcher = tokio::spawn(ident.clone().watch());
-    let app = router(ident.clone(), &public_url);
+    let app = router(ident.clone(), images.clone(), &public_url);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -164,6 +202,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         addr,
         public_url,
         identity: ident,
+        image: images,
         generated_password,
         shutdown: Some(tx),
         task,
@@ -172,14 +211,21 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
 }
 
 /// Every service under its prefix, plus a discovery document at `/`.
-pub fn router(ident: Arc<identity::Identity>, public_url: &str) -> Router {
+pub fn router(
+    ident: Arc<identity::Identity>,
+    images: Arc<image::Images>,
+    public_url: &str,
+) -> Router {
+    let base = public_url.trim_end_matches('/');
     let index = json!({
         "services": [
-            {"type": "identity", "href": format!("{}/identity", public_url.trim_end_matches('/'))}
+            {"type": "identity", "href": format!("{base}/identity")},
+            {"type": "image", "href": format!("{base}/image")}
         ]
     });
     Router::new()
         .route("/", get(move || async move { axum::Json(index) }))
+        .nest("/image", image::api::router(images, ident.clone()))
         .nest("/identity", identity::api::router(ident))
         .layer(axum::middleware::from_fn(api::request::request_id_and_log))
 }

@@ -50,8 +50,8 @@ pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
 /// `Connection: close`.
 pub const DRAIN_MAX_BYTES: u64 = 16 << 20;
 
-/// Middleware: refuses a request whose declared `Content-Length` exceeds
-/// `max` with 413. A client still sending when the server answers and closes
+/// Middleware: refuses a JSON request whose declared `Content-Length`
+/// exceeds `max` with 413. A client still sending when the server answers and closes
 /// gets a connection reset instead of the answer, so a body of moderate size
 /// is drained first; a huge one is refused at once and the connection
 /// closed. Bodies without a length are limited as they are read
@@ -61,6 +61,20 @@ pub async fn refuse_oversized(
     req: Request,
     next: Next,
 ) -> Response {
+    // The limit is for JSON documents; data routes (image uploads) stream
+    // octet-streams of any size and set their own limits.
+    let is_json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("application/json") || v.contains("json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return next.run(req).await;
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

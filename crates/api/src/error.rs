@@ -20,8 +20,8 @@ pub enum ErrorStyle {
     Neutron,
     /// `{"<faultName>": {"code", "message"}}`
     Nova,
-    /// Glance (webob): `{"code": "404 Not Found", "title", "message"}` wrapped
-    /// as upstream's JSON fault body.
+    /// Glance (webob's JSON error body):
+    /// `{"message", "code": "404 Not Found", "title": "Not Found"}`.
     Glance,
 }
 
@@ -144,8 +144,7 @@ pub fn body_for(style: ErrorStyle, err: &Error) -> serde_json::Value {
             serde_json::json!({ fault: {"code": code, "message": err.message} })
         }
         ErrorStyle::Glance => serde_json::json!({
-            "code": code, "title": title, "message": err.message,
-            "error": {"code": code, "title": title, "message": err.message}
+            "message": err.message, "code": format!("{code} {title}"), "title": title
         }),
     }
 }
@@ -192,5 +191,9 @@ mod tests {
         assert_eq!(n["NeutronError"]["type"], "NetworkNotFound");
         let v = body_for(ErrorStyle::Nova, &e);
         assert_eq!(v["itemNotFound"]["code"], 404);
+        let g = body_for(ErrorStyle::Glance, &e);
+        assert_eq!(g["code"], "404 Not Found");
+        assert_eq!(g["title"], "Not Found");
+        assert_eq!(g["message"], "Could not find project: x.");
     }
 }

@@ -41,6 +41,10 @@ pub fn service_layers(
             context::authenticate,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            request::refuse_oversized,
+        ))
         .layer(axum::middleware::map_response_with_state(
             style,
             error::render,

@@ -41,6 +41,13 @@ pub enum Rule {
         value: String,
         prefix: bool,
     },
+    /// `'literal':value` (oslo.policy's generic check with a quoted
+    /// literal on the left, e.g. `"public":%(visibility)s`): the value,
+    /// usually taken from the target, must equal the literal.
+    Literal {
+        literal: String,
+        value: Value,
+    },
     And(Vec<Rule>),
     Or(Vec<Rule>),
     Not(Box<Rule>),
@@ -182,6 +189,13 @@ impl Enforcer {
                     have == value
                 }
             }),
+            Rule::Literal { literal, value } => {
+                let have = match value {
+                    Value::Literal(l) => Some(l.as_str()),
+                    Value::Target(path) => target.get(path),
+                };
+                have == Some(literal.as_str())
+            }
             Rule::And(rs) => rs.iter().all(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Or(rs) => rs.iter().any(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Not(r) => !self.eval(r, ctx, target, depth + 1),
@@ -313,6 +327,20 @@ fn check(tok: &str) -> Result<Rule, String> {
     let Some((kind, value)) = tok.split_once(':') else {
         return Err(format!("{tok:?} is not a check (expected kind:value)"));
     };
+    let quoted = |k: &str| {
+        (k.len() >= 2 && k.starts_with('"') && k.ends_with('"'))
+            || (k.len() >= 2 && k.starts_with('\'') && k.ends_with('\''))
+    };
+    if quoted(kind) {
+        let value = match value.strip_prefix("%(").and_then(|v| v.strip_suffix(")s")) {
+            Some(path) => Value::Target(path.to_string()),
+            None => Value::Literal(value.trim_matches('\'').trim_matches('"').to_string()),
+        };
+        return Ok(Rule::Literal {
+            literal: kind[1..kind.len() - 1].to_string(),
+            value,
+        });
+    }
     match kind {
         "field" => field_check(value),
         "role" => Ok(Rule::Role(value.to_string())),
@@ -475,6 +503,25 @@ mod tests {
         assert!(e.has("shared") && !e.has("nope"));
         assert!(parse("field:port:device_owner=~network.*").is_err());
         assert!(parse("field:nothing").is_err());
+    }
+
+    #[test]
+    fn quoted_literals_compare_with_target_values() {
+        let e = Enforcer::new(&[(
+            "get",
+            "role:reader and (project_id:%(project_id)s or \"public\":%(visibility)s)",
+        )])
+        .unwrap();
+        let member = ctx(&["reader"], project("p1"));
+        let public = Target::new()
+            .with("project_id", "p2")
+            .with("visibility", "public");
+        let private = Target::new()
+            .with("project_id", "p2")
+            .with("visibility", "private");
+        assert!(e.check("get", &member, &public));
+        assert!(!e.check("get", &member, &private));
+        assert!(!e.check("get", &member, &Target::new()));
     }
 
     #[test]

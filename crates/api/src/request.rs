@@ -11,7 +11,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 /// The id of the current request, as a request extension.
@@ -41,6 +41,66 @@ pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
         resp.headers_mut()
             .insert("x-openstack-request-id", v.clone());
         resp.headers_mut().insert("x-compute-request-id", v);
+    }
+    resp
+}
+
+/// Bodies at most this large are read and discarded before an oversized
+/// request is refused; larger ones are refused at once with
+/// `Connection: close`.
+pub const DRAIN_MAX_BYTES: u64 = 16 << 20;
+
+/// Middleware: refuses a JSON request whose declared `Content-Length`
+/// exceeds `max` with 413. A client still sending when the server answers and closes
+/// gets a connection reset instead of the answer, so a body of moderate size
+/// is drained first; a huge one is refused at once and the connection
+/// closed. Bodies without a length are limited as they are read
+/// (`DefaultBodyLimit`).
+pub async fn refuse_oversized(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // The limit is for JSON documents; data routes (image uploads) stream
+    // octet-streams of any size and set their own limits.
+    let is_json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("application/json") || v.contains("json")
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return next.run(req).await;
+    }
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = declared.filter(|l| *l > max as u64) else {
+        return next.run(req).await;
+    };
+    let mut resp = crate::Error::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Request is too large: the body is {len} bytes, the limit is {max}."),
+    )
+    .into_response();
+    if len <= DRAIN_MAX_BYTES {
+        use http_body_util::BodyExt;
+        let mut body = req.into_body();
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    } else {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
     }
     resp
 }

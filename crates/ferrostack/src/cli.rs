@@ -61,6 +61,17 @@ pub struct ServeArgs {
     /// The Fernet key repository (default: DATA_DIR/fernet-keys).
     #[arg(long)]
     pub key_repository: Option<PathBuf>,
+    /// Images a project may own (Glance's image_count_total); unlimited
+    /// when absent.
+    #[arg(long)]
+    pub image_quota_images: Option<u64>,
+    /// Bytes of image data a project may store (Glance's image_size_total,
+    /// in bytes here); unlimited when absent.
+    #[arg(long)]
+    pub image_quota_bytes: Option<u64>,
+    /// Largest single image in bytes ([DEFAULT] image_size_cap).
+    #[arg(long, default_value_t = 1 << 40)]
+    pub image_size_cap: u64,
     /// This node's name ([DEFAULT] host): routers and DHCP ports are
     /// scheduled here. Defaults to the machine's host name.
     #[arg(long, env = "FERROSTACK_HOST")]
@@ -172,6 +183,10 @@ impl ServeArgs {
             lockout_failure_attempts: self.lockout_failure_attempts,
             lockout_duration: self.lockout_duration,
             key_repository: self.key_repository,
+            image_quota_count: self.image_quota_images,
+            image_quota_bytes: self.image_quota_bytes,
+            image_size_cap: self.image_size_cap,
+            image_import_allow_loopback: false,
             host: self.host.unwrap_or_else(ferrostack::serve::local_hostname),
             vni_range: self.vni_range,
             physical_networks: self.physical_networks,

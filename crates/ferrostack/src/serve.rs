@@ -21,6 +21,11 @@ const SERVICES: &[identity::CatalogService] = &[
         path: "/identity",
     },
     identity::CatalogService {
+        kind: "image",
+        name: "glance",
+        path: "/image",
+    },
+    identity::CatalogService {
         kind: "network",
         name: "neutron",
         path: "/network",
@@ -39,6 +44,15 @@ pub struct Settings {
     pub lockout_failure_attempts: Option<u32>,
     pub lockout_duration: i64,
     pub key_repository: Option<PathBuf>,
+    /// Images a project may own; `None`: unlimited.
+    pub image_quota_count: Option<u64>,
+    /// Bytes of image data a project may store; `None`: unlimited.
+    pub image_quota_bytes: Option<u64>,
+    /// Largest single image, bytes.
+    pub image_size_cap: u64,
+    /// Lets `web-download` fetch from loopback. Only tests set it (they
+    /// serve images from 127.0.0.1); there is no command-line option.
+    pub image_import_allow_loopback: bool,
     /// This node's name: routers and DHCP ports are scheduled here.
     pub host: String,
     /// VXLAN VNIs for tenant networks, inclusive.
@@ -64,6 +78,10 @@ impl Settings {
             lockout_failure_attempts: None,
             lockout_duration: 1800,
             key_repository: None,
+            image_quota_count: None,
+            image_quota_bytes: None,
+            image_size_cap: image::Config::default().image_size_cap,
+            image_import_allow_loopback: false,
             host: local_hostname(),
             vni_range: (1000, 1999),
             physical_networks: Vec::new(),
@@ -88,6 +106,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub public_url: String,
     pub identity: Arc<identity::Identity>,
+    pub image: Arc<image::Images>,
     /// The network service; it implements `netmodel::NetworkControl`, the
     /// interface the node agent watches its host through.
     pub network: Arc<network::Network>,
@@ -185,6 +204,23 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         openrc = %args.data_dir.join("admin-openrc").display(),
         "client configuration for the admin"
     );
+    let images = image::Images::new(
+        ident.pool.clone(),
+        image::Config {
+            public_url: public_url.clone(),
+            data_dir: args.data_dir.clone(),
+            quota_image_count: args.image_quota_count,
+            quota_image_bytes: args.image_quota_bytes,
+            image_size_cap: args.image_size_cap,
+            import_allow_loopback: args.image_import_allow_loopback,
+            ..Default::default()
+        },
+    )
+    .context("opening the image store")?;
+    images
+        .recover()
+        .await
+        .map_err(|e| anyhow::anyhow!("image recovery: {e}"))?;
     let net = network::Network::new(
         ident.pool.clone(),
         network::Config {
@@ -201,7 +237,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
     .map_err(|e| anyhow::anyhow!("starting network: {e}"))?;
     let watcher = tokio::spawn(ident.clone().watch());
     let network_watcher = tokio::spawn(net.clone().watch_db());
-    let app = router(ident.clone(), net.clone(), &public_url);
+    let app = router(ident.clone(), images.clone(), net.clone(), &public_url);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -215,6 +251,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         addr,
         public_url,
         identity: ident,
+        image: images,
         network: net,
         generated_password,
         shutdown: Some(tx),
@@ -227,6 +264,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
 /// Every service under its prefix, plus a discovery document at `/`.
 pub fn router(
     ident: Arc<identity::Identity>,
+    images: Arc<image::Images>,
     net: Arc<network::Network>,
     public_url: &str,
 ) -> Router {
@@ -234,11 +272,13 @@ pub fn router(
     let index = json!({
         "services": [
             {"type": "identity", "href": format!("{base}/identity")},
+            {"type": "image", "href": format!("{base}/image")},
             {"type": "network", "href": format!("{base}/network")}
         ]
     });
     Router::new()
         .route("/", get(move || async move { axum::Json(index) }))
+        .nest("/image", image::api::router(images, ident.clone()))
         .nest("/network", network::api::router(net, ident.clone()))
         .nest("/identity", identity::api::router(ident))
         .layer(axum::middleware::from_fn(api::request::request_id_and_log))

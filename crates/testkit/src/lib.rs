@@ -69,6 +69,11 @@ impl Stack {
         self.running.as_ref().expect("running").network.clone()
     }
 
+    /// The data directory of the running stack.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.settings.data_dir.clone()
+    }
+
     pub fn client(&self) -> Client {
         Client {
             base: format!("http://{}", self.addr),
@@ -91,6 +96,27 @@ impl Resp {
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
+    }
+}
+
+/// A response with its body as bytes.
+#[derive(Debug)]
+pub struct RawResp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawResp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+    /// The body parsed as JSON (Null when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
@@ -150,6 +176,40 @@ impl Client {
         }
     }
 
+    /// Sends raw bytes with the given headers; returns the status, headers
+    /// and raw body (for image data, which is not JSON).
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> RawResp {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("x-auth-token", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .http
+            .request(req.body(Full::new(body)).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        RawResp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.call(Method::GET, path, Some(token), &[], None).await
     }
@@ -192,6 +252,59 @@ impl Client {
         let r = self.auth_password(user, password, Some(project)).await;
         assert_eq!(r.status, StatusCode::CREATED, "auth as {user}: {}", r.body);
         r.header("x-subject-token").expect("X-Subject-Token")
+    }
+
+    /// Creates `project` (if missing) and `user` with `password` holding the
+    /// `role` on it; returns (project id, user id).
+    pub async fn project_user(
+        &self,
+        admin: &str,
+        project: &str,
+        user: &str,
+        password: &str,
+        role: &str,
+    ) -> (String, String) {
+        let existing = self
+            .get(&format!("/identity/v3/projects?name={project}"), admin)
+            .await;
+        let pid = match existing.body["projects"][0]["id"].as_str() {
+            Some(id) => id.to_string(),
+            None => {
+                let p = self
+                    .post(
+                        "/identity/v3/projects",
+                        admin,
+                        json!({"project": {"name": project}}),
+                    )
+                    .await;
+                assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+                p.body["project"]["id"].as_str().expect("id").to_string()
+            }
+        };
+        let u = self
+            .post(
+                "/identity/v3/users",
+                admin,
+                json!({"user": {"name": user, "password": password, "default_project_id": pid}}),
+            )
+            .await;
+        assert_eq!(u.status, StatusCode::CREATED, "{}", u.body);
+        let uid = u.body["user"]["id"].as_str().expect("id").to_string();
+        let roles = self
+            .get(&format!("/identity/v3/roles?name={role}"), admin)
+            .await;
+        let rid = roles.body["roles"][0]["id"]
+            .as_str()
+            .expect("role")
+            .to_string();
+        let g = self
+            .put(
+                &format!("/identity/v3/projects/{pid}/users/{uid}/roles/{rid}"),
+                admin,
+            )
+            .await;
+        assert_eq!(g.status, StatusCode::NO_CONTENT);
+        (pid, uid)
     }
 
     /// The admin's token on the admin project.

@@ -1,0 +1,121 @@
+//! Noticing devices as they appear: a netlink subscription to link events
+//! (`RTNLGRP_LINK`) in the host namespace, so a tap is wired a few
+//! milliseconds after the compute driver creates it, with a slow poll of
+//! the link list as the fallback when the subscription cannot be made.
+//!
+//! The watcher only says *that* a watched name appeared or vanished; the
+//! pass that follows reads the host as usual.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use hostlink::{HostNet, Netns};
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::NetlinkPayload;
+use tokio::sync::Notify;
+
+use crate::AbortOnDrop;
+
+/// Names whose appearance (or disappearance) should trigger a pass.
+#[derive(Debug, Default)]
+pub struct Watched {
+    /// Desired devices that are not wired yet.
+    pub waiting: HashSet<String>,
+    /// Desired devices that are wired.
+    pub wired: HashSet<String>,
+}
+
+/// Starts watching the host namespace. `trigger` is notified when a
+/// watched name changes.
+pub async fn spawn(
+    ns: Netns,
+    net: Arc<dyn HostNet>,
+    watched: Arc<Mutex<Watched>>,
+    trigger: Arc<Notify>,
+    poll: Duration,
+) -> AbortOnDrop {
+    match subscribe(&ns).await {
+        Ok((conn, handle, mut rx)) => {
+            let task = tokio::spawn(async move {
+                // The connection and its handle live as long as this task:
+                // aborting the watcher closes the socket.
+                let _conn = AbortOnDrop(tokio::spawn(conn));
+                let _handle = handle;
+                while let Some((msg, _)) = rx.next().await {
+                    let (name, gone) = match msg.payload {
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                            (link_name(&l), false)
+                        }
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                            (link_name(&l), true)
+                        }
+                        _ => continue,
+                    };
+                    let Some(name) = name else { continue };
+                    let hit = {
+                        let w = watched.lock().unwrap_or_else(|p| p.into_inner());
+                        w.waiting.contains(&name) || (gone && w.wired.contains(&name))
+                    };
+                    if hit {
+                        trigger.notify_one();
+                    }
+                }
+            });
+            AbortOnDrop(task)
+        }
+        Err(e) => {
+            tracing::warn!("no link events in {ns} ({e}): polling every {poll:?}");
+            AbortOnDrop(tokio::spawn(async move {
+                let mut t = tokio::time::interval(poll);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    t.tick().await;
+                    let Ok(links) = net.list_links(&ns).await else {
+                        continue;
+                    };
+                    let present: HashSet<String> = links.into_iter().map(|l| l.name).collect();
+                    let hit = {
+                        let w = watched.lock().unwrap_or_else(|p| p.into_inner());
+                        w.waiting.iter().any(|n| present.contains(n))
+                            || w.wired.iter().any(|n| !present.contains(n))
+                    };
+                    if hit {
+                        trigger.notify_one();
+                    }
+                }
+            }))
+        }
+    }
+}
+
+fn link_name(l: &netlink_packet_route::link::LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+type Events = futures::channel::mpsc::UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+type Conn = rtnetlink::proto::Connection<RouteNetlinkMessage>;
+
+/// Opens a netlink socket inside `ns` subscribed to link events.
+async fn subscribe(ns: &Netns) -> std::io::Result<(Conn, rtnetlink::Handle, Events)> {
+    use rtnetlink::sys::AsyncSocket;
+    let rt = tokio::runtime::Handle::current();
+    let (mut conn, handle, rx) = hostlink::netns::run_in_async(ns, move || {
+        let _g = rt.enter();
+        rtnetlink::new_connection()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    // RTNLGRP_LINK = 1.
+    conn.socket_mut().socket_mut().add_membership(1)?;
+    Ok((conn, handle, rx))
+}

@@ -296,6 +296,7 @@ impl Reconciler {
         }
         match self.dhcp.get(&dp.netns) {
             Some(s) => s.update(&dp.leases),
+            None if !self.serve_dhcp => {}
             None => {
                 self.changes += 1;
                 let leg = dp.ns_leg.clone();

@@ -107,6 +107,9 @@ pub struct Config {
     pub deep_resync_interval: Duration,
     /// Link poll interval when link events cannot be subscribed to.
     pub link_poll_interval: Duration,
+    /// Whether to run the DHCP servers (their sockets are opened inside
+    /// real namespaces; unit tests over the fake drivers turn them off).
+    pub dhcp_servers: bool,
 }
 
 impl Config {
@@ -124,6 +127,7 @@ impl Config {
             resync_interval: Duration::from_secs(10),
             deep_resync_interval: Duration::from_secs(300),
             link_poll_interval: Duration::from_millis(200),
+            dhcp_servers: true,
         }
     }
 }
@@ -174,6 +178,8 @@ impl Agent {
             control.clone(),
             marks,
         );
+        let mut rec = rec;
+        rec.serve_dhcp = config.dhcp_servers;
         Ok(Agent {
             host: host_name.into(),
             control,

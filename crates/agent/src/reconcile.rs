@@ -70,6 +70,7 @@ pub(crate) struct Reconciler {
     pub dhcp: HashMap<String, dhcp::Server>,
     pub changes: usize,
     pub warnings: Vec<String>,
+    pub serve_dhcp: bool,
 }
 
 impl Reconciler {
@@ -99,6 +100,7 @@ impl Reconciler {
             dhcp: HashMap::new(),
             changes: 0,
             warnings: Vec::new(),
+            serve_dhcp: true,
         }
     }
 

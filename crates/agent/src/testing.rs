@@ -219,3 +219,127 @@ impl NetworkControl for FakeControl {
         })
     }
 }
+
+/// Builders for hand-written host states.
+pub mod fixtures {
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use netmodel::{
+        Cidr, Direction, FixedIp, Network, Port, SecurityGroup, SecurityGroupRule, Segment, Subnet,
+    };
+
+    /// A fresh UUID-shaped id (lowercase hex), unique in the process and
+    /// unlikely to repeat across runs.
+    pub fn new_id() -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mix = |x: u64| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in x.to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        };
+        let a = mix(t ^ (u64::from(std::process::id()) << 32));
+        let b = mix(a ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let h = format!("{a:016x}{b:016x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    /// A MAC with OpenStack's prefix.
+    pub fn mac(n: u32) -> String {
+        let b = n.to_be_bytes();
+        format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3])
+    }
+
+    /// An IPv4 subnet.
+    pub fn subnet(id: &str, cidr: &str, gateway: Option<&str>, dhcp: Option<&str>) -> Subnet {
+        Subnet {
+            id: id.to_string(),
+            cidr: Cidr::parse(cidr).expect("cidr"),
+            gateway_ip: gateway.map(|g| g.parse().expect("gateway")),
+            enable_dhcp: dhcp.is_some(),
+            dns_nameservers: vec![],
+            host_routes: vec![],
+            dhcp_server_ip: dhcp.map(|d| d.parse().expect("dhcp ip")),
+        }
+    }
+
+    /// A network (MTU 1500, project `p`).
+    pub fn network(id: &str, zone: u16, segment: Segment, subnets: Vec<Subnet>) -> Network {
+        Network {
+            id: id.to_string(),
+            project_id: "p".into(),
+            mtu: 1500,
+            segment,
+            external: false,
+            admin_state_up: true,
+            subnets,
+            conntrack_zone: zone,
+            remote_ports: vec![],
+            remote_hosts: vec![],
+        }
+    }
+
+    /// A VM port with one fixed IP.
+    pub fn vm_port(id: &str, net: &str, subnet: &str, mac: &str, ip: &str, sgs: &[&str]) -> Port {
+        Port {
+            id: id.to_string(),
+            network_id: net.to_string(),
+            mac: mac.to_string(),
+            fixed_ips: vec![FixedIp {
+                subnet_id: subnet.to_string(),
+                ip: ip.parse::<IpAddr>().expect("ip"),
+            }],
+            device_owner: "compute:nova".into(),
+            device_id: new_id(),
+            admin_state_up: true,
+            port_security_enabled: true,
+            allowed_address_pairs: vec![],
+            security_group_ids: sgs.iter().map(|s| s.to_string()).collect(),
+            hostname: format!("vm-{}", &id[..8]),
+            device_name: hostlink::names::tap_name(id).expect("port id"),
+        }
+    }
+
+    /// A rule: `proto` `tcp`/`udp`/`icmp` or `None` for any, `port` a
+    /// single destination port, `remote` a CIDR.
+    pub fn rule(
+        dir: Direction,
+        proto: Option<&str>,
+        port: Option<u16>,
+        remote: Option<&str>,
+    ) -> SecurityGroupRule {
+        SecurityGroupRule {
+            id: new_id(),
+            direction: dir,
+            ethertype: "IPv4".into(),
+            protocol: proto.map(str::to_string),
+            port_range_min: port,
+            port_range_max: port,
+            remote_ip_prefix: remote.map(|r| Cidr::parse(r).expect("cidr")),
+            remote_group_id: None,
+        }
+    }
+
+    /// A security group.
+    pub fn sg(id: &str, rules: Vec<SecurityGroupRule>) -> SecurityGroup {
+        SecurityGroup {
+            id: id.to_string(),
+            rules,
+            member_ips: vec![],
+        }
+    }
+}

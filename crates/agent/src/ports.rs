@@ -120,6 +120,13 @@ impl Reconciler {
                     true
                 }
                 Some(r) => {
+                    let same_installed = installed
+                        .as_ref()
+                        .and_then(|i| i.get(&pp.device))
+                        .is_some_and(|i| i.digest == r.digest() && i.mark == r.mark);
+                    if same_installed {
+                        self.applied_ports.insert(pp.device.clone(), r.clone());
+                    }
                     if self.applied_ports.get(&pp.device) == Some(r) {
                         true
                     } else {

@@ -55,6 +55,7 @@ pub async fn spawn(
                         _ => continue,
                     };
                     let Some(name) = name else { continue };
+                    tracing::trace!(name, gone, "link event");
                     let hit = {
                         let w = watched.lock().unwrap_or_else(|p| p.into_inner());
                         w.waiting.contains(&name) || (gone && w.wired.contains(&name))
@@ -115,7 +116,11 @@ async fn subscribe(ns: &Netns) -> std::io::Result<(Conn, rtnetlink::Handle, Even
     })
     .await
     .map_err(std::io::Error::other)??;
-    // RTNLGRP_LINK = 1.
-    conn.socket_mut().socket_mut().add_membership(1)?;
+    // Bound with the RTMGRP_LINK group bit (1), as rtnetlink's own
+    // monitoring example does; joining after an implicit bind does not
+    // deliver events.
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, 1))?;
     Ok((conn, handle, rx))
 }

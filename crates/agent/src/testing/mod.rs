@@ -1,6 +1,9 @@
 //! [`FakeControl`]: the controller side of [`NetworkControl`] from a
 //! hand-written [`HostState`], recording what the agent reports. Used by
-//! the agent's tests and benchmarks.
+//! the agent's tests and benchmarks; [`fixtures`] builds host states by
+//! hand; [`lab`] runs real agents among namespaces (root only).
+
+pub mod lab;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -71,6 +71,7 @@ pub(crate) struct Reconciler {
     pub changes: usize,
     pub warnings: Vec<String>,
     pub serve_dhcp: bool,
+    pub passes: u64,
 }
 
 impl Reconciler {
@@ -101,6 +102,7 @@ impl Reconciler {
             changes: 0,
             warnings: Vec::new(),
             serve_dhcp: true,
+            passes: 0,
         }
     }
 
@@ -187,8 +189,11 @@ impl Reconciler {
             self.base_ready = false;
             self.configured_ns.clear();
         }
-        self.prepare().await?;
         let plan = Plan::build(state, &self.settings);
+        let empty = plan.networks.is_empty() && plan.ports.is_empty() && plan.routers.is_empty();
+        if !empty {
+            self.prepare().await?;
+        }
         for (n, e) in &plan.network_errors {
             self.warn(format!("network {n}: {e}"));
         }
@@ -206,9 +211,29 @@ impl Reconciler {
         self.collect_dhcp(&plan, &obs).await;
         self.collect_groups(&plan).await;
         self.collect_networks(&plan, &obs).await;
+        // On an agent's first pass, tables may be left from before.
+        if empty && (self.base_ready || self.passes == 0) {
+            // Nothing left to filter: the host goes back to having no
+            // tables of ours (they come back with the first network).
+            self.changes += 1;
+            match self.fw(|f| f.delete_all()).await {
+                Ok(()) => {
+                    self.base_ready = false;
+                    self.applied_ports.clear();
+                    self.applied_zones.clear();
+                    self.applied_groups.clear();
+                    self.fw_ports.clear();
+                    for g in self.marks.state().groups.clone() {
+                        self.marks.note_group(&g, false);
+                    }
+                }
+                Err(e) => self.warn(format!("deleting the host tables: {e}")),
+            }
+        }
         if let Err(e) = self.marks.save() {
             self.warn(format!("saving marks: {e}"));
         }
+        self.passes += 1;
         Ok(PassReport {
             changes: self.changes,
             statuses,

@@ -50,11 +50,7 @@ async fn world() -> World {
     from_group.remote_group_id = Some(sg2.clone());
     let mut group = sg(
         &sgid,
-        vec![
-            rule(Direction::Egress, None, None, None),
-            ssh,
-            from_group,
-        ],
+        vec![rule(Direction::Egress, None, None, None), ssh, from_group],
     );
     group.member_ips = vec!["10.0.0.5".parse().unwrap()];
     let mut other = sg(&sg2, vec![]);
@@ -77,7 +73,12 @@ async fn world() -> World {
                 &n1,
                 1,
                 Segment::Local,
-                vec![subnet(&s1, "10.0.0.0/24", Some("10.0.0.1"), Some("10.0.0.2"))],
+                vec![subnet(
+                    &s1,
+                    "10.0.0.0/24",
+                    Some("10.0.0.1"),
+                    Some("10.0.0.2"),
+                )],
             ),
             extnet,
         ],
@@ -211,7 +212,15 @@ async fn a_second_pass_changes_nothing_and_ports_wait_for_their_device() {
     );
 
     let text = a.explainer().explain_port(&w.vm[0]);
-    for want in ["fsb-", "eg-tap", "in-tap", "as-tap", "fsr-", "203.0.113.20", "ACTIVE"] {
+    for want in [
+        "fsb-",
+        "eg-tap",
+        "in-tap",
+        "as-tap",
+        "fsr-",
+        "203.0.113.20",
+        "ACTIVE",
+    ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
 }

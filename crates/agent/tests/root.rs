@@ -207,13 +207,19 @@ async fn t1_two_vms_get_leases_ping_each_other_and_go_active() {
         let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
         let ctl = Arc::new(FakeControl::new(st));
         let _agent = lab.start_agent(ctl.clone()).await;
-        assert!(ctl.wait_status(&p1.id, PortStatus::Down, T).await, "DOWN before the device");
+        assert!(
+            ctl.wait_status(&p1.id, PortStatus::Down, T).await,
+            "DOWN before the device"
+        );
         let vm1 = lab.vm("vm1", &p1).await;
         let vm2 = lab.vm("vm2", &p2).await;
         let t0 = Instant::now();
         assert!(ctl.wait_status(&p1.id, PortStatus::Active, T).await);
         assert!(ctl.wait_status(&p2.id, PortStatus::Active, T).await);
-        eprintln!("both ports ACTIVE {:?} after their devices appeared", t0.elapsed());
+        eprintln!(
+            "both ports ACTIVE {:?} after their devices appeared",
+            t0.elapsed()
+        );
         let l1 = dhcp(&lab, &vm1, "vm1").await;
         let l2 = dhcp(&lab, &vm2, "vm2").await;
         assert_eq!(l1.ip.to_string(), "10.0.0.5");
@@ -229,6 +235,413 @@ async fn t1_two_vms_get_leases_ping_each_other_and_go_active() {
         );
         assert!(reaches(&vm1, "10.0.0.6").await);
         assert!(reaches(&vm2, "10.0.0.5").await);
+    })
+    .await;
+}
+
+/// A TCP server in `ns` that answers each connection with the peer's
+/// address and closes it.
+fn whoami_server(ns: &Netns, addr: &str) {
+    use std::io::Write;
+    let l = hostlink::netns::listen_tcp(ns, addr.parse().unwrap()).unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let _ = s.write_all(peer.as_bytes());
+        }
+    });
+}
+
+/// Who `addr` sees when `ns` connects to it (`None` if unreachable).
+async fn seen_as(ns: &Netns, addr: &str) -> Option<String> {
+    let (ns, addr) = (ns.clone(), addr.parse::<SocketAddr>().unwrap());
+    blocking(move || {
+        use std::io::Read;
+        let mut s = tcp_connect_in(&ns, addr, Duration::from_millis(800)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+    .await
+}
+
+/// A raw HTTP/1.0 GET from `ns` with extra header lines; (status, body).
+async fn http_get(ns: &Netns, addr: &str, path: &str, headers: &[&str]) -> Option<(u16, String)> {
+    let (ns, addr) = (ns.clone(), addr.parse::<SocketAddr>().unwrap());
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: 169.254.169.254\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = tcp_connect_in(&ns, addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).ok()?;
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string())?;
+        Some((status, body))
+    })
+    .await
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t2_router_snat_and_floating_ip() {
+    if !require_root("t2_router_snat_and_floating_ip") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t2 snat+fip", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        let rid = router(&mut st, &ext, "203.0.113.10", &[&n], 200);
+        let out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        whoami_server(&out, "203.0.113.1:8000");
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        assert!(ctl.wait_status(&p1.id, PortStatus::Active, T).await);
+        let l = dhcp(&lab, &vm1, "vm1").await;
+        assert!(
+            l.staticroutes.contains("169.254.169.254/32 10.0.0.1"),
+            "{l:?}"
+        );
+        // SNAT: the outside sees the router's gateway address.
+        assert_eq!(
+            seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
+            Some("203.0.113.10")
+        );
+        // Without a floating IP the outside cannot reach the VM.
+        assert!(!ping(&out, "203.0.113.20").await);
+        // Floating IP.
+        ctl.update(|s| {
+            let r = s.routers.iter_mut().find(|r| r.id == rid).unwrap();
+            r.floating_ips.push(FloatingIp {
+                id: new_id(),
+                floating_ip: "203.0.113.20".parse().unwrap(),
+                fixed_ip: "10.0.0.5".parse().unwrap(),
+                port_id: p1.id.clone(),
+            });
+        });
+        let t0 = Instant::now();
+        assert!(
+            eventually(T, || ping(&out, "203.0.113.20")).await,
+            "FIP reachable"
+        );
+        eprintln!("floating IP reachable {:?} after the change", t0.elapsed());
+        assert_eq!(
+            seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
+            Some("203.0.113.20"),
+            "a VM with a floating IP leaves as its floating IP"
+        );
+        // Disassociated: unreachable again.
+        ctl.update(|s| {
+            s.routers
+                .iter_mut()
+                .find(|r| r.id == rid)
+                .unwrap()
+                .floating_ips
+                .clear();
+        });
+        assert!(
+            eventually(T, || async { !ping(&out, "203.0.113.20").await }).await,
+            "FIP gone"
+        );
+        assert_eq!(
+            seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
+            Some("203.0.113.10")
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_metadata_identifies_callers_by_network_and_source_only() {
+    if !require_root("t3_metadata_identifies_callers_by_network_and_source_only") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t3 metadata", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let iso = tenant_net(&mut st, 2, "10.1.0.0/24");
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
+        let p3 = add_vm(&mut st, &iso, 3, "10.1.0.5");
+        let mut p4 = add_vm(&mut st, &n, 4, "10.0.0.7");
+        p4.port_security_enabled = false;
+        st.ports.last_mut().unwrap().port_security_enabled = false;
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        router(&mut st, &ext, "203.0.113.10", &[&n], 200);
+        let _out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        let ctl = Arc::new(FakeControl::new(st));
+        ctl.set_user_data(&p1.id, b"#!/bin/sh\necho hi\n");
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        let vm3 = lab.vm("vm3", &p3).await;
+        let vm4 = lab.vm("vm4", &p4).await;
+        for p in [&p1, &p2, &p3, &p4] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+        }
+        dhcp(&lab, &vm1, "vm1").await;
+        dhcp(&lab, &vm2, "vm2").await;
+        let l3 = dhcp(&lab, &vm3, "vm3").await;
+        assert!(
+            l3.staticroutes.contains("169.254.169.254/32 10.1.0.2"),
+            "{l3:?}"
+        );
+        let md = "169.254.169.254:80";
+        let path = "/openstack/latest/network_data.json";
+        // Through the router namespace.
+        let (code, body) = http_get(&vm1, md, path, &[]).await.expect("answer");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.contains(&p1.mac) && body.contains("10.0.0.5"),
+            "{body}"
+        );
+        assert!(!body.contains(&p2.mac));
+        // Forged headers change nothing (checklist 17).
+        let forged = [
+            format!("X-Instance-ID: {}", p2.device_id),
+            "X-Forwarded-For: 10.0.0.6".to_string(),
+            "X-Tenant-ID: someone-else".to_string(),
+            format!("X-Neutron-Network-ID: {}", iso.id),
+        ];
+        let forged: Vec<&str> = forged.iter().map(String::as_str).collect();
+        let (code2, body2) = http_get(&vm1, md, path, &forged).await.expect("answer");
+        assert_eq!((code2, &body2), (200, &body));
+        let (_, b2) = http_get(&vm2, md, path, &forged).await.expect("answer");
+        assert!(b2.contains(&p2.mac) && !b2.contains(&p1.mac), "{b2}");
+        // The other documents.
+        let (_, meta) = http_get(&vm1, md, "/openstack/latest/meta_data.json", &[])
+            .await
+            .unwrap();
+        assert!(meta.contains(&p1.device_id), "{meta}");
+        let (_, ud) = http_get(&vm1, md, "/openstack/latest/user_data", &[])
+            .await
+            .unwrap();
+        assert_eq!(ud, "#!/bin/sh\necho hi\n");
+        let (_, versions) = http_get(&vm1, md, "/openstack", &[]).await.unwrap();
+        assert!(versions.contains("latest"));
+        // busybox wget, as a guest would.
+        let ns = vm1.clone();
+        let out = blocking(move || {
+            lab::exec(
+                &ns,
+                Duration::from_secs(5),
+                "busybox",
+                &[
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    "http://169.254.169.254/openstack/latest/meta_data.json",
+                ],
+            )
+        })
+        .await;
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&p1.device_id));
+        // An isolated network: answered in its DHCP namespace.
+        let (c3, b3) = http_get(&vm3, md, path, &[]).await.expect("answer");
+        assert_eq!(c3, 200);
+        assert!(b3.contains(&p3.mac) && b3.contains(&iso.id), "{b3}");
+        // An address that is no port's: 404 (port security is off on
+        // this port, so the address goes out unchanged).
+        lab.address(&vm4, "10.0.0.99/24", None).await;
+        let ns = vm4.clone();
+        blocking(move || {
+            lab::exec(
+                &ns,
+                Duration::from_secs(3),
+                "busybox",
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "169.254.169.254/32",
+                    "via",
+                    "10.0.0.1",
+                ],
+            )
+        })
+        .await;
+        let (c4, _) = http_get(&vm4, md, path, &[&format!("X-Forwarded-For: 10.0.0.5")])
+            .await
+            .expect("answer");
+        assert_eq!(c4, 404);
+        // Every caller was identified by network and source address.
+        let calls = ctl.metadata_calls();
+        assert!(calls
+            .iter()
+            .any(|c| c.ip.to_string() == "10.0.0.99" && c.network_id == n.id));
+        assert!(calls
+            .iter()
+            .all(|c| c.ip.to_string() != "10.0.0.6" || c.network_id == n.id));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_two_projects_with_the_same_subnet_stay_apart() {
+    if !require_root("t4_two_projects_with_the_same_subnet_stay_apart") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t4 overlapping tenants", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let a = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let b = tenant_net(&mut st, 2, "10.0.0.0/24");
+        // A allows TCP 7001 and UDP 6000 in; B only TCP 7002.
+        st.security_groups[0]
+            .rules
+            .push(rule(Direction::Ingress, Some("tcp"), Some(7001), None));
+        st.security_groups[0]
+            .rules
+            .push(rule(Direction::Ingress, Some("udp"), Some(6000), None));
+        st.security_groups[1]
+            .rules
+            .push(rule(Direction::Ingress, Some("tcp"), Some(7002), None));
+        let a1 = add_vm(&mut st, &a, 1, "10.0.0.5");
+        let a2 = add_vm(&mut st, &a, 2, "10.0.0.6");
+        let b1 = add_vm(&mut st, &b, 3, "10.0.0.5");
+        let b2 = add_vm(&mut st, &b, 4, "10.0.0.6");
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        router(&mut st, &ext, "203.0.113.10", &[&a], 200);
+        router(&mut st, &ext, "203.0.113.11", &[&b], 210);
+        let out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        whoami_server(&out, "203.0.113.1:8000");
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let va1 = lab.vm("a1", &a1).await;
+        let va2 = lab.vm("a2", &a2).await;
+        let vb1 = lab.vm("b1", &b1).await;
+        let vb2 = lab.vm("b2", &b2).await;
+        for p in [&a1, &a2, &b1, &b2] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+        }
+        for (ns, tag) in [(&va1, "a1"), (&va2, "a2"), (&vb1, "b1"), (&vb2, "b2")] {
+            assert_eq!(
+                dhcp(&lab, ns, tag).await.ip.to_string().as_str(),
+                if tag.ends_with('1') {
+                    "10.0.0.5"
+                } else {
+                    "10.0.0.6"
+                }
+            );
+        }
+        echo_server(&va2, "10.0.0.6:7001");
+        echo_server(&vb2, "10.0.0.6:7002");
+        assert!(echo_ok(&va1, "10.0.0.6:7001").await);
+        assert!(!echo_ok(&va1, "10.0.0.6:7002").await, "A reached B's VM");
+        assert!(echo_ok(&vb1, "10.0.0.6:7002").await);
+        assert!(!echo_ok(&vb1, "10.0.0.6:7001").await, "B reached A's VM");
+        // Same UDP tuple in both tenants: A's flow must not make B's
+        // "established" (recipe §3; checklist 8).
+        let rx_b = udp_listener(&vb2, "10.0.0.6:6000");
+        let rx_a = udp_listener(&va2, "10.0.0.6:6000");
+        udp_send(&va1, "10.0.0.5:5000", "10.0.0.6:6000", b"from-a").await;
+        udp_send(&vb1, "10.0.0.5:5000", "10.0.0.6:6000", b"from-b").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got_a = rx_a.received();
+        assert!(
+            !got_a.is_empty() && got_a.iter().all(|m| m == b"from-a"),
+            "{got_a:?}"
+        );
+        assert!(rx_b.received().is_empty(), "B's VM got UDP its rules drop");
+        // Each leaves through its own router, and gets its own metadata.
+        assert_eq!(
+            seen_as(&va1, "203.0.113.1:8000").await.as_deref(),
+            Some("203.0.113.10")
+        );
+        assert_eq!(
+            seen_as(&vb1, "203.0.113.1:8000").await.as_deref(),
+            Some("203.0.113.11")
+        );
+        let path = "/openstack/latest/network_data.json";
+        let (_, ba) = http_get(&va1, "169.254.169.254:80", path, &[])
+            .await
+            .unwrap();
+        let (_, bb) = http_get(&vb1, "169.254.169.254:80", path, &[])
+            .await
+            .unwrap();
+        assert!(ba.contains(&a1.mac) && ba.contains(&a.id), "{ba}");
+        assert!(bb.contains(&b1.mac) && bb.contains(&b.id), "{bb}");
+    })
+    .await;
+}
+
+/// A UDP socket in `ns` collecting what it receives.
+struct UdpRx(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl UdpRx {
+    fn received(&self) -> Vec<Vec<u8>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn udp_listener(ns: &Netns, addr: &str) -> UdpRx {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let s = hostlink::netns::run_in(ns, || std::net::UdpSocket::bind(addr))
+        .unwrap()
+        .unwrap();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        while let Ok(n) = s.recv(&mut buf) {
+            g.lock().unwrap().push(buf[..n].to_vec());
+        }
+    });
+    UdpRx(got)
+}
+
+async fn udp_send(ns: &Netns, from: &str, to: &str, data: &[u8]) {
+    let (ns, from, to, data) = (
+        ns.clone(),
+        from.parse::<SocketAddr>().unwrap(),
+        to.parse::<SocketAddr>().unwrap(),
+        data.to_vec(),
+    );
+    blocking(move || {
+        let s = hostlink::netns::run_in(&ns, || std::net::UdpSocket::bind(from))
+            .unwrap()
+            .unwrap();
+        for _ in 0..3 {
+            let _ = s.send_to(&data, to);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     })
     .await;
 }

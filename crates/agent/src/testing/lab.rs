@@ -120,8 +120,13 @@ impl Lab {
     /// with the port's MAC. No address: DHCP or [`Lab::address`] gives one.
     pub async fn vm(&mut self, name: &str, port: &Port) -> Netns {
         let ns = self.guard.create(&format!("{}-{name}", self.prefix));
-        self.plug(&ns, &port.device_name, &port.mac.parse().expect("mac"), 1500)
-            .await;
+        self.plug(
+            &ns,
+            &port.device_name,
+            &port.mac.parse().expect("mac"),
+            1500,
+        )
+        .await;
         ns
     }
 
@@ -255,7 +260,16 @@ pub fn ping(ns: &Netns, dst: &str, count: u32) -> bool {
         ns,
         Duration::from_secs(u64::from(count) + 2),
         "busybox",
-        &["ping", "-c", &c, "-W", "1", "-w", &(count + 1).to_string(), dst],
+        &[
+            "ping",
+            "-c",
+            &c,
+            "-W",
+            "1",
+            "-w",
+            &(count + 1).to_string(),
+            dst,
+        ],
     );
     out.status.success()
 }

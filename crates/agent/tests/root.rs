@@ -645,3 +645,379 @@ async fn udp_send(ns: &Netns, from: &str, to: &str, data: &[u8]) {
     })
     .await;
 }
+
+async fn static_ip(lab: &Lab, ns: &Netns, ip: &str) {
+    lab.address(ns, &format!("{ip}/24"), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5a_security_group_rules_apply_change_and_cut_sessions() {
+    if !require_root("t5a_security_group_rules_apply_change_and_cut_sessions") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t5a sg rules", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let (web, members) = (new_id(), new_id());
+        let mut from_members = rule(Direction::Ingress, Some("tcp"), Some(80), None);
+        from_members.remote_group_id = Some(members.clone());
+        let ssh = rule(Direction::Ingress, Some("tcp"), Some(22), None);
+        let ssh_id = ssh.id.clone();
+        st.security_groups.push(sg(
+            &web,
+            vec![
+                rule(Direction::Egress, None, None, None),
+                rule(Direction::Ingress, Some("icmp"), None, None),
+                ssh,
+                from_members,
+            ],
+        ));
+        let mut m = sg(&members, vec![rule(Direction::Egress, None, None, None)]);
+        m.member_ips = vec!["10.0.0.7".parse().unwrap()];
+        st.security_groups.push(m);
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = vm_port(&new_id(), &n.id, &n.subnet, &mac(2), "10.0.0.6", &[&web]);
+        let p3 = vm_port(
+            &new_id(),
+            &n.id,
+            &n.subnet,
+            &mac(3),
+            "10.0.0.7",
+            &[&members],
+        );
+        st.ports.push(p2.clone());
+        st.ports.push(p3.clone());
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        let vm3 = lab.vm("vm3", &p3).await;
+        for (ns, p, ip) in [
+            (&vm1, &p1, "10.0.0.5"),
+            (&vm2, &p2, "10.0.0.6"),
+            (&vm3, &p3, "10.0.0.7"),
+        ] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+            static_ip(&lab, ns, ip).await;
+        }
+        for port in [22, 23, 80] {
+            echo_server(&vm2, &format!("10.0.0.6:{port}"));
+        }
+        assert!(echo_ok(&vm1, "10.0.0.6:22").await, "allowed port");
+        assert!(!echo_ok(&vm1, "10.0.0.6:23").await, "port without a rule");
+        // A rule added takes effect.
+        ctl.update(|s| {
+            let g = s.security_groups.iter_mut().find(|g| g.id == web).unwrap();
+            g.rules
+                .push(rule(Direction::Ingress, Some("tcp"), Some(23), None));
+        });
+        let t0 = Instant::now();
+        assert!(
+            eventually(T, || echo_ok(&vm1, "10.0.0.6:23")).await,
+            "added rule"
+        );
+        eprintln!("added rule effective after {:?}", t0.elapsed());
+        // A rule deleted cuts the sessions it let in (checklist 13).
+        let addr: SocketAddr = "10.0.0.6:22".parse().unwrap();
+        let ns = vm1.clone();
+        let mut s = blocking(move || tcp_connect_in(&ns, addr, T).unwrap()).await;
+        let (alive, s2) = blocking(move || {
+            let a = stream_alive(&mut s, Duration::from_secs(2));
+            (a, s)
+        })
+        .await;
+        assert!(alive);
+        let mut s = s2;
+        // Re-applying unchanged rules (a new revision, same content) lets
+        // the session live.
+        ctl.update(|_| {});
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (alive, s2) = blocking(move || {
+            let a = stream_alive(&mut s, Duration::from_secs(2));
+            (a, s)
+        })
+        .await;
+        assert!(alive, "an unchanged rule set must not disturb sessions");
+        s = s2;
+        ctl.update(|st| {
+            for g in &mut st.security_groups {
+                g.rules.retain(|r| r.id != ssh_id);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let alive = blocking(move || stream_alive(&mut s, Duration::from_secs(2))).await;
+        assert!(
+            !alive,
+            "the established session survived its rule's deletion"
+        );
+        assert!(!echo_ok(&vm1, "10.0.0.6:22").await);
+        // Remote group: members reach port 80, others do not, until they
+        // become members.
+        assert!(echo_ok(&vm3, "10.0.0.6:80").await, "member");
+        assert!(!echo_ok(&vm1, "10.0.0.6:80").await, "not a member");
+        ctl.update(|s| {
+            let g = s
+                .security_groups
+                .iter_mut()
+                .find(|g| g.id == members)
+                .unwrap();
+            g.member_ips.push("10.0.0.5".parse().unwrap());
+        });
+        assert!(
+            eventually(T, || echo_ok(&vm1, "10.0.0.6:80")).await,
+            "new member"
+        );
+    })
+    .await;
+}
+
+/// The MAC `ip`'s neighbour entry has in `ns` (from /proc).
+async fn arp_entry(ns: &Netns, ip: &str) -> Option<String> {
+    let (ns, ip) = (ns.clone(), ip.to_string());
+    blocking(move || {
+        hostlink::netns::run_in(&ns, || std::fs::read_to_string("/proc/thread-self/net/arp"))
+            .ok()?
+            .ok()?
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ip.as_str()))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_string))
+    })
+    .await
+}
+
+async fn sh(ns: &Netns, args: &[&str]) -> std::process::Output {
+    let ns = ns.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        lab::exec(&ns, Duration::from_secs(6), "busybox", &a)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5b_spoofed_addresses_and_arp_are_dropped_unless_port_security_is_off() {
+    if !require_root("t5b_spoofed_addresses_and_arp_are_dropped_unless_port_security_is_off") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t5b anti-spoofing", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
+        let p3 = add_vm(&mut st, &n, 3, "10.0.0.7");
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        let vm3 = lab.vm("vm3", &p3).await;
+        for (ns, p, ip) in [
+            (&vm1, &p1, "10.0.0.5"),
+            (&vm2, &p2, "10.0.0.6"),
+            (&vm3, &p3, "10.0.0.7"),
+        ] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+            static_ip(&lab, ns, ip).await;
+        }
+        assert!(
+            reaches(&vm1, "10.0.0.6").await,
+            "normal traffic and ARP work"
+        );
+        assert!(reaches(&vm3, "10.0.0.6").await);
+        // Spoofed source IP (checklist 9).
+        lab.address(&vm1, "10.0.0.99/24", None).await;
+        let spoof = ["ping", "-c", "2", "-W", "1", "-I", "10.0.0.99", "10.0.0.6"];
+        assert!(
+            !sh(&vm1, &spoof).await.status.success(),
+            "spoofed IP passed"
+        );
+        // Spoofed MAC.
+        let real: hostlink::MacAddr = p3.mac.parse().unwrap();
+        lab.net
+            .set_mac(&vm3, "eth0", "fa:16:3e:99:99:99".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(!ping(&vm3, "10.0.0.6").await, "spoofed MAC passed");
+        lab.net.set_mac(&vm3, "eth0", real).await.unwrap();
+        assert!(reaches(&vm3, "10.0.0.6").await, "own MAC again");
+        // ARP with another VM's address (checklist 10): vm2 keeps vm3's MAC
+        // for 10.0.0.7.
+        assert_eq!(
+            arp_entry(&vm2, "10.0.0.7").await.as_deref(),
+            Some(p3.mac.as_str())
+        );
+        lab.net
+            .set_sysctl(&vm1, "net.ipv4.ip_nonlocal_bind", "1")
+            .await
+            .unwrap();
+        let garp = [
+            "arping", "-U", "-c", "2", "-s", "10.0.0.7", "-I", "eth0", "10.0.0.7",
+        ];
+        sh(&vm1, &garp).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            arp_entry(&vm2, "10.0.0.7").await.as_deref(),
+            Some(p3.mac.as_str()),
+            "a forged ARP changed a neighbour"
+        );
+        // Port security off: the same packets pass.
+        ctl.update(|s| {
+            s.ports
+                .iter_mut()
+                .find(|p| p.id == p1.id)
+                .unwrap()
+                .port_security_enabled = false;
+        });
+        assert!(
+            eventually(T, || async { sh(&vm1, &spoof).await.status.success() }).await,
+            "spoofed IP with port security off"
+        );
+        // Wait for the lock time of the neighbour entry, then forge again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        sh(&vm1, &garp).await;
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                arp_entry(&vm2, "10.0.0.7").await.as_deref() == Some(p1.mac.as_str())
+            })
+            .await,
+            "with port security off the forged ARP arrives (the test can see it)"
+        );
+    })
+    .await;
+}
+
+/// A UDP socket in `ns` on `port`, bound to eth0, allowed to broadcast.
+fn udp_socket(ns: &Netns, port: u16) -> std::net::UdpSocket {
+    hostlink::netns::run_in(ns, || -> std::io::Result<std::net::UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_broadcast(true)?;
+        s.bind_device(Some(b"eth0"))?;
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+        s.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(s.into())
+    })
+    .unwrap()
+    .unwrap()
+}
+
+fn discover(chaddr: [u8; 6], xid: u32) -> Vec<u8> {
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    use dhcproto::{Encodable, Encoder};
+    let z = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(xid, z, z, z, z, &chaddr);
+    m.set_flags(dhcproto::v4::Flags::default().set_broadcast());
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Discover));
+    let mut out = Vec::new();
+    m.encode(&mut Encoder::new(&mut out)).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5c_rogue_dhcp_servers_and_discover_floods_get_nowhere() {
+    if !require_root("t5c_rogue_dhcp_servers_and_discover_floods_get_nowhere") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t5c dhcp abuse", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        for p in [&p1, &p2] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+        }
+        assert_eq!(dhcp(&lab, &vm1, "vm1").await.ip.to_string(), "10.0.0.5");
+        // A DISCOVER flood with random MACs (checklist 12): no answer.
+        let (ns1, ns2) = (vm1.clone(), vm2.clone());
+        let offers = blocking(move || {
+            let s = udp_socket(&ns1, 68);
+            let mut sent = std::collections::HashSet::new();
+            for i in 0..300u32 {
+                let b = (i.wrapping_mul(2_654_435_761)).to_be_bytes();
+                let mac = [0x02, 0x42, b[0], b[1], b[2], b[3]];
+                sent.insert(mac);
+                let _ = s.send_to(&discover(mac, i), "255.255.255.255:67");
+            }
+            let mut offers = 0;
+            let end = Instant::now() + Duration::from_millis(1500);
+            let mut buf = [0u8; 1500];
+            while Instant::now() < end {
+                if let Ok(n) = s.recv(&mut buf) {
+                    if n > 34 && sent.iter().any(|m| buf[28..34] == m[..]) {
+                        offers += 1;
+                    }
+                }
+            }
+            offers
+        })
+        .await;
+        assert_eq!(offers, 0, "leases for random MACs");
+        // The server still serves the network's ports.
+        assert_eq!(dhcp(&lab, &vm2, "vm2").await.ip.to_string(), "10.0.0.6");
+        // A VM running a DHCP server (checklist 11): its offers reach no one.
+        let rx = blocking(move || {
+            let r = udp_socket(&ns2, 68);
+            let got = Arc::new(std::sync::Mutex::new(0usize));
+            let g = got.clone();
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(20);
+                let mut buf = [0u8; 1500];
+                while Instant::now() < end {
+                    if let Ok(n) = r.recv(&mut buf) {
+                        if &buf[..n] == b"rogue-offer" {
+                            *g.lock().unwrap() += 1;
+                        }
+                    }
+                }
+            });
+            got
+        })
+        .await;
+        let rogue = |ns: Netns| async move {
+            blocking(move || {
+                let s = udp_socket(&ns, 67);
+                for _ in 0..3 {
+                    let _ = s.send_to(b"rogue-offer", "255.255.255.255:68");
+                    let _ = s.send_to(b"rogue-offer", "10.0.0.6:68");
+                }
+            })
+            .await
+        };
+        rogue(vm1.clone()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            *rx.lock().unwrap(),
+            0,
+            "a VM's DHCP offer reached another VM"
+        );
+        // With port security off, the same offers arrive: the test sees them.
+        ctl.update(|s| {
+            s.ports
+                .iter_mut()
+                .find(|p| p.id == p1.id)
+                .unwrap()
+                .port_security_enabled = false;
+        });
+        let ok = eventually(T, || {
+            let (vm1, rx) = (vm1.clone(), rx.clone());
+            async move {
+                rogue(vm1).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = *rx.lock().unwrap();
+                n > 0
+            }
+        })
+        .await;
+        assert!(ok, "control: offers pass without port security");
+    })
+    .await;
+}

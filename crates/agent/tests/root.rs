@@ -1021,3 +1021,266 @@ async fn t5c_rogue_dhcp_servers_and_discover_floods_get_nowhere() {
     })
     .await;
 }
+
+/// What the agent's objects look like on the host of a lab.
+#[derive(Debug, PartialEq, Eq)]
+struct HostView {
+    bridges: std::collections::BTreeSet<String>,
+    /// (device, bridge) of everything on a bridge.
+    on_bridges: std::collections::BTreeSet<(String, String)>,
+    agent_links: std::collections::BTreeSet<String>,
+    fw_ports: std::collections::BTreeSet<String>,
+    agent_netns: std::collections::BTreeSet<String>,
+    tables: String,
+}
+
+async fn host_view(lab: &Lab) -> HostView {
+    let links = lab.net.list_links(&lab.host).await.unwrap();
+    let fw = lab.fw.clone();
+    let fw_ports = blocking(move || fw.list_ports().unwrap())
+        .await
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let host = lab.host.clone();
+    let tables =
+        blocking(move || lab::exec(&host, Duration::from_secs(5), "nft", &["list", "tables"]))
+            .await;
+    HostView {
+        bridges: links
+            .iter()
+            .filter(|l| l.name.starts_with("fsb-"))
+            .map(|l| l.name.clone())
+            .collect(),
+        on_bridges: links
+            .iter()
+            .filter_map(|l| l.master.clone().map(|m| (l.name.clone(), m)))
+            .collect(),
+        agent_links: links
+            .iter()
+            .filter(|l| agent::names::is_agent_link(&l.name))
+            .map(|l| l.name.clone())
+            .collect(),
+        fw_ports,
+        agent_netns: lab.agent_netns().into_iter().collect(),
+        tables: String::from_utf8_lossy(&tables.stdout).trim().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t6_an_agent_killed_mid_wiring_converges_on_restart_and_traffic_flows() {
+    if !require_root("t6_an_agent_killed_mid_wiring_converges_on_restart_and_traffic_flows") {
+        return;
+    }
+    bounded(Duration::from_secs(120), "t6 restart", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        st.security_groups[0]
+            .rules
+            .push(rule(Direction::Ingress, Some("tcp"), Some(22), None));
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        router(&mut st, &ext, "203.0.113.10", &[&n], 200);
+        let _out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        let ctl = Arc::new(FakeControl::new(st));
+        let first = lab.start_agent(ctl.clone()).await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        for p in [&p1, &p2] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+        }
+        dhcp(&lab, &vm1, "vm1").await;
+        dhcp(&lab, &vm2, "vm2").await;
+        echo_server(&vm2, "10.0.0.6:22");
+        let addr: SocketAddr = "10.0.0.6:22".parse().unwrap();
+        let ns = vm1.clone();
+        let mut stream = blocking(move || tcp_connect_in(&ns, addr, T).unwrap()).await;
+        // Pings across the whole restart.
+        let ns = vm1.clone();
+        let pinger = tokio::task::spawn_blocking(move || {
+            lab::exec(
+                &ns,
+                Duration::from_secs(30),
+                "busybox",
+                &["ping", "-c", "60", "-i", "0.1", "10.0.0.6"],
+            )
+        });
+        // Twelve new ports: the agent is killed while it wires them.
+        let mut extra = Vec::new();
+        ctl.update(|s| {
+            for i in 0..12u32 {
+                let p = vm_port(
+                    &new_id(),
+                    &n.id,
+                    &n.subnet,
+                    &mac(10 + i),
+                    &format!("10.0.0.{}", 10 + i),
+                    &[&n.sg],
+                );
+                extra.push(p.clone());
+                s.ports.push(p);
+            }
+        });
+        // Devices appear one by one; the agent is killed after the fifth,
+        // whatever it is doing, and five more appear while it dies.
+        let mut first = Some(first);
+        for (i, p) in extra.iter().take(10).enumerate() {
+            lab.vm(&format!("x{i}"), p).await;
+            if i == 4 {
+                // Killed as soon as the first new port is wired (its rules
+                // are in, others' may not be).
+                ctl.wait_status(&extra[0].id, PortStatus::Active, T).await;
+                drop(first.take());
+            }
+        }
+        let wired = lab
+            .net
+            .list_links(&lab.host)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| extra.iter().any(|p| p.device_name == l.name) && l.master.is_some())
+            .count();
+        eprintln!("agent killed with {wired} of 12 new ports on their bridge");
+        // Taps created while no agent runs.
+        for (i, p) in extra.iter().enumerate().skip(10) {
+            lab.vm(&format!("x{i}"), p).await;
+        }
+        let t0 = Instant::now();
+        let second = lab.start_agent(ctl.clone()).await;
+        for p in &extra {
+            assert!(
+                ctl.wait_status(&p.id, PortStatus::Active, T).await,
+                "{} wired",
+                p.id
+            );
+        }
+        eprintln!("restarted agent wired everything in {:?}", t0.elapsed());
+        let alive = blocking(move || stream_alive(&mut stream, Duration::from_secs(2))).await;
+        assert!(alive, "the TCP session through the restart");
+        let out = pinger.await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let received: u32 = text
+            .lines()
+            .find(|l| l.contains("packets received"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|x| x.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        eprintln!("pings across the restart: {received}/60 answered");
+        assert!(received >= 58, "pings lost across the restart: {text}");
+        // Nothing leaked: the host has exactly what the state asks for.
+        let want_ports: std::collections::BTreeSet<String> = ctl
+            .state()
+            .ports
+            .iter()
+            .map(|p| p.device_name.clone())
+            .collect();
+        let v = host_view(&lab).await;
+        assert_eq!(v.fw_ports, want_ports);
+        assert_eq!(v.bridges.len(), 2, "{v:?}");
+        assert_eq!(
+            v.agent_netns.len(),
+            2,
+            "one router, one DHCP namespace: {v:?}"
+        );
+        let on: Vec<&String> = v.on_bridges.iter().map(|(d, _)| d).collect();
+        // 14 VM taps, router leg, DHCP leg, gateway leg, flat interface.
+        assert_eq!(on.len(), 18, "{v:?}");
+        assert!(v
+            .agent_links
+            .iter()
+            .all(|l| l.starts_with("fsb-") || l.starts_with("fsd-")));
+        let marks = std::fs::read_to_string(lab.state_dir.join("marks.json")).unwrap();
+        let m: agent::marks::MarkState = serde_json::from_str(&marks).unwrap();
+        assert_eq!(
+            m.ports
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+            want_ports
+        );
+        drop(second);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t7_an_empty_state_leaves_the_host_as_clean_as_before() {
+    if !require_root("t7_an_empty_state_leaves_the_host_as_clean_as_before") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t7 cleanup", async {
+        let mut lab = Lab::new();
+        let iface = ext_iface(&lab);
+        let mut st = empty_state();
+        let a = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let b = tenant_net(&mut st, 2, "10.1.0.0/24");
+        let (web, members) = (new_id(), new_id());
+        let mut from_members = rule(Direction::Ingress, Some("tcp"), Some(80), None);
+        from_members.remote_group_id = Some(members.clone());
+        st.security_groups.push(sg(&web, vec![from_members]));
+        let mut m = sg(&members, vec![]);
+        m.member_ips = vec!["10.0.0.5".parse().unwrap()];
+        st.security_groups.push(m);
+        let p1 = add_vm(&mut st, &a, 1, "10.0.0.5");
+        let p2 = vm_port(
+            &new_id(),
+            &a.id,
+            &a.subnet,
+            &mac(2),
+            "10.0.0.6",
+            &[&web, &a.sg],
+        );
+        st.ports.push(p2.clone());
+        let p3 = add_vm(&mut st, &b, 3, "10.1.0.5");
+        let ext = external(&mut st, &iface);
+        let rid = router(&mut st, &ext, "203.0.113.10", &[&a, &b], 200);
+        st.routers[0].floating_ips.push(FloatingIp {
+            id: new_id(),
+            floating_ip: "203.0.113.20".parse().unwrap(),
+            fixed_ip: "10.0.0.5".parse().unwrap(),
+            port_id: p1.id.clone(),
+        });
+        let _ = rid;
+        let out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let _vm2 = lab.vm("vm2", &p2).await;
+        let _vm3 = lab.vm("vm3", &p3).await;
+        let before = host_view(&lab).await;
+        let ctl = Arc::new(FakeControl::new(st));
+        let agent = lab.start_agent(ctl.clone()).await;
+        for p in [&p1, &p2, &p3] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+        }
+        dhcp(&lab, &vm1, "vm1").await;
+        assert!(eventually(T, || ping(&out, "203.0.113.20")).await);
+        let text = agent.explainer.explain_port(&p1.id);
+        eprintln!("{text}");
+        assert!(
+            text.contains("203.0.113.20") && text.contains("ACTIVE"),
+            "{text}"
+        );
+        let during = host_view(&lab).await;
+        assert_eq!(during.agent_netns.len(), 3, "{during:?}");
+        ctl.update(|s| {
+            s.networks.clear();
+            s.ports.clear();
+            s.routers.clear();
+            s.security_groups.clear();
+        });
+        let clean = eventually(T, || async { host_view(&lab).await == before }).await;
+        assert!(
+            clean,
+            "before {before:?}\nafter {:?}",
+            host_view(&lab).await
+        );
+        agent.stop().await;
+        assert_eq!(host_view(&lab).await, before);
+        assert!(before.tables.is_empty() && before.agent_netns.is_empty());
+    })
+    .await;
+}

@@ -495,7 +495,7 @@ async fn t3_metadata_identifies_callers_by_network_and_source_only() {
             )
         })
         .await;
-        let (c4, _) = http_get(&vm4, md, path, &[&format!("X-Forwarded-For: 10.0.0.5")])
+        let (c4, _) = http_get(&vm4, md, path, &["X-Forwarded-For: 10.0.0.5"])
             .await
             .expect("answer");
         assert_eq!(c4, 404);

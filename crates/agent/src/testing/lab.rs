@@ -57,6 +57,12 @@ impl RunningAgent {
     }
 }
 
+impl Default for Lab {
+    fn default() -> Self {
+        Lab::new()
+    }
+}
+
 impl Lab {
     /// Makes the host namespace. Needs root.
     pub fn new() -> Lab {

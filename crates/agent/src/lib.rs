@@ -141,6 +141,7 @@ pub struct Agent {
     explainer: Explainer,
     reported: HashMap<String, (PortStatus, Option<String>)>,
     watched: Arc<Mutex<linkwatch::Watched>>,
+    retrigger: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -188,6 +189,7 @@ impl Agent {
             explainer: Explainer::new(settings),
             reported: HashMap::new(),
             watched: Arc::default(),
+            retrigger: false,
         })
     }
 
@@ -200,8 +202,34 @@ impl Agent {
     /// One reconcile pass over `state` (tests and tools; [`Agent::run`]
     /// calls it on every change). `deep` also reads the firewall back.
     pub async fn reconcile(&mut self, state: &HostState, deep: bool) -> Result<PassReport, Error> {
+        self.take_events();
         let r = self.rec.pass(state, deep).await?;
-        self.explainer.update(state, &r, self.rec.marks.state());
+        self.after_pass(state, &r);
+        Ok(r)
+    }
+
+    /// A light pass (see [`reconcile::Reconciler::light_pass`]); `None`
+    /// when a full pass is needed.
+    pub async fn reconcile_light(
+        &mut self,
+        state: &HostState,
+    ) -> Result<Option<PassReport>, Error> {
+        let events = self.take_events();
+        let r = self.rec.light_pass(state, &events).await?;
+        if let Some(r) = &r {
+            self.after_pass(state, r);
+        }
+        Ok(r)
+    }
+
+    fn take_events(&mut self) -> std::collections::HashSet<String> {
+        std::mem::take(&mut self.watched.lock().unwrap_or_else(|p| p.into_inner()).seen)
+    }
+
+    /// Updates what explains ports and which devices the link watcher
+    /// waits for.
+    fn after_pass(&mut self, state: &HostState, r: &PassReport) {
+        self.explainer.update(state, r, self.rec.marks.state());
         let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         w.waiting.clear();
         w.wired.clear();
@@ -220,7 +248,8 @@ impl Agent {
                 w.waiting.insert(dev.to_string());
             }
         }
-        Ok(r)
+        // A device that appeared during the pass, too late for it.
+        self.retrigger = w.waiting.iter().any(|d| w.seen.contains(d));
     }
 
     /// Reports statuses that changed since the last successful report.
@@ -289,29 +318,49 @@ impl Agent {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut last_deep: Option<Instant> = None;
+        let mut last_revision: Option<u64> = None;
         loop {
+            let mut periodic = false;
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Ok(()) },
                 _ = trigger.notified() => {}
-                _ = tick.tick() => {}
+                _ = tick.tick() => periodic = true,
             }
             let Some(state) = rx.borrow_and_update().clone() else {
                 continue;
             };
             let deep = last_deep.is_none_or(|t| t.elapsed() >= self.cfg.deep_resync_interval);
-            match self.reconcile(&state, deep).await {
+            // Changes of ports and groups, and devices coming and going,
+            // take a light pass; the rest, and the periodic resync, a full
+            // one.
+            let mut result = None;
+            if !periodic && !deep {
+                match self.reconcile_light(&state).await {
+                    Ok(r) => result = r.map(Ok),
+                    Err(e) => tracing::warn!("light pass failed, doing a full one: {e:#}"),
+                }
+            }
+            let result = match result {
+                Some(r) => r,
+                None => self.reconcile(&state, deep).await,
+            };
+            match result {
                 Ok(r) => {
                     if deep {
                         last_deep = Some(Instant::now());
                     }
-                    if r.changes > 0 {
+                    if r.changes > 0 || last_revision != Some(state.revision) {
                         tracing::debug!(
                             revision = state.revision,
                             changes = r.changes,
                             "reconciled"
                         );
                     }
+                    last_revision = Some(state.revision);
                     self.report(&r).await;
+                    if self.retrigger {
+                        trigger.notify_one();
+                    }
                 }
                 Err(e) => {
                     tracing::warn!("reconcile pass failed: {e:#}");

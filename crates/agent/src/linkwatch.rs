@@ -26,6 +26,11 @@ pub struct Watched {
     pub waiting: HashSet<String>,
     /// Desired devices that are wired.
     pub wired: HashSet<String>,
+    /// Every name with an event since the current pass started: a device
+    /// that appears while a pass runs (after it listed the links, before
+    /// it marked the device as awaited) must not wait for the next
+    /// periodic pass.
+    pub seen: HashSet<String>,
 }
 
 /// Starts watching the host namespace. `trigger` is notified when a
@@ -57,8 +62,10 @@ pub async fn spawn(
                     let Some(name) = name else { continue };
                     tracing::trace!(name, gone, "link event");
                     let hit = {
-                        let w = watched.lock().unwrap_or_else(|p| p.into_inner());
-                        w.waiting.contains(&name) || (gone && w.wired.contains(&name))
+                        let mut w = watched.lock().unwrap_or_else(|p| p.into_inner());
+                        let hit = w.waiting.contains(&name) || (gone && w.wired.contains(&name));
+                        w.seen.insert(name);
+                        hit
                     };
                     if hit {
                         trigger.notify_one();

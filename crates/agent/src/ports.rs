@@ -12,9 +12,10 @@
 //! Marks come from the persistent [`crate::marks::MarkStore`], saved
 //! before any rule using a new mark is installed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hostlink::names as hn;
+use hostlink::LinkInfo;
 use netmodel::PortStatus;
 
 use crate::plan::{Plan, PortPlan};
@@ -22,6 +23,27 @@ use crate::reconcile::{Observed, Reconciler};
 use crate::Error;
 
 type Statuses = BTreeMap<String, (PortStatus, Option<String>)>;
+type Status = (PortStatus, Option<String>);
+
+fn absent(pp: &PortPlan) -> Status {
+    (
+        PortStatus::Down,
+        Some(format!("device {} does not exist", pp.device)),
+    )
+}
+
+fn admin_down() -> Status {
+    (PortStatus::Down, Some("administratively down".into()))
+}
+
+fn outcome(pp: &PortPlan, r: Result<(), Error>) -> Status {
+    match r {
+        Ok(()) => (PortStatus::Active, None),
+        // Gone (or not there yet): the next link event brings it back.
+        Err(Error::Net(hostlink::Error::NoSuchLink { .. })) => absent(pp),
+        Err(e) => (PortStatus::Error, Some(e.to_string())),
+    }
+}
 
 impl Reconciler {
     /// The rules of a port with its marks filled in.
@@ -60,10 +82,14 @@ impl Reconciler {
         Ok(map)
     }
 
+    /// Converges `ports`. With `links` (a full pass) device state comes
+    /// from the listing; without (a light pass) each device is converged
+    /// by name with idempotent calls, which costs the same whatever the
+    /// number of links on the host.
     pub(crate) async fn reconcile_ports(
         &mut self,
-        plan: &Plan,
-        obs: &Observed,
+        ports: &[&PortPlan],
+        links: Option<&HashMap<String, LinkInfo>>,
         net_errors: &BTreeMap<String, String>,
         deep: bool,
     ) -> Result<Statuses, Error> {
@@ -75,7 +101,7 @@ impl Reconciler {
         // Marks first, saved before any rule that uses them goes in.
         let mut wanted: BTreeMap<String, Option<nft::PortRules>> = BTreeMap::new();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
-        for pp in plan.ports.values() {
+        for pp in ports.iter().copied() {
             if let Some(e) = pp.error.as_ref().or_else(|| net_errors.get(&pp.network_id)) {
                 failed.insert(pp.device.clone(), e.clone());
                 continue;
@@ -91,9 +117,8 @@ impl Reconciler {
         }
         self.marks.save()?;
 
-        let ns = self.host_ns.clone();
         let mut statuses = Statuses::new();
-        for pp in plan.ports.values() {
+        for pp in ports.iter().copied() {
             if let Some(e) = failed.get(&pp.device) {
                 statuses.insert(pp.port_id.clone(), (PortStatus::Error, Some(e.clone())));
                 continue;
@@ -154,60 +179,98 @@ impl Reconciler {
                 continue;
             }
             // 2. The device.
-            let Some(link) = obs.links.get(&pp.device) else {
-                statuses.insert(
-                    pp.port_id.clone(),
-                    (
-                        PortStatus::Down,
-                        Some(format!("device {} does not exist", pp.device)),
-                    ),
-                );
-                continue;
-            };
-            if !pp.admin_up {
-                if link.master.is_some() && !pp.agent_made {
-                    self.changes += 1;
-                    if let Err(e) = self.net.set_master(&ns, &pp.device, None).await {
-                        self.warn(format!("detaching {}: {e}", pp.device));
-                    }
-                }
-                statuses.insert(
-                    pp.port_id.clone(),
-                    (PortStatus::Down, Some("administratively down".into())),
-                );
-                continue;
-            }
-            let r: Result<(), Error> = async {
-                if link.mtu != pp.mtu {
-                    self.changes += 1;
-                    self.net.set_mtu(&ns, &pp.device, pp.mtu).await?;
-                }
-                if link.master.as_deref() != Some(pp.bridge.as_str()) {
-                    self.changes += 1;
-                    self.net
-                        .set_master(&ns, &pp.device, Some(&pp.bridge))
-                        .await?;
-                }
-                if !link.up {
-                    self.changes += 1;
-                    self.net.set_up(&ns, &pp.device, true).await?;
-                }
-                Ok(())
-            }
-            .await;
-            let status = match r {
-                Ok(()) => (PortStatus::Active, None),
-                // Gone between the listing and now: it will be back (or
-                // not) on the next link event.
-                Err(Error::Net(hostlink::Error::NoSuchLink { .. })) => (
-                    PortStatus::Down,
-                    Some(format!("device {} does not exist", pp.device)),
-                ),
-                Err(e) => (PortStatus::Error, Some(e.to_string())),
+            let status = match links {
+                Some(links) => self.wire_listed(pp, links.get(&pp.device)).await,
+                None => self.wire_by_name(pp).await,
             };
             statuses.insert(pp.port_id.clone(), status);
         }
         Ok(statuses)
+    }
+
+    /// Wires a device whose state was listed.
+    async fn wire_listed(&mut self, pp: &PortPlan, link: Option<&LinkInfo>) -> Status {
+        let ns = self.host_ns.clone();
+        let Some(link) = link else {
+            return absent(pp);
+        };
+        if !pp.admin_up {
+            if link.master.is_some() && !pp.agent_made {
+                self.changes += 1;
+                if let Err(e) = self.net.set_master(&ns, &pp.device, None).await {
+                    self.warn(format!("detaching {}: {e}", pp.device));
+                }
+            }
+            return admin_down();
+        }
+        let r: Result<(), Error> = async {
+            if link.mtu != pp.mtu {
+                self.changes += 1;
+                self.net.set_mtu(&ns, &pp.device, pp.mtu).await?;
+            }
+            if link.master.as_deref() != Some(pp.bridge.as_str()) {
+                self.changes += 1;
+                self.net
+                    .set_master(&ns, &pp.device, Some(&pp.bridge))
+                    .await?;
+            }
+            if !link.up {
+                self.changes += 1;
+                self.net.set_up(&ns, &pp.device, true).await?;
+            }
+            Ok(())
+        }
+        .await;
+        outcome(pp, r)
+    }
+
+    /// Wires a device by name: each call looks the device up and does
+    /// nothing when it already has the setting.
+    async fn wire_by_name(&mut self, pp: &PortPlan) -> Status {
+        let ns = self.host_ns.clone();
+        if !pp.admin_up {
+            if !pp.agent_made {
+                match self.net.set_master(&ns, &pp.device, None).await {
+                    Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
+                    Err(e) => self.warn(format!("detaching {}: {e}", pp.device)),
+                }
+            }
+            return admin_down();
+        }
+        let r: Result<(), Error> = async {
+            self.net.set_mtu(&ns, &pp.device, pp.mtu).await?;
+            self.net
+                .set_master(&ns, &pp.device, Some(&pp.bridge))
+                .await?;
+            self.net.set_up(&ns, &pp.device, true).await?;
+            Ok(())
+        }
+        .await;
+        outcome(pp, r)
+    }
+
+    /// Removes one port that left the plan (light passes): its rules, its
+    /// marks, and — for a VM tap — its place on the bridge.
+    pub(crate) async fn drop_port(&mut self, pp: &PortPlan) {
+        if self.fw_ports.contains(&pp.device) {
+            self.changes += 1;
+            let d = pp.device.clone();
+            match self.fw(move |f| f.remove_port(&d)).await {
+                Ok(()) => {
+                    self.fw_ports.remove(&pp.device);
+                    self.applied_ports.remove(&pp.device);
+                }
+                Err(e) => self.warn(format!("removing the rules of {}: {e}", pp.device)),
+            }
+        }
+        self.marks.forget(&pp.device);
+        if !pp.agent_made && pp.device.starts_with(hn::TAP_PREFIX) {
+            let ns = self.host_ns.clone();
+            match self.net.set_master(&ns, &pp.device, None).await {
+                Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
+                Err(e) => self.warn(format!("detaching {}: {e}", pp.device)),
+            }
+        }
     }
 
     /// Removes rules of ports that left, forgets their marks, and detaches

@@ -72,6 +72,10 @@ pub(crate) struct Reconciler {
     pub warnings: Vec<String>,
     pub serve_dhcp: bool,
     pub passes: u64,
+    /// The plan of the last pass, and what it found.
+    pub last_plan: Option<Plan>,
+    pub last_statuses: BTreeMap<String, (PortStatus, Option<String>)>,
+    pub last_net_errors: BTreeMap<String, String>,
 }
 
 impl Reconciler {
@@ -103,6 +107,9 @@ impl Reconciler {
             warnings: Vec::new(),
             serve_dhcp: true,
             passes: 0,
+            last_plan: None,
+            last_statuses: BTreeMap::new(),
+            last_net_errors: BTreeMap::new(),
         }
     }
 
@@ -197,15 +204,32 @@ impl Reconciler {
         for (n, e) in &plan.network_errors {
             self.warn(format!("network {n}: {e}"));
         }
+        let t0 = std::time::Instant::now();
         let mut obs = self.observe().await?;
+        let t_obs = t0.elapsed();
         let net_errors = self.reconcile_networks(&plan, &obs).await;
         self.reconcile_groups(&plan).await;
+        let t_l2 = t0.elapsed();
         self.reconcile_routers(&plan, &obs).await;
+        let t_routers = t0.elapsed();
         self.reconcile_dhcp(&plan, &obs).await;
+        let t_dhcp = t0.elapsed();
         if self.changes > 0 {
             obs = self.observe().await?;
         }
-        let statuses = self.reconcile_ports(&plan, &obs, &net_errors, deep).await?;
+        let all: Vec<&crate::plan::PortPlan> = plan.ports.values().collect();
+        let statuses = self
+            .reconcile_ports(&all, Some(&obs.links), &net_errors, deep)
+            .await?;
+        let t_ports = t0.elapsed();
+        tracing::trace!(
+            ?t_obs,
+            ?t_l2,
+            ?t_routers,
+            ?t_dhcp,
+            ?t_ports,
+            "pass phases (cumulative)"
+        );
         self.collect_ports(&plan, &obs).await;
         self.collect_routers(&plan, &obs).await;
         self.collect_dhcp(&plan, &obs).await;
@@ -234,11 +258,97 @@ impl Reconciler {
             self.warn(format!("saving marks: {e}"));
         }
         self.passes += 1;
+        self.last_net_errors = net_errors;
+        self.last_statuses = statuses.clone();
+        self.last_plan = Some(plan);
         Ok(PassReport {
             changes: self.changes,
             statuses,
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+
+    /// A light pass: when only ports and security groups changed since
+    /// the last pass (or devices came and went), converge just the ports
+    /// that changed or whose device had an event, without listing the
+    /// host. Its cost does not grow with the number of ports on the host
+    /// (apart from building the plan, in memory). Returns `None` when
+    /// something else changed: then a full pass is due.
+    pub async fn light_pass(
+        &mut self,
+        state: &HostState,
+        events: &HashSet<String>,
+    ) -> Result<Option<PassReport>, Error> {
+        let Some(prev) = self.last_plan.as_ref() else {
+            return Ok(None);
+        };
+        let plan = Plan::build(state, &self.settings);
+        let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
+            && prev.dhcp.iter().zip(&plan.dhcp).all(|((ka, a), (kb, b))| {
+                ka == kb && {
+                    let (mut a, mut b) = (a.clone(), b.clone());
+                    a.leases.clear();
+                    b.leases.clear();
+                    a == b
+                }
+            });
+        if prev.networks != plan.networks
+            || prev.network_errors != plan.network_errors
+            || prev.routers != plan.routers
+            || !same_dhcp
+        {
+            return Ok(None);
+        }
+        self.changes = 0;
+        self.warnings.clear();
+        let prev = self.last_plan.take().expect("checked");
+        self.reconcile_groups(&plan).await;
+        for dp in plan.dhcp.values() {
+            if let Some(s) = self.dhcp.get(&dp.netns) {
+                s.update(&dp.leases);
+            }
+        }
+        let touched: Vec<&crate::plan::PortPlan> = plan
+            .ports
+            .values()
+            .filter(|pp| {
+                prev.ports.get(&pp.device) != Some(*pp)
+                    || events.contains(&pp.device)
+                    || !self.last_statuses.contains_key(&pp.port_id)
+            })
+            .collect();
+        let net_errors = self.last_net_errors.clone();
+        let updated = match self
+            .reconcile_ports(&touched, None, &net_errors, false)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                self.last_plan = Some(prev);
+                return Err(e);
+            }
+        };
+        let mut statuses = std::mem::take(&mut self.last_statuses);
+        statuses.retain(|id, _| plan.ports.values().any(|p| &p.port_id == id));
+        statuses.extend(updated);
+        for pp in prev
+            .ports
+            .values()
+            .filter(|p| !plan.ports.contains_key(&p.device))
+        {
+            self.drop_port(pp).await;
+        }
+        self.collect_groups(&plan).await;
+        if let Err(e) = self.marks.save() {
+            self.warn(format!("saving marks: {e}"));
+        }
+        self.last_statuses = statuses.clone();
+        self.last_plan = Some(plan);
+        Ok(Some(PassReport {
+            changes: self.changes,
+            statuses,
+            warnings: std::mem::take(&mut self.warnings),
+        }))
     }
 
     /// Tears down every listener and server (the agent is stopping).

@@ -324,7 +324,11 @@ async fn t2_router_snat_and_floating_ip() {
         let ext = external(&mut st, &iface);
         let rid = router(&mut st, &ext, "203.0.113.10", &[&n], 200);
         let out = lab.outside("out", &iface, "203.0.113.1/24").await;
-        whoami_server(&out, "203.0.113.1:8000");
+        // One port per check: a connection reusing an old one's tuple
+        // would reuse its conntrack entry and so its NAT binding.
+        for port in [8000, 8001, 8002] {
+            whoami_server(&out, &format!("203.0.113.1:{port}"));
+        }
         let ctl = Arc::new(FakeControl::new(st));
         let _agent = lab.start_agent(ctl.clone()).await;
         let vm1 = lab.vm("vm1", &p1).await;
@@ -358,7 +362,7 @@ async fn t2_router_snat_and_floating_ip() {
         );
         eprintln!("floating IP reachable {:?} after the change", t0.elapsed());
         assert_eq!(
-            seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
+            seen_as(&vm1, "203.0.113.1:8001").await.as_deref(),
             Some("203.0.113.20"),
             "a VM with a floating IP leaves as its floating IP"
         );
@@ -376,7 +380,7 @@ async fn t2_router_snat_and_floating_ip() {
             "FIP gone"
         );
         assert_eq!(
-            seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
+            seen_as(&vm1, "203.0.113.1:8002").await.as_deref(),
             Some("203.0.113.10")
         );
     })

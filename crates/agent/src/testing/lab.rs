@@ -84,6 +84,11 @@ impl Lab {
         }
     }
 
+    /// A test namespace `fst-XXXXXX-<name>`, deleted with the lab.
+    pub fn netns(&mut self, name: &str) -> Netns {
+        self.guard.create(&format!("{}-{name}", self.prefix))
+    }
+
     /// A temporary directory that lives as long as the lab.
     pub fn dir(&self) -> &Path {
         self._dir.path()
@@ -138,12 +143,17 @@ impl Lab {
 
     /// Plugs a veth `tap` (host end) / `eth0` (in `ns`) with MAC `mac`.
     pub async fn plug(&self, ns: &Netns, tap: &str, mac: &MacAddr, mtu: u32) {
+        self.plug_as(ns, tap, "eth0", mac, mtu).await
+    }
+
+    /// Plugs a veth `tap` (host end) / `peer` (in `ns`) with MAC `mac`.
+    pub async fn plug_as(&self, ns: &Netns, tap: &str, peer: &str, mac: &MacAddr, mtu: u32) {
         self.net
             .ensure_veth(
                 &self.host,
                 &VethSpec {
                     name: tap.to_string(),
-                    peer: "eth0".into(),
+                    peer: peer.into(),
                     peer_netns: ns.clone(),
                     mtu,
                     peer_mac: Some(*mac),

@@ -282,7 +282,9 @@ impl Reconciler {
         let Some(prev) = self.last_plan.as_ref() else {
             return Ok(None);
         };
+        let t0 = std::time::Instant::now();
         let plan = Plan::build(state, &self.settings);
+        let t_plan = t0.elapsed();
         let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
             && prev.dhcp.iter().zip(&plan.dhcp).all(|((ka, a), (kb, b))| {
                 ka == kb && {
@@ -318,6 +320,7 @@ impl Reconciler {
             })
             .collect();
         let net_errors = self.last_net_errors.clone();
+        let t_pre = t0.elapsed();
         let updated = match self
             .reconcile_ports(&touched, None, &net_errors, false)
             .await
@@ -329,7 +332,8 @@ impl Reconciler {
             }
         };
         let mut statuses = std::mem::take(&mut self.last_statuses);
-        statuses.retain(|id, _| plan.ports.values().any(|p| &p.port_id == id));
+        let ids: HashSet<&str> = plan.ports.values().map(|p| p.port_id.as_str()).collect();
+        statuses.retain(|id, _| ids.contains(id.as_str()));
         statuses.extend(updated);
         for pp in prev
             .ports
@@ -338,10 +342,12 @@ impl Reconciler {
         {
             self.drop_port(pp).await;
         }
+        let t_ports = t0.elapsed();
         self.collect_groups(&plan).await;
         if let Err(e) = self.marks.save() {
             self.warn(format!("saving marks: {e}"));
         }
+        tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
         self.last_statuses = statuses.clone();
         self.last_plan = Some(plan);
         Ok(Some(PassReport {

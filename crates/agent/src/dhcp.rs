@@ -231,7 +231,7 @@ impl Reconciler {
     pub(crate) async fn reconcile_dhcp(&mut self, plan: &Plan, obs: &Observed) {
         for dp in plan.dhcp.values() {
             if let Err(e) = self.dhcp_ns(dp, obs).await {
-                self.warn(format!("DHCP of network {}: {e}", dp.network_id));
+                self.warn(format!("DHCP of network {}: {}", dp.network_id, crate::Chain(&e)));
             }
         }
     }
@@ -334,7 +334,7 @@ impl Reconciler {
             self.dhcp.remove(&ns);
             self.metadata.remove(&ns);
             if let Err(e) = self.net.delete_netns(&ns).await {
-                self.warn(format!("deleting {ns}: {e}"));
+                self.warn(format!("deleting {ns}: {}", crate::Chain(&e)));
             }
         }
         let legs: BTreeSet<&str> = plan.dhcp.values().map(|d| d.host_leg.as_str()).collect();
@@ -348,7 +348,7 @@ impl Reconciler {
         for n in names {
             self.changes += 1;
             if let Err(e) = self.net.delete_link(&host, n).await {
-                self.warn(format!("deleting {n}: {e}"));
+                self.warn(format!("deleting {n}: {}", crate::Chain(&e)));
             }
         }
     }

@@ -23,7 +23,7 @@ impl Reconciler {
         let mut failed: BTreeMap<String, String> = plan.network_errors.clone();
         for np in plan.networks.values() {
             if let Err(e) = self.network(np, obs).await {
-                let msg = format!("network {}: {e}", np.id);
+                let msg = format!("network {}: {}", np.id, crate::Chain(&e));
                 self.warn(msg.clone());
                 failed.insert(np.id.clone(), msg);
             }
@@ -150,13 +150,13 @@ impl Reconciler {
                 let b = name.clone();
                 self.changes += 1;
                 if let Err(e) = self.fw(move |f| f.remove_network(&b)).await {
-                    self.warn(format!("removing the zone of {name}: {e}"));
+                    self.warn(format!("removing the zone of {name}: {}", crate::Chain(&e)));
                 }
                 self.applied_zones.remove(name);
             }
             self.changes += 1;
             if let Err(e) = self.net.delete_link(&ns, name).await {
-                self.warn(format!("deleting {name}: {e}"));
+                self.warn(format!("deleting {name}: {}", crate::Chain(&e)));
             }
         }
         // Zones of bridges that are gone but still mapped.
@@ -171,7 +171,7 @@ impl Reconciler {
             self.changes += 1;
             let bb = b.clone();
             if let Err(e) = self.fw(move |f| f.remove_network(&bb)).await {
-                self.warn(format!("removing the zone of {b}: {e}"));
+                self.warn(format!("removing the zone of {b}: {}", crate::Chain(&e)));
             }
         }
     }

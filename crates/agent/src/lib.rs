@@ -70,6 +70,22 @@ pub enum Error {
     Invalid(String),
 }
 
+/// Displays an error with its sources, `outer: inner: innermost` (error
+/// types here keep the source out of their own message).
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut s = self.0.source();
+        while let Some(e) = s {
+            write!(f, ": {e}")?;
+            s = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// Aborts a task when dropped: servers and watchers die with their owner.
 #[derive(Debug)]
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
@@ -273,7 +289,7 @@ impl Agent {
                     self.reported.insert(c.port_id, (c.status, c.message));
                 }
             }
-            Err(e) => tracing::warn!("reporting port status: {e}"),
+            Err(e) => tracing::warn!("reporting port status: {}", crate::Chain(&e)),
         }
         self.reported.retain(|id, _| r.statuses.contains_key(id));
     }
@@ -299,7 +315,7 @@ impl Agent {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!("watching the desired state: {e}");
+                        tracing::warn!("watching the desired state: {}", crate::Chain(&e));
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -337,13 +353,18 @@ impl Agent {
             if !periodic && !deep {
                 match self.reconcile_light(&state).await {
                     Ok(r) => result = r.map(Ok),
-                    Err(e) => tracing::warn!("light pass failed, doing a full one: {e:#}"),
+                    Err(e) => tracing::warn!("light pass failed, doing a full one: {}", Chain(&e)),
                 }
             }
+            let light = result.is_some();
+            let t = Instant::now();
             let result = match result {
                 Some(r) => r,
                 None => self.reconcile(&state, deep).await,
             };
+            if !light {
+                tracing::debug!(deep, periodic, took = ?t.elapsed(), "full pass");
+            }
             match result {
                 Ok(r) => {
                     if deep {
@@ -363,7 +384,7 @@ impl Agent {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("reconcile pass failed: {e:#}");
+                    tracing::warn!("reconcile pass failed: {}", Chain(&e));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     trigger.notify_one();
                 }

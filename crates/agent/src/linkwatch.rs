@@ -49,6 +49,10 @@ pub async fn spawn(
                 // aborting the watcher closes the socket.
                 let _conn = AbortOnDrop(tokio::spawn(conn));
                 let _handle = handle;
+                // The socket's buffer can overflow in a burst of link
+                // events (ENOBUFS); the connection then ends. The agent's
+                // periodic pass covers the gap; a watcher that stops says
+                // so.
                 while let Some((msg, _)) = rx.next().await {
                     let (name, gone) = match msg.payload {
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
@@ -71,6 +75,7 @@ pub async fn spawn(
                         trigger.notify_one();
                     }
                 }
+                tracing::warn!("link events of {ns} ended");
             });
             AbortOnDrop(task)
         }

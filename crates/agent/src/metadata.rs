@@ -204,7 +204,7 @@ async fn answer<B>(
         Ok(Some(a)) => a,
         Ok(None) => return not_found(),
         Err(e) => {
-            tracing::warn!("metadata: {e}");
+            tracing::warn!("metadata: {}", crate::Chain(&e));
             return text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "503\n");
         }
     };

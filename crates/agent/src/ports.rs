@@ -41,7 +41,7 @@ fn outcome(pp: &PortPlan, r: Result<(), Error>) -> Status {
         Ok(()) => (PortStatus::Active, None),
         // Gone (or not there yet): the next link event brings it back.
         Err(Error::Net(hostlink::Error::NoSuchLink { .. })) => absent(pp),
-        Err(e) => (PortStatus::Error, Some(e.to_string())),
+        Err(e) => (PortStatus::Error, Some(crate::Chain(&e).to_string())),
     }
 }
 
@@ -135,7 +135,7 @@ impl Reconciler {
                         self.changes += 1;
                         let d = pp.device.clone();
                         if let Err(e) = self.fw(move |f| f.remove_port(&d)).await {
-                            self.warn(format!("removing the rules of {}: {e}", pp.device));
+                            self.warn(format!("removing the rules of {}: {}", pp.device, crate::Chain(&e)));
                         } else {
                             self.fw_ports.remove(&pp.device);
                         }
@@ -158,7 +158,10 @@ impl Reconciler {
                         self.changes += 1;
                         let rr = r.clone();
                         self.fw_ports.insert(pp.device.clone());
-                        match self.fw(move |f| f.upsert_port(&rr)).await {
+                        let t = std::time::Instant::now();
+                        let res = self.fw(move |f| f.upsert_port(&rr)).await;
+                        tracing::trace!(device = %pp.device, took = ?t.elapsed(), "nft upsert");
+                        match res {
                             Ok(()) => {
                                 self.applied_ports.insert(pp.device.clone(), r.clone());
                                 true
@@ -167,7 +170,7 @@ impl Reconciler {
                                 self.applied_ports.remove(&pp.device);
                                 statuses.insert(
                                     pp.port_id.clone(),
-                                    (PortStatus::Error, Some(format!("rules: {e}"))),
+                                    (PortStatus::Error, Some(format!("rules: {}", crate::Chain(&e)))),
                                 );
                                 false
                             }
@@ -198,7 +201,7 @@ impl Reconciler {
             if link.master.is_some() && !pp.agent_made {
                 self.changes += 1;
                 if let Err(e) = self.net.set_master(&ns, &pp.device, None).await {
-                    self.warn(format!("detaching {}: {e}", pp.device));
+                    self.warn(format!("detaching {}: {}", pp.device, crate::Chain(&e)));
                 }
             }
             return admin_down();
@@ -232,7 +235,7 @@ impl Reconciler {
             if !pp.agent_made {
                 match self.net.set_master(&ns, &pp.device, None).await {
                     Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
-                    Err(e) => self.warn(format!("detaching {}: {e}", pp.device)),
+                    Err(e) => self.warn(format!("detaching {}: {}", pp.device, crate::Chain(&e))),
                 }
             }
             return admin_down();
@@ -260,7 +263,7 @@ impl Reconciler {
                     self.fw_ports.remove(&pp.device);
                     self.applied_ports.remove(&pp.device);
                 }
-                Err(e) => self.warn(format!("removing the rules of {}: {e}", pp.device)),
+                Err(e) => self.warn(format!("removing the rules of {}: {}", pp.device, crate::Chain(&e))),
             }
         }
         self.marks.forget(&pp.device);
@@ -268,7 +271,7 @@ impl Reconciler {
             let ns = self.host_ns.clone();
             match self.net.set_master(&ns, &pp.device, None).await {
                 Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
-                Err(e) => self.warn(format!("detaching {}: {e}", pp.device)),
+                Err(e) => self.warn(format!("detaching {}: {}", pp.device, crate::Chain(&e))),
             }
         }
     }
@@ -295,7 +298,7 @@ impl Reconciler {
                     self.fw_ports.remove(&d);
                     self.applied_ports.remove(&d);
                 }
-                Err(e) => self.warn(format!("removing the rules of {d}: {e}")),
+                Err(e) => self.warn(format!("removing the rules of {d}: {}", crate::Chain(&e))),
             }
         }
         for d in self.marks.devices() {
@@ -314,9 +317,10 @@ impl Reconciler {
                 .as_deref()
                 .is_some_and(|m| m.starts_with(hn::BRIDGE_PREFIX));
             if ours && name.starts_with(hn::TAP_PREFIX) && !wanted.contains(name) {
+                tracing::debug!(device = %name, "detaching a tap nobody wants");
                 self.changes += 1;
                 if let Err(e) = self.net.set_master(&ns, name, None).await {
-                    self.warn(format!("detaching {name}: {e}"));
+                    self.warn(format!("detaching {name}: {}", crate::Chain(&e)));
                 }
             }
         }

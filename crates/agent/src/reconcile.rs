@@ -158,7 +158,7 @@ impl Reconciler {
             self.changes += 1;
             if let Err(e) = self.net.set_sysctl(ns, k, v).await {
                 ok = false;
-                self.warn(format!("sysctl {k}={v} in {ns}: {e}"));
+                self.warn(format!("sysctl {k}={v} in {ns}: {}", crate::Chain(&e)));
             }
         }
         if ok {
@@ -251,11 +251,11 @@ impl Reconciler {
                         self.marks.note_group(&g, false);
                     }
                 }
-                Err(e) => self.warn(format!("deleting the host tables: {e}")),
+                Err(e) => self.warn(format!("deleting the host tables: {}", crate::Chain(&e))),
             }
         }
         if let Err(e) = self.marks.save() {
-            self.warn(format!("saving marks: {e}"));
+            self.warn(format!("saving marks: {}", crate::Chain(&e)));
         }
         self.passes += 1;
         self.last_net_errors = net_errors;
@@ -345,7 +345,7 @@ impl Reconciler {
         let t_ports = t0.elapsed();
         self.collect_groups(&plan).await;
         if let Err(e) = self.marks.save() {
-            self.warn(format!("saving marks: {e}"));
+            self.warn(format!("saving marks: {}", crate::Chain(&e)));
         }
         tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
         self.last_statuses = statuses.clone();

@@ -39,7 +39,7 @@ impl Reconciler {
                 self.warn(format!("router {}: {s}", rp.router_id));
             }
             if let Err(e) = self.router(rp, obs).await {
-                self.warn(format!("router {}: {e}", rp.router_id));
+                self.warn(format!("router {}: {}", rp.router_id, crate::Chain(&e)));
             }
         }
     }
@@ -80,7 +80,7 @@ impl Reconciler {
                 if let Err(e) = self.net.ensure_veth(&host, &spec).await {
                     // A half pair (or a stranger with the name) cannot be
                     // fixed in place: start the pair again.
-                    tracing::info!("router {}: recreating leg {}: {e}", rp.router_id, leg.name);
+                    tracing::info!("router {}: recreating leg {}: {}", rp.router_id, leg.name, crate::Chain(&e));
                     self.changes += 2;
                     self.net.delete_link(&host, &leg.tap).await?;
                     self.net.delete_link(&rns, &leg.name).await?;
@@ -240,7 +240,7 @@ impl Reconciler {
             self.applied_nat.remove(&ns);
             self.configured_ns.remove(&ns);
             if let Err(e) = self.net.delete_netns(&ns).await {
-                self.warn(format!("deleting {ns}: {e}"));
+                self.warn(format!("deleting {ns}: {}", crate::Chain(&e)));
             }
         }
     }

@@ -26,7 +26,7 @@ impl Reconciler {
                 Ok(()) => {
                     self.applied_groups.insert(g.id.clone(), want);
                 }
-                Err(e) => self.warn(format!("remote group {}: {e}", g.id)),
+                Err(e) => self.warn(format!("remote group {}: {}", g.id, crate::Chain(&e))),
             }
         }
     }
@@ -49,7 +49,7 @@ impl Reconciler {
                     self.marks.note_group(&g, false);
                     self.applied_groups.remove(&g);
                 }
-                Err(e) => self.warn(format!("removing remote group {g}: {e}")),
+                Err(e) => self.warn(format!("removing remote group {g}: {}", crate::Chain(&e))),
             }
         }
     }

@@ -45,6 +45,10 @@ struct Args {
     /// Bucket size for the flatness report.
     #[arg(long, default_value_t = 250)]
     bucket: usize,
+    /// Ports per network. A Linux bridge takes at most 1,024 ports, so
+    /// 2,000 ports on a host are on several networks, as they would be.
+    #[arg(long, default_value_t = 250)]
+    per_network: usize,
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -56,8 +60,9 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
-fn ip_of(i: usize) -> String {
-    format!("10.0.{}.{}", i / 250 + 1, i % 250 + 2)
+/// The address of the `j`-th port of port network `k` (10.(10+k).0.0/16).
+fn ip_of(k: usize, j: usize) -> String {
+    format!("10.{}.{}.{}", 10 + k, j / 250 + 1, j % 250 + 2)
 }
 
 /// One TCP stream for `secs` from `client` to `addr` (served in `server`);
@@ -181,6 +186,24 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             floating_ips: vec![],
         }],
     };
+    // The networks the benchmark's ports go on, with DHCP.
+    let per = args.per_network.clamp(1, 1000);
+    let nets: Vec<(String, String)> = (0..args.ports.div_ceil(per))
+        .map(|_| (new_id(), new_id()))
+        .collect();
+    for (k, (n, s)) in nets.iter().enumerate() {
+        st.networks.push(network(
+            n,
+            10 + k as u16,
+            Segment::Local,
+            vec![subnet(
+                s,
+                &format!("10.{}.0.0/16", 10 + k),
+                Some(&format!("10.{}.0.1", 10 + k)),
+                Some(&format!("10.{}.0.2", 10 + k)),
+            )],
+        ));
+    }
     // Throughput VMs, wired first.
     let t1 = vm_port(&new_id(), &na, &sa, &mac(0xfe_0001), "10.0.200.1", &[&sgid]);
     let t2 = vm_port(&new_id(), &na, &sa, &mac(0xfe_0002), "10.0.200.2", &[&sgid]);
@@ -215,11 +238,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let pool = lab.netns("pool");
     let mut lat: Vec<f64> = Vec::with_capacity(args.ports);
     let started = Instant::now();
-    eprintln!("wiring {} ports …", args.ports);
+    eprintln!(
+        "wiring {} ports on {} networks …",
+        args.ports,
+        nets.len()
+    );
     for i in 0..args.ports {
-        let p = vm_port(&new_id(), &na, &sa, &mac(i as u32 + 1), &ip_of(i), &[&sgid]);
+        let (k, j) = (i / per, i % per);
+        let (n, s) = &nets[k];
+        let ip = ip_of(k, j);
+        let p = vm_port(&new_id(), n, s, &mac(i as u32 + 1), &ip, &[&sgid]);
         let t0 = Instant::now();
-        let ip = ip_of(i);
         let remote = args.remote_group;
         let port = p.clone();
         ctl.update(move |s| {
@@ -242,7 +271,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .wait_status(&p.id, PortStatus::Active, Duration::from_secs(30))
             .await
         {
-            return Err(format!("port {i} not wired within 30 s").into());
+            let last: Vec<_> = ctl
+                .reports()
+                .into_iter()
+                .filter(|r| r.port_id == p.id)
+                .collect();
+            return Err(format!(
+                "port {i} ({}) not wired within 30 s; its reports: {last:?}\n{}",
+                p.device_name,
+                agent.explainer.explain_port(&p.id)
+            )
+            .into());
         }
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
         if (i + 1) % args.bucket == 0 {

@@ -67,7 +67,7 @@ impl Server {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 1500];
             loop {
-                let (n, _from) = match sock.recv_from(&mut buf).await {
+                let (n, from) = match sock.recv_from(&mut buf).await {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!("dhcp receive: {e}");
@@ -78,8 +78,10 @@ impl Server {
                 st.received.fetch_add(1, Ordering::Relaxed);
                 let leases = rx.borrow().clone();
                 let Some((reply, to)) = respond(&buf[..n], &leases, &st) else {
+                    tracing::debug!(%from, "dhcp: no answer");
                     continue;
                 };
+                tracing::debug!(%from, %to, len = reply.len(), "dhcp: answer");
                 match sock.send_to(&reply, to).await {
                     Ok(_) => {
                         st.answered.fetch_add(1, Ordering::Relaxed);
@@ -231,7 +233,11 @@ impl Reconciler {
     pub(crate) async fn reconcile_dhcp(&mut self, plan: &Plan, obs: &Observed) {
         for dp in plan.dhcp.values() {
             if let Err(e) = self.dhcp_ns(dp, obs).await {
-                self.warn(format!("DHCP of network {}: {}", dp.network_id, crate::Chain(&e)));
+                self.warn(format!(
+                    "DHCP of network {}: {}",
+                    dp.network_id,
+                    crate::Chain(&e)
+                ));
             }
         }
     }

@@ -135,7 +135,11 @@ impl Reconciler {
                         self.changes += 1;
                         let d = pp.device.clone();
                         if let Err(e) = self.fw(move |f| f.remove_port(&d)).await {
-                            self.warn(format!("removing the rules of {}: {}", pp.device, crate::Chain(&e)));
+                            self.warn(format!(
+                                "removing the rules of {}: {}",
+                                pp.device,
+                                crate::Chain(&e)
+                            ));
                         } else {
                             self.fw_ports.remove(&pp.device);
                         }
@@ -170,7 +174,10 @@ impl Reconciler {
                                 self.applied_ports.remove(&pp.device);
                                 statuses.insert(
                                     pp.port_id.clone(),
-                                    (PortStatus::Error, Some(format!("rules: {}", crate::Chain(&e)))),
+                                    (
+                                        PortStatus::Error,
+                                        Some(format!("rules: {}", crate::Chain(&e))),
+                                    ),
                                 );
                                 false
                             }
@@ -263,7 +270,11 @@ impl Reconciler {
                     self.fw_ports.remove(&pp.device);
                     self.applied_ports.remove(&pp.device);
                 }
-                Err(e) => self.warn(format!("removing the rules of {}: {}", pp.device, crate::Chain(&e))),
+                Err(e) => self.warn(format!(
+                    "removing the rules of {}: {}",
+                    pp.device,
+                    crate::Chain(&e)
+                )),
             }
         }
         self.marks.forget(&pp.device);

@@ -80,7 +80,12 @@ impl Reconciler {
                 if let Err(e) = self.net.ensure_veth(&host, &spec).await {
                     // A half pair (or a stranger with the name) cannot be
                     // fixed in place: start the pair again.
-                    tracing::info!("router {}: recreating leg {}: {}", rp.router_id, leg.name, crate::Chain(&e));
+                    tracing::info!(
+                        "router {}: recreating leg {}: {}",
+                        rp.router_id,
+                        leg.name,
+                        crate::Chain(&e)
+                    );
                     self.changes += 2;
                     self.net.delete_link(&host, &leg.tap).await?;
                     self.net.delete_link(&rns, &leg.name).await?;

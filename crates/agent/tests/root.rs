@@ -56,10 +56,10 @@ async fn reaches(ns: &Netns, dst: &str) -> bool {
 }
 
 async fn dhcp(lab: &Lab, ns: &Netns, tag: &str) -> lab::DhcpResult {
-    let (ns, dir, tag) = (ns.clone(), lab.dir().to_path_buf(), tag.to_string());
-    blocking(move || lab::udhcpc(&ns, &dir, &tag))
+    let (ns, dir, t) = (ns.clone(), lab.dir().to_path_buf(), tag.to_string());
+    blocking(move || lab::udhcpc(&ns, &dir, &t))
         .await
-        .expect("a DHCP lease")
+        .unwrap_or_else(|| panic!("no DHCP lease for {tag}"))
 }
 
 async fn echo_ok(ns: &Netns, addr: &str) -> bool {
@@ -1286,5 +1286,130 @@ async fn t7_an_empty_state_leaves_the_host_as_clean_as_before() {
         assert_eq!(host_view(&lab).await, before);
         assert!(before.tables.is_empty() && before.agent_netns.is_empty());
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_two_hosts_share_a_vxlan_network() {
+    if !require_root("t8_two_hosts_share_a_vxlan_network") {
+        return;
+    }
+    bounded(
+        Duration::from_secs(90),
+        "t8 vxlan between two hosts",
+        async {
+            let mut lab1 = Lab::new();
+            let mut lab2 = Lab::new();
+            // The underlay: the two host namespaces joined by a veth.
+            lab1.net
+                .ensure_veth(
+                    &lab1.host,
+                    &hostlink::VethSpec {
+                        name: "ul".into(),
+                        peer: "ul".into(),
+                        peer_netns: lab2.host.clone(),
+                        mtu: 1500,
+                        peer_mac: None,
+                    },
+                )
+                .await
+                .unwrap();
+            for (lab, a) in [(&lab1, "10.250.0.1/24"), (&lab2, "10.250.0.2/24")] {
+                lab.net
+                    .ensure_address(&lab.host, "ul", a.parse().unwrap())
+                    .await
+                    .unwrap();
+            }
+            let (nid, sid) = (new_id(), new_id());
+            let vni = 1000 + (std::process::id() % 1000);
+            let mut net = network(
+                &nid,
+                7,
+                Segment::Vxlan { vni },
+                vec![agent::testing::fixtures::subnet(
+                    &sid,
+                    "10.0.0.0/24",
+                    Some("10.0.0.1"),
+                    Some("10.0.0.2"),
+                )],
+            );
+            net.mtu = 1450;
+            let sgid = new_id();
+            let group = sg(
+                &sgid,
+                vec![
+                    rule(Direction::Egress, None, None, None),
+                    rule(Direction::Ingress, Some("icmp"), None, None),
+                ],
+            );
+            let p1 = vm_port(&new_id(), &nid, &sid, &mac(1), "10.0.0.5", &[&sgid]);
+            let p2 = vm_port(&new_id(), &nid, &sid, &mac(2), "10.0.0.6", &[&sgid]);
+            // Each host's DHCP server answers its own ports (static leases from
+            // its own state); broadcasts cross the tunnel through the BUM
+            // entries, and the other host's server stays silent.
+            let mut n1 = net.clone();
+            n1.remote_ports = vec![netmodel::RemotePort {
+                mac: p2.mac.clone(),
+                host_ip: "10.250.0.2".parse().unwrap(),
+            }];
+            n1.remote_hosts = vec!["10.250.0.2".parse().unwrap()];
+            let mut n2 = net.clone();
+            n2.remote_ports = vec![netmodel::RemotePort {
+                mac: p1.mac.clone(),
+                host_ip: "10.250.0.1".parse().unwrap(),
+            }];
+            n2.remote_hosts = vec!["10.250.0.1".parse().unwrap()];
+            let st = |n: netmodel::Network, p: &Port| HostState {
+                host: "h1".into(),
+                revision: 1,
+                networks: vec![n],
+                ports: vec![p.clone()],
+                security_groups: vec![group.clone()],
+                routers: vec![],
+            };
+            let c1 = Arc::new(FakeControl::new(st(n1, &p1)));
+            let c2 = Arc::new(FakeControl::new(st(n2, &p2)));
+            let mut cfg1 = lab1.config();
+            cfg1.vxlan_local = Some("10.250.0.1".parse().unwrap());
+            let mut cfg2 = lab2.config();
+            cfg2.vxlan_local = Some("10.250.0.2".parse().unwrap());
+            let _a1 = lab1.start_agent_with(c1.clone(), cfg1).await;
+            let _a2 = lab2.start_agent_with(c2.clone(), cfg2).await;
+            let vm1 = lab1.vm("vm1", &p1).await;
+            let vm2 = lab2.vm("vm2", &p2).await;
+            assert!(c1.wait_status(&p1.id, PortStatus::Active, T).await);
+            assert!(c2.wait_status(&p2.id, PortStatus::Active, T).await);
+            let vx = format!("fsx-{vni}");
+            let fdb = lab1.net.list_fdb(&lab1.host, &vx).await.unwrap();
+            assert!(
+                fdb.iter()
+                    .any(|e| e.mac.to_string() == p2.mac && e.dst.to_string() == "10.250.0.2")
+                    && fdb.iter().any(|e| e.mac == hostlink::MacAddr::ZERO),
+                "{fdb:?}"
+            );
+            assert_eq!(dhcp(&lab1, &vm1, "vm1").await.ip.to_string(), "10.0.0.5");
+            let l2 = dhcp(&lab2, &vm2, "vm2").await;
+            assert_eq!(l2.ip.to_string(), "10.0.0.6");
+            assert_eq!(l2.mtu, "1450");
+            assert!(reaches(&vm1, "10.0.0.6").await);
+            assert!(reaches(&vm2, "10.0.0.5").await);
+            // The controller moves the remote port away: its entry goes.
+            c1.update(|s| s.networks[0].remote_ports.clear());
+            let (net1, host1, vx1) = (lab1.net.clone(), lab1.host.clone(), vx.clone());
+            assert!(
+                eventually(T, || {
+                    let (n, h, v) = (net1.clone(), host1.clone(), vx1.clone());
+                    async move {
+                        n.list_fdb(&h, &v)
+                            .await
+                            .map(|f| f.iter().all(|e| e.mac == hostlink::MacAddr::ZERO))
+                            .unwrap_or(false)
+                    }
+                })
+                .await
+            );
+            let _ = (&mut lab1, &mut lab2);
+        },
+    )
     .await;
 }

@@ -96,6 +96,27 @@ fn throughput(server: &Netns, addr: SocketAddr, client: &Netns, secs: u64) -> f6
     total as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
 }
 
+/// Milliseconds one `nft` transaction that changes nothing of ours takes
+/// in `ns` (median of 5): nft's fixed cost per change, which grows with
+/// the rule set already loaded (it reads the whole rule set first).
+fn nft_probe(ns: &Netns, dir: &std::path::Path) -> f64 {
+    let f = dir.join("probe.nft");
+    let _ = std::fs::write(&f, "add table inet fs_probe\ndelete table inet fs_probe\n");
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            agent::testing::lab::exec(
+                ns,
+                Duration::from_secs(10),
+                "nft",
+                &["-f", f.to_str().unwrap_or("probe.nft")],
+            );
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    pct(&mut v, 0.5)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -234,15 +255,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     lab.address(&vm2, "10.0.200.2/16", Some("10.0.0.1")).await;
     lab.address(&vm3, "10.1.0.10/24", Some("10.1.0.1")).await;
 
+    let (host, dir) = (lab.host.clone(), lab.dir().to_path_buf());
+    let probe_before = tokio::task::spawn_blocking(move || nft_probe(&host, &dir)).await?;
     // 1. Wiring latency.
     let pool = lab.netns("pool");
     let mut lat: Vec<f64> = Vec::with_capacity(args.ports);
     let started = Instant::now();
-    eprintln!(
-        "wiring {} ports on {} networks …",
-        args.ports,
-        nets.len()
-    );
+    eprintln!("wiring {} ports on {} networks …", args.ports, nets.len());
     for i in 0..args.ports {
         let (k, j) = (i / per, i % per);
         let (n, s) = &nets[k];
@@ -295,6 +314,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let wall = started.elapsed();
 
+    let (host, dir) = (lab.host.clone(), lab.dir().to_path_buf());
+    let probe_after = tokio::task::spawn_blocking(move || nft_probe(&host, &dir)).await?;
     // 2. Throughput, with the ports loaded.
     let bare_a = lab.netns("bare-a");
     let bare_b = lab.netns("bare-b");
@@ -381,6 +402,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         );
     }
+    println!(
+        "  one nft transaction that changes nothing: {probe_before:.1} ms with 3 ports loaded, \
+         {probe_after:.1} ms with {} (nft 1.0.6 reads the whole rule set before every change)",
+        args.ports + 3
+    );
     println!();
     println!("TCP throughput, one stream, {secs} s, with the ports above loaded (Gbit/s)");
     println!("  bare veth pair                      {bare:>6.2}");

@@ -576,12 +576,16 @@ async fn t4_two_projects_with_the_same_subnet_stay_apart() {
         let rx_a = udp_listener(&va2, "10.0.0.6:6000");
         udp_send(&va1, "10.0.0.5:5000", "10.0.0.6:6000", b"from-a").await;
         udp_send(&vb1, "10.0.0.5:5000", "10.0.0.6:6000", b"from-b").await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let got_a = rx_a.received();
         assert!(
-            !got_a.is_empty() && got_a.iter().all(|m| m == b"from-a"),
-            "{got_a:?}"
+            eventually(Duration::from_secs(5), || async {
+                !rx_a.received().is_empty()
+            })
+            .await,
+            "A's allowed UDP arrives"
         );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got_a = rx_a.received();
+        assert!(got_a.iter().all(|m| m == b"from-a"), "{got_a:?}");
         assert!(rx_b.received().is_empty(), "B's VM got UDP its rules drop");
         // Each leaves through its own router, and gets its own metadata.
         assert_eq!(

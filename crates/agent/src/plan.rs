@@ -754,3 +754,193 @@ fn port_plan(
         error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fixtures::*;
+    use netmodel::{FloatingIp, HostRoute, Router, RouterGateway, RouterInterface};
+
+    fn settings() -> PlanSettings {
+        PlanSettings {
+            scope: Scope::new("tplan").unwrap(),
+            vxlan_local: None,
+            vxlan_underlay: None,
+            metadata_port: 9697,
+            lease_time: 600,
+        }
+    }
+
+    fn state() -> (HostState, String, String) {
+        let (n, s, ext, sx) = (new_id(), new_id(), new_id(), new_id());
+        let mut sn = subnet(&s, "10.0.0.0/24", Some("10.0.0.1"), Some("10.0.0.2"));
+        sn.host_routes = vec![HostRoute {
+            destination: Cidr::parse("192.168.5.0/24").unwrap(),
+            nexthop: "10.0.0.254".parse().unwrap(),
+        }];
+        sn.dns_nameservers = vec!["10.0.0.53".parse().unwrap()];
+        let mut p = vm_port(&new_id(), &n, &s, &mac(1), "10.0.0.5", &[]);
+        p.hostname = "web\n1\u{7}".into();
+        let st = HostState {
+            host: "h".into(),
+            revision: 1,
+            networks: vec![
+                network(&n, 1, Segment::Local, vec![sn]),
+                network(
+                    &ext,
+                    2,
+                    Segment::Flat {
+                        physical_network: "p".into(),
+                        interface: "eth1".into(),
+                    },
+                    vec![subnet(&sx, "203.0.113.0/24", Some("203.0.113.1"), None)],
+                ),
+            ],
+            ports: vec![p],
+            security_groups: vec![],
+            routers: vec![Router {
+                id: new_id(),
+                project_id: "p".into(),
+                admin_state_up: true,
+                gateway: Some(RouterGateway {
+                    network_id: ext.clone(),
+                    port_id: new_id(),
+                    mac: mac(9),
+                    ips: vec![Cidr::parse("203.0.113.10/24").unwrap()],
+                    nexthop: Some("203.0.113.1".parse().unwrap()),
+                    enable_snat: true,
+                }),
+                interfaces: vec![RouterInterface {
+                    port_id: new_id(),
+                    network_id: n.clone(),
+                    subnet_id: s.clone(),
+                    mac: mac(8),
+                    ip: Cidr::parse("10.0.0.1/24").unwrap(),
+                }],
+                routes: vec![HostRoute {
+                    destination: Cidr::parse("172.16.0.0/12").unwrap(),
+                    nexthop: "10.0.0.250".parse().unwrap(),
+                }],
+                floating_ips: vec![FloatingIp {
+                    id: new_id(),
+                    floating_ip: "203.0.113.20".parse().unwrap(),
+                    fixed_ip: "10.0.0.5".parse().unwrap(),
+                    port_id: new_id(),
+                }],
+            }],
+        };
+        (st, n, s)
+    }
+
+    #[test]
+    fn routers_get_legs_routes_and_nat() {
+        let (st, _, _) = state();
+        let plan = Plan::build(&st, &settings());
+        let r = plan.routers.values().next().unwrap();
+        assert!(r.netns.starts_with("fsr-tplan-"));
+        assert_eq!(r.legs.len(), 2);
+        let qg = r.legs.iter().find(|l| l.gateway).unwrap();
+        let addrs: Vec<String> = qg.addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["203.0.113.10/24", "203.0.113.20/32"]);
+        let routes: Vec<String> = r
+            .routes
+            .iter()
+            .map(|r| format!("{} {:?} {:?}", r.dest, r.gateway, r.dev))
+            .collect();
+        assert_eq!(routes.len(), 2, "{routes:?}");
+        assert!(routes[0].starts_with("0.0.0.0/0 Some(203.0.113.1) Some(\"qg-"));
+        assert!(routes[1].starts_with("172.16.0.0/12 Some(10.0.0.250) Some(\"qr-"));
+        assert!(r.nat.snat);
+        assert_eq!(r.nat.gateway_ip, Some("203.0.113.10".parse().unwrap()));
+        assert_eq!(r.nat.floating_ips.len(), 1);
+        assert_eq!(r.nat.metadata_port, Some(9697));
+        assert!(r.skipped.is_empty());
+    }
+
+    #[test]
+    fn leases_carry_routes_dns_mtu_and_a_clean_hostname() {
+        let (st, _, _) = state();
+        let plan = Plan::build(&st, &settings());
+        let d = plan.dhcp.values().next().unwrap();
+        // The subnet has a router here: metadata goes through it, and the
+        // DHCP namespace does not answer metadata.
+        assert!(!d.metadata);
+        assert_eq!(d.addrs.len(), 1);
+        let l = d.leases.values().next().unwrap();
+        assert_eq!(l.hostname.as_deref(), Some("web1"));
+        assert_eq!(l.dns, vec!["10.0.0.53".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(l.lease_time, 600);
+        let routes: Vec<String> = l
+            .routes
+            .iter()
+            .map(|(d, p, g)| format!("{d}/{p} {g}"))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "169.254.169.254/32 10.0.0.1",
+                "192.168.5.0/24 10.0.0.254",
+                "0.0.0.0/0 10.0.0.1"
+            ]
+        );
+        // Without the router: metadata in the DHCP namespace, routed there.
+        let mut st2 = st.clone();
+        st2.routers.clear();
+        let plan = Plan::build(&st2, &settings());
+        let d = plan.dhcp.values().next().unwrap();
+        assert!(d.metadata);
+        assert!(d
+            .addrs
+            .iter()
+            .any(|a| a.to_string() == "169.254.169.254/32"));
+        let l = d.leases.values().next().unwrap();
+        assert_eq!(l.routes[0], (METADATA_IP, 32, "10.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn ports_get_rules_unless_trusted_and_errors_stay_on_the_port() {
+        let (mut st, n, s) = state();
+        let mut r = vm_port(&new_id(), &n, &s, &mac(2), "10.0.0.6", &[]);
+        r.device_owner = "network:router_interface".into();
+        st.ports.push(r.clone());
+        let mut off = vm_port(&new_id(), &n, &s, &mac(3), "10.0.0.7", &[]);
+        off.port_security_enabled = false;
+        st.ports.push(off.clone());
+        st.ports
+            .push(vm_port(&new_id(), &new_id(), &s, &mac(4), "10.0.0.8", &[]));
+        let plan = Plan::build(&st, &settings());
+        let by_id = |id: &str| plan.ports.values().find(|p| p.port_id == id).unwrap();
+        assert!(by_id(&r.id).rules.is_none());
+        assert!(by_id(&r.id).agent_made);
+        assert!(!by_id(&off.id).rules.as_ref().unwrap().port_security);
+        let lost = plan
+            .ports
+            .values()
+            .find(|p| p.error.is_some())
+            .expect("a port on an unknown network");
+        assert!(lost.error.as_ref().unwrap().contains("not on this host"));
+        // Trusted ports get no lease; the others do.
+        let d = plan.dhcp.values().next().unwrap();
+        assert_eq!(d.leases.len(), 2);
+    }
+
+    #[test]
+    fn neutron_rules_translate() {
+        let mut r = rule(netmodel::Direction::Ingress, Some("icmp"), Some(8), None);
+        r.port_range_max = None;
+        let x = sg_rule(&r).unwrap();
+        assert_eq!(x.port_range, Some((8, 255)));
+        let r = rule(
+            netmodel::Direction::Egress,
+            Some("tcp"),
+            Some(22),
+            Some("10.1.2.3/16"),
+        );
+        let x = sg_rule(&r).unwrap();
+        assert_eq!(x.remote, nft::Remote::Cidr("10.1.0.0/16".parse().unwrap()));
+        let mut bad = r.clone();
+        bad.ethertype = "IPv5".into();
+        assert!(sg_rule(&bad).is_err());
+        assert_eq!(clean_hostname("\n\t"), None);
+    }
+}

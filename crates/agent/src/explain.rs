@@ -36,11 +36,11 @@ impl Explainer {
 
     pub(crate) fn update(&self, state: &HostState, report: &PassReport, marks: &MarkState) {
         let mut s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
-        if s.state.revision != state.revision || report.changes > 0 || s.report != *report {
+        if s.state.revision != state.revision || report.changes > 0 || s.marks.is_none() {
             s.state = state.clone();
             s.marks = Some(marks.clone());
-            s.report = report.clone();
         }
+        s.report = report.clone();
     }
 
     /// The data path of a port, in words.

@@ -298,7 +298,7 @@ impl Agent {
     /// server the agent started; what it built on the host stays, and the
     /// next agent picks it up).
     pub async fn run(mut self) -> Result<(), Error> {
-        let (tx, mut rx) = watch::channel::<Option<HostState>>(None);
+        let (tx, mut rx) = watch::channel::<Option<Arc<HostState>>>(None);
         let control = self.control.clone();
         let host = self.host.clone();
         let wait = self.cfg.watch_wait;
@@ -309,7 +309,7 @@ impl Agent {
                     Ok(s) => {
                         if after != Some(s.revision) {
                             after = Some(s.revision);
-                            if tx.send(Some(s)).is_err() {
+                            if tx.send(Some(Arc::new(s))).is_err() {
                                 return;
                             }
                         }

@@ -74,6 +74,8 @@ pub(crate) struct Reconciler {
     pub passes: u64,
     /// The plan of the last pass, and what it found.
     pub last_plan: Option<Plan>,
+    /// Revision of the state `last_plan` was built from.
+    pub last_revision: Option<u64>,
     pub last_statuses: BTreeMap<String, (PortStatus, Option<String>)>,
     pub last_net_errors: BTreeMap<String, String>,
 }
@@ -108,6 +110,7 @@ impl Reconciler {
             serve_dhcp: true,
             passes: 0,
             last_plan: None,
+            last_revision: None,
             last_statuses: BTreeMap::new(),
             last_net_errors: BTreeMap::new(),
         }
@@ -261,9 +264,41 @@ impl Reconciler {
         self.last_net_errors = net_errors;
         self.last_statuses = statuses.clone();
         self.last_plan = Some(plan);
+        self.last_revision = Some(state.revision);
         Ok(PassReport {
             changes: self.changes,
             statuses,
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+
+    /// Devices came or went and the desired state is the one of the last
+    /// pass: converge just those devices' ports, reusing the last plan.
+    async fn device_pass(&mut self, events: &HashSet<String>) -> Result<PassReport, Error> {
+        self.changes = 0;
+        self.warnings.clear();
+        let plan = self.last_plan.take().expect("checked by the caller");
+        let touched: Vec<&crate::plan::PortPlan> = plan
+            .ports
+            .values()
+            .filter(|pp| events.contains(&pp.device))
+            .collect();
+        let net_errors = self.last_net_errors.clone();
+        let r = self
+            .reconcile_ports(&touched, None, &net_errors, false)
+            .await;
+        let updated = match r {
+            Ok(u) => u,
+            Err(e) => {
+                self.last_plan = Some(plan);
+                return Err(e);
+            }
+        };
+        self.last_statuses.extend(updated);
+        self.last_plan = Some(plan);
+        Ok(PassReport {
+            changes: self.changes,
+            statuses: self.last_statuses.clone(),
             warnings: std::mem::take(&mut self.warnings),
         })
     }
@@ -282,6 +317,9 @@ impl Reconciler {
         let Some(prev) = self.last_plan.as_ref() else {
             return Ok(None);
         };
+        if self.last_revision == Some(state.revision) {
+            return self.device_pass(events).await.map(Some);
+        }
         let t0 = std::time::Instant::now();
         let plan = Plan::build(state, &self.settings);
         let t_plan = t0.elapsed();
@@ -350,6 +388,7 @@ impl Reconciler {
         tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
         self.last_statuses = statuses.clone();
         self.last_plan = Some(plan);
+        self.last_revision = Some(state.revision);
         Ok(Some(PassReport {
             changes: self.changes,
             statuses,

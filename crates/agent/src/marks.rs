@@ -10,10 +10,16 @@
 //!   `revoked` set for five days and every session carrying it is cut
 //!   (checklist 13). A mark must therefore **never be reused** while a
 //!   session may still carry it: both counters only grow, and the file is
-//!   written (atomically: temporary file, fsync, rename) *before* any
-//!   rule using a new mark is installed. After a crash between the two,
-//!   the file knows marks the kernel never saw — harmless; the opposite
-//!   order could hand one rule's mark to another.
+//!   written (atomically: temporary file, then rename) *before* any rule
+//!   using a new mark is installed. After a crash between the two, the
+//!   file knows marks the kernel never saw — harmless; the opposite order
+//!   could hand one rule's mark to another.
+//!
+//! The file is not fsynced: it must outlive the agent process, which the
+//! page cache guarantees, not the machine — a reboot empties the
+//! conntrack table, the `revoked` set and the rules together, so no
+//! session can carry an old mark afterwards. (An fsync per new port cost
+//! tens of milliseconds with 2,000 ports on a busy disk.)
 //!
 //! When the file is lost, the counters restart above every mark the
 //! kernel still has installed ([`MarkStore::raise_above`]); marks that
@@ -252,15 +258,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), MarkError> {
     let tmp = path.with_extension("json.tmp");
     let mut f = fs::File::create(&tmp).map_err(io("create"))?;
     f.write_all(data).map_err(io("write"))?;
-    f.sync_all().map_err(io("sync"))?;
     drop(f);
+    // Atomic for readers and for a crash of the process (see the module
+    // documentation for why not for a crash of the machine).
     fs::rename(&tmp, path).map_err(io("rename"))?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable once the directory is.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
     Ok(())
 }
 

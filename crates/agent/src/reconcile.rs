@@ -1,0 +1,404 @@
+//! One reconcile pass: read what the host has, compare it with the plan,
+//! change only what differs, then remove what no longer belongs.
+//!
+//! The pass is the same at start-up, after a crash and on every change:
+//! it never trusts memory about the kernel except for the firewall's
+//! per-port digests between two deep passes (reading 2,000 ports' rules
+//! back costs far more than one port's update). A **deep** pass (start-up
+//! and every resync interval) reads those back too.
+//!
+//! Order: L2 (bridges, VXLAN, zones) → remote groups → routers → DHCP →
+//! ports (rules before the bridge: a device never joins its bridge before
+//! its rules are loaded) → garbage (ports, routers, DHCP, groups, then
+//! networks, whose bridges everything else hangs on).
+//!
+//! The sub-reconcilers live in [`crate::l2`], [`crate::ports`],
+//! [`crate::secgroups`], [`crate::routers`] and [`crate::dhcp`] as
+//! `impl Reconciler` blocks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use hostlink::{HostNet, LinkInfo, Netns};
+use netmodel::{HostState, NetworkControl, PortStatus};
+use nft::Firewall;
+
+use crate::marks::MarkStore;
+use crate::plan::{Plan, PlanSettings};
+use crate::{dhcp, metadata, Error};
+
+/// What the host has, read at the start of a pass.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    /// Links of the host namespace by name.
+    pub links: HashMap<String, LinkInfo>,
+    /// Named namespaces.
+    pub netns: BTreeSet<String>,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Mutating driver calls made (0 when the host already matched).
+    pub changes: usize,
+    /// Status of every port of the plan, by port id.
+    pub statuses: BTreeMap<String, (PortStatus, Option<String>)>,
+    /// Problems that are not any one port's (a router leg on an absent
+    /// network, a failed garbage collection …).
+    pub warnings: Vec<String>,
+}
+
+/// The reconcilers' shared state: drivers, marks and what was applied.
+pub(crate) struct Reconciler {
+    pub host_ns: Netns,
+    pub settings: PlanSettings,
+    pub net: Arc<dyn HostNet>,
+    pub fw: Arc<dyn Firewall>,
+    pub control: Arc<dyn NetworkControl>,
+    pub marks: MarkStore,
+    /// Port rules known to be installed (device → rules with marks).
+    pub applied_ports: HashMap<String, nft::PortRules>,
+    /// Devices the firewall may have chains for (installed or applied).
+    pub fw_ports: BTreeSet<String>,
+    pub applied_zones: HashMap<String, u16>,
+    pub applied_groups: HashMap<String, nft::RemoteGroup>,
+    pub applied_nat: HashMap<String, nft::RouterNat>,
+    /// Namespaces whose sysctls this process has set.
+    pub configured_ns: HashSet<String>,
+    pub base_ready: bool,
+    pub metadata: HashMap<String, metadata::Listener>,
+    pub dhcp: HashMap<String, dhcp::Server>,
+    pub changes: usize,
+    pub warnings: Vec<String>,
+    pub serve_dhcp: bool,
+    pub passes: u64,
+    /// The plan of the last pass, and what it found.
+    pub last_plan: Option<Plan>,
+    /// Revision of the state `last_plan` was built from.
+    pub last_revision: Option<u64>,
+    pub last_statuses: BTreeMap<String, (PortStatus, Option<String>)>,
+    pub last_net_errors: BTreeMap<String, String>,
+}
+
+impl Reconciler {
+    pub fn new(
+        host_ns: Netns,
+        settings: PlanSettings,
+        net: Arc<dyn HostNet>,
+        fw: Arc<dyn Firewall>,
+        control: Arc<dyn NetworkControl>,
+        marks: MarkStore,
+    ) -> Self {
+        Reconciler {
+            host_ns,
+            settings,
+            net,
+            fw,
+            control,
+            marks,
+            applied_ports: HashMap::new(),
+            fw_ports: BTreeSet::new(),
+            applied_zones: HashMap::new(),
+            applied_groups: HashMap::new(),
+            applied_nat: HashMap::new(),
+            configured_ns: HashSet::new(),
+            base_ready: false,
+            metadata: HashMap::new(),
+            dhcp: HashMap::new(),
+            changes: 0,
+            warnings: Vec::new(),
+            serve_dhcp: true,
+            passes: 0,
+            last_plan: None,
+            last_revision: None,
+            last_statuses: BTreeMap::new(),
+            last_net_errors: BTreeMap::new(),
+        }
+    }
+
+    /// Runs a firewall call on the blocking pool (the driver runs `nft`).
+    pub async fn fw<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Firewall) -> nft::Result<T> + Send + 'static,
+    ) -> nft::Result<T> {
+        let fw = self.fw.clone();
+        match tokio::task::spawn_blocking(move || f(fw.as_ref())).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Observed, Error> {
+        let links = self
+            .net
+            .list_links(&self.host_ns)
+            .await?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        let netns = self.net.list_netns().await?.into_iter().collect();
+        Ok(Observed { links, netns })
+    }
+
+    pub fn warn(&mut self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings.push(msg);
+    }
+
+    /// Sets sysctls of a namespace once per process (they are cheap to
+    /// set, but each write costs a thread; a restart sets them again).
+    pub async fn sysctls(&mut self, ns: &Netns, kv: &[(&str, &str)]) {
+        let key = ns.name().unwrap_or("").to_string();
+        if self.configured_ns.contains(&key) {
+            return;
+        }
+        let mut ok = true;
+        for (k, v) in kv {
+            match self.net.get_sysctl(ns, k).await {
+                Ok(cur) if cur == *v => continue,
+                _ => {}
+            }
+            self.changes += 1;
+            if let Err(e) = self.net.set_sysctl(ns, k, v).await {
+                ok = false;
+                self.warn(format!("sysctl {k}={v} in {ns}: {}", crate::Chain(&e)));
+            }
+        }
+        if ok {
+            self.configured_ns.insert(key);
+        }
+    }
+
+    /// Host-wide preparation: firewall base tables and the host
+    /// namespace's sysctls (recipe: loose TCP pickup off, bridged IP
+    /// through the inet hooks).
+    async fn prepare(&mut self) -> Result<(), Error> {
+        if !self.base_ready {
+            self.fw(|f| f.ensure_base()).await?;
+            self.base_ready = true;
+        }
+        let ns = self.host_ns.clone();
+        self.sysctls(
+            &ns,
+            &[
+                ("net.netfilter.nf_conntrack_tcp_loose", "0"),
+                ("net.bridge.bridge-nf-call-iptables", "1"),
+                ("net.bridge.bridge-nf-call-ip6tables", "1"),
+            ],
+        )
+        .await;
+        Ok(())
+    }
+
+    /// One pass. Per-object failures become port statuses or warnings; an
+    /// error is returned only when the host cannot be read at all.
+    pub async fn pass(&mut self, state: &HostState, deep: bool) -> Result<PassReport, Error> {
+        self.changes = 0;
+        self.warnings.clear();
+        if deep {
+            self.base_ready = false;
+            self.configured_ns.clear();
+        }
+        let plan = Plan::build(state, &self.settings);
+        let empty = plan.networks.is_empty() && plan.ports.is_empty() && plan.routers.is_empty();
+        if !empty {
+            self.prepare().await?;
+        }
+        for (n, e) in &plan.network_errors {
+            self.warn(format!("network {n}: {e}"));
+        }
+        let t0 = std::time::Instant::now();
+        let mut obs = self.observe().await?;
+        let t_obs = t0.elapsed();
+        let net_errors = self.reconcile_networks(&plan, &obs).await;
+        self.reconcile_groups(&plan).await;
+        let t_l2 = t0.elapsed();
+        self.reconcile_routers(&plan, &obs).await;
+        let t_routers = t0.elapsed();
+        self.reconcile_dhcp(&plan, &obs).await;
+        let t_dhcp = t0.elapsed();
+        if self.changes > 0 {
+            obs = self.observe().await?;
+        }
+        let all: Vec<&crate::plan::PortPlan> = plan.ports.values().collect();
+        let statuses = self
+            .reconcile_ports(&all, Some(&obs.links), &net_errors, deep)
+            .await?;
+        let t_ports = t0.elapsed();
+        tracing::trace!(
+            ?t_obs,
+            ?t_l2,
+            ?t_routers,
+            ?t_dhcp,
+            ?t_ports,
+            "pass phases (cumulative)"
+        );
+        self.collect_ports(&plan, &obs).await;
+        self.collect_routers(&plan, &obs).await;
+        self.collect_dhcp(&plan, &obs).await;
+        self.collect_groups(&plan).await;
+        self.collect_networks(&plan, &obs).await;
+        // On an agent's first pass, tables may be left from before.
+        if empty && (self.base_ready || self.passes == 0) {
+            // Nothing left to filter: the host goes back to having no
+            // tables of ours (they come back with the first network).
+            self.changes += 1;
+            match self.fw(|f| f.delete_all()).await {
+                Ok(()) => {
+                    self.base_ready = false;
+                    self.applied_ports.clear();
+                    self.applied_zones.clear();
+                    self.applied_groups.clear();
+                    self.fw_ports.clear();
+                    for g in self.marks.state().groups.clone() {
+                        self.marks.note_group(&g, false);
+                    }
+                }
+                Err(e) => self.warn(format!("deleting the host tables: {}", crate::Chain(&e))),
+            }
+        }
+        if let Err(e) = self.marks.save() {
+            self.warn(format!("saving marks: {}", crate::Chain(&e)));
+        }
+        self.passes += 1;
+        self.last_net_errors = net_errors;
+        self.last_statuses = statuses.clone();
+        self.last_plan = Some(plan);
+        self.last_revision = Some(state.revision);
+        Ok(PassReport {
+            changes: self.changes,
+            statuses,
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+
+    /// Devices came or went and the desired state is the one of the last
+    /// pass: converge just those devices' ports, reusing the last plan.
+    async fn device_pass(&mut self, events: &HashSet<String>) -> Result<PassReport, Error> {
+        self.changes = 0;
+        self.warnings.clear();
+        let plan = self.last_plan.take().expect("checked by the caller");
+        let touched: Vec<&crate::plan::PortPlan> = plan
+            .ports
+            .values()
+            .filter(|pp| events.contains(&pp.device))
+            .collect();
+        let net_errors = self.last_net_errors.clone();
+        let r = self
+            .reconcile_ports(&touched, None, &net_errors, false)
+            .await;
+        let updated = match r {
+            Ok(u) => u,
+            Err(e) => {
+                self.last_plan = Some(plan);
+                return Err(e);
+            }
+        };
+        self.last_statuses.extend(updated);
+        self.last_plan = Some(plan);
+        Ok(PassReport {
+            changes: self.changes,
+            statuses: self.last_statuses.clone(),
+            warnings: std::mem::take(&mut self.warnings),
+        })
+    }
+
+    /// A light pass: when only ports and security groups changed since
+    /// the last pass (or devices came and went), converge just the ports
+    /// that changed or whose device had an event, without listing the
+    /// host. Its cost does not grow with the number of ports on the host
+    /// (apart from building the plan, in memory). Returns `None` when
+    /// something else changed: then a full pass is due.
+    pub async fn light_pass(
+        &mut self,
+        state: &HostState,
+        events: &HashSet<String>,
+    ) -> Result<Option<PassReport>, Error> {
+        let Some(prev) = self.last_plan.as_ref() else {
+            return Ok(None);
+        };
+        if self.last_revision == Some(state.revision) {
+            return self.device_pass(events).await.map(Some);
+        }
+        let t0 = std::time::Instant::now();
+        let plan = Plan::build(state, &self.settings);
+        let t_plan = t0.elapsed();
+        let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
+            && prev.dhcp.iter().zip(&plan.dhcp).all(|((ka, a), (kb, b))| {
+                ka == kb && {
+                    let (mut a, mut b) = (a.clone(), b.clone());
+                    a.leases.clear();
+                    b.leases.clear();
+                    a == b
+                }
+            });
+        if prev.networks != plan.networks
+            || prev.network_errors != plan.network_errors
+            || prev.routers != plan.routers
+            || !same_dhcp
+        {
+            return Ok(None);
+        }
+        self.changes = 0;
+        self.warnings.clear();
+        let prev = self.last_plan.take().expect("checked");
+        self.reconcile_groups(&plan).await;
+        for dp in plan.dhcp.values() {
+            if let Some(s) = self.dhcp.get(&dp.netns) {
+                s.update(&dp.leases);
+            }
+        }
+        let touched: Vec<&crate::plan::PortPlan> = plan
+            .ports
+            .values()
+            .filter(|pp| {
+                prev.ports.get(&pp.device) != Some(*pp)
+                    || events.contains(&pp.device)
+                    || !self.last_statuses.contains_key(&pp.port_id)
+            })
+            .collect();
+        let net_errors = self.last_net_errors.clone();
+        let t_pre = t0.elapsed();
+        let updated = match self
+            .reconcile_ports(&touched, None, &net_errors, false)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                self.last_plan = Some(prev);
+                return Err(e);
+            }
+        };
+        let mut statuses = std::mem::take(&mut self.last_statuses);
+        let ids: HashSet<&str> = plan.ports.values().map(|p| p.port_id.as_str()).collect();
+        statuses.retain(|id, _| ids.contains(id.as_str()));
+        statuses.extend(updated);
+        for pp in prev
+            .ports
+            .values()
+            .filter(|p| !plan.ports.contains_key(&p.device))
+        {
+            self.drop_port(pp).await;
+        }
+        let t_ports = t0.elapsed();
+        self.collect_groups(&plan).await;
+        if let Err(e) = self.marks.save() {
+            self.warn(format!("saving marks: {}", crate::Chain(&e)));
+        }
+        tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
+        self.last_statuses = statuses.clone();
+        self.last_plan = Some(plan);
+        self.last_revision = Some(state.revision);
+        Ok(Some(PassReport {
+            changes: self.changes,
+            statuses,
+            warnings: std::mem::take(&mut self.warnings),
+        }))
+    }
+
+    /// Tears down every listener and server (the agent is stopping).
+    pub fn stop_services(&mut self) {
+        self.metadata.clear();
+        self.dhcp.clear();
+    }
+}

@@ -1,0 +1,56 @@
+//! Security groups as seen from the host: the member sets of remote
+//! groups (`rg4-<sg>`/`rg6-<sg>`), which remote-group rules of port
+//! chains match. A group's set exists while some port's rule uses it; the
+//! port rules themselves are installed by [`crate::ports`].
+
+use crate::plan::Plan;
+use crate::reconcile::Reconciler;
+
+impl Reconciler {
+    /// Creates or updates the member sets of every group a port rule
+    /// references (before the ports: a rule needs its set).
+    pub(crate) async fn reconcile_groups(&mut self, plan: &Plan) {
+        for g in plan.groups.values() {
+            let mut want = g.clone();
+            want.members.sort();
+            want.members.dedup();
+            if self.applied_groups.get(&g.id) == Some(&want) {
+                continue;
+            }
+            self.changes += 1;
+            // Noted first: a crash right after the set is made must not
+            // leave a set nobody knows about.
+            self.marks.note_group(&g.id, true);
+            let gg = want.clone();
+            match self.fw(move |f| f.upsert_remote_group(&gg)).await {
+                Ok(()) => {
+                    self.applied_groups.insert(g.id.clone(), want);
+                }
+                Err(e) => self.warn(format!("remote group {}: {}", g.id, crate::Chain(&e))),
+            }
+        }
+    }
+
+    /// Removes sets no port uses any more (after the ports: a set in use
+    /// cannot be deleted).
+    pub(crate) async fn collect_groups(&mut self, plan: &Plan) {
+        let stale: std::collections::BTreeSet<String> = self
+            .applied_groups
+            .keys()
+            .chain(self.marks.state().groups.iter())
+            .filter(|g| !plan.groups.contains_key(*g))
+            .cloned()
+            .collect();
+        for g in stale {
+            self.changes += 1;
+            let id = g.clone();
+            match self.fw(move |f| f.remove_remote_group(&id)).await {
+                Ok(()) => {
+                    self.marks.note_group(&g, false);
+                    self.applied_groups.remove(&g);
+                }
+                Err(e) => self.warn(format!("removing remote group {g}: {}", crate::Chain(&e))),
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Reconciler logic over the fake drivers (no root needed): idempotency,
+//! restart, device arrival, rule revocation, removal of everything.
+
+use std::sync::Arc;
+
+use agent::testing::fixtures::*;
+use agent::testing::FakeControl;
+use agent::{Agent, Config};
+use hostlink::{HostNet, Netns, VethSpec};
+use netmodel::{
+    Direction, FloatingIp, HostState, PortStatus, Router, RouterGateway, RouterInterface, Segment,
+};
+use nft::Firewall;
+
+struct World {
+    net: Arc<hostlink::Fake>,
+    fw: Arc<nft::Fake>,
+    dir: tempfile::TempDir,
+    state: HostState,
+    vm: Vec<String>,
+    rule_ssh: String,
+}
+
+async fn vm_tap(net: &hostlink::Fake, tap: &str, ns: &str) {
+    net.ensure_netns(ns).await.unwrap();
+    net.ensure_veth(
+        &Netns::Current,
+        &VethSpec {
+            name: tap.into(),
+            peer: "eth0".into(),
+            peer_netns: Netns::Named(ns.into()),
+            mtu: 1500,
+            peer_mac: None,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn world() -> World {
+    let net = Arc::new(hostlink::Fake::new());
+    let fw = Arc::new(nft::Fake::new());
+    let (n1, s1, ext, sext) = (new_id(), new_id(), new_id(), new_id());
+    let (sgid, sg2) = (new_id(), new_id());
+    let (p1, p2) = (new_id(), new_id());
+    let mut ssh = rule(Direction::Ingress, Some("tcp"), Some(22), None);
+    let rule_ssh = ssh.id.clone();
+    ssh.remote_ip_prefix = None;
+    let mut from_group = rule(Direction::Ingress, Some("tcp"), Some(80), None);
+    from_group.remote_group_id = Some(sg2.clone());
+    let mut group = sg(
+        &sgid,
+        vec![rule(Direction::Egress, None, None, None), ssh, from_group],
+    );
+    group.member_ips = vec!["10.0.0.5".parse().unwrap()];
+    let mut other = sg(&sg2, vec![]);
+    other.member_ips = vec!["10.0.0.6".parse().unwrap()];
+    let mut extnet = network(
+        &ext,
+        2,
+        Segment::Flat {
+            physical_network: "public".into(),
+            interface: "ext0".into(),
+        },
+        vec![subnet(&sext, "203.0.113.0/24", Some("203.0.113.1"), None)],
+    );
+    extnet.external = true;
+    let state = HostState {
+        host: "h1".into(),
+        revision: 1,
+        networks: vec![
+            network(
+                &n1,
+                1,
+                Segment::Local,
+                vec![subnet(
+                    &s1,
+                    "10.0.0.0/24",
+                    Some("10.0.0.1"),
+                    Some("10.0.0.2"),
+                )],
+            ),
+            extnet,
+        ],
+        ports: vec![
+            vm_port(&p1, &n1, &s1, &mac(1), "10.0.0.5", &[&sgid]),
+            vm_port(&p2, &n1, &s1, &mac(2), "10.0.0.6", &[&sgid, &sg2]),
+        ],
+        security_groups: vec![group, other],
+        routers: vec![Router {
+            id: new_id(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            gateway: Some(RouterGateway {
+                network_id: ext.clone(),
+                port_id: new_id(),
+                mac: mac(100),
+                ips: vec![netmodel::Cidr::parse("203.0.113.10/24").unwrap()],
+                nexthop: Some("203.0.113.1".parse().unwrap()),
+                enable_snat: true,
+            }),
+            interfaces: vec![RouterInterface {
+                port_id: new_id(),
+                network_id: n1.clone(),
+                subnet_id: s1.clone(),
+                mac: mac(101),
+                ip: netmodel::Cidr::parse("10.0.0.1/24").unwrap(),
+            }],
+            routes: vec![],
+            floating_ips: vec![FloatingIp {
+                id: new_id(),
+                floating_ip: "203.0.113.20".parse().unwrap(),
+                fixed_ip: "10.0.0.5".parse().unwrap(),
+                port_id: p1.clone(),
+            }],
+        }],
+    };
+    // The outside interface of the flat network.
+    net.ensure_netns("out").await.unwrap();
+    net.ensure_veth(
+        &Netns::Current,
+        &VethSpec {
+            name: "ext0".into(),
+            peer: "eth0".into(),
+            peer_netns: Netns::Named("out".into()),
+            mtu: 1500,
+            peer_mac: None,
+        },
+    )
+    .await
+    .unwrap();
+    let vm = state.ports.iter().map(|p| p.id.clone()).collect();
+    World {
+        net,
+        fw,
+        dir: tempfile::tempdir().unwrap(),
+        state,
+        vm,
+        rule_ssh,
+    }
+}
+
+fn agent(w: &World) -> Agent {
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    Agent::new(
+        "h1",
+        Arc::new(FakeControl::new(w.state.clone())),
+        w.net.clone(),
+        w.fw.clone(),
+        cfg,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_second_pass_changes_nothing_and_ports_wait_for_their_device() {
+    let w = world().await;
+    let mut a = agent(&w);
+    let r = a.reconcile(&w.state, true).await.unwrap();
+    assert!(r.changes > 0);
+    for p in &w.vm {
+        assert_eq!(r.statuses[p].0, PortStatus::Down, "no device yet: {r:?}");
+    }
+    // Rules are in before the device exists.
+    assert_eq!(w.fw.list_ports().unwrap().len(), 2);
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let r = a.reconcile(&w.state, false).await.unwrap();
+    for p in &w.vm {
+        assert_eq!(r.statuses[p].0, PortStatus::Active, "{r:?}");
+    }
+    let tx = w.fw.transactions();
+    let r = a.reconcile(&w.state, false).await.unwrap();
+    assert_eq!(r.changes, 0, "{r:?}");
+    let r = a.reconcile(&w.state, true).await.unwrap();
+    assert_eq!(r.changes, 0, "deep pass: {r:?}");
+    assert_eq!(w.fw.transactions(), tx);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // Everything is where the plan says.
+    let links = w.net.list_links(&Netns::Current).await.unwrap();
+    let on_bridges = links
+        .iter()
+        .filter(|l| l.master.as_deref().is_some_and(|m| m.starts_with("fsb-")))
+        .count();
+    // 2 VM taps + router leg + DHCP leg on the network; gateway leg + ext0 on
+    // the external network.
+    assert_eq!(on_bridges, 6, "{links:#?}");
+    let netns = w.net.list_netns().await.unwrap();
+    assert!(netns.iter().any(|n| n.starts_with("fsr-")));
+    assert!(netns.iter().any(|n| n.starts_with("fsd-")));
+    let r0 = netns.iter().find(|n| n.starts_with("fsr-")).unwrap();
+    let nat = w.fw.router(r0).unwrap();
+    assert_eq!(nat.floating_ips.len(), 1);
+    assert!(nat.snat);
+    let addrs = w
+        .net
+        .list_addresses(&Netns::Named(r0.clone()))
+        .await
+        .unwrap();
+    assert!(addrs.iter().any(|a| a.net.to_string() == "203.0.113.20/32"));
+    let routes = w.net.list_routes(&Netns::Named(r0.clone())).await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(
+        w.net
+            .get_sysctl(&Netns::Named(r0.clone()), "net.ipv4.ip_forward")
+            .await
+            .unwrap(),
+        "1"
+    );
+
+    let text = a.explainer().explain_port(&w.vm[0]);
+    for want in [
+        "fsb-",
+        "eg-tap",
+        "in-tap",
+        "as-tap",
+        "fsr-",
+        "203.0.113.20",
+        "ACTIVE",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_agent_rewrites_nothing_and_keeps_its_marks() {
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let mut a = agent(&w);
+    a.reconcile(&w.state, true).await.unwrap();
+    let before = w.fw.list_ports().unwrap();
+    let tx = w.fw.transactions();
+    drop(a);
+    let mut b = agent(&w);
+    let r = b.reconcile(&w.state, true).await.unwrap();
+    // No port is rewritten. The one remote group's set is (atomically)
+    // refilled: the firewall cannot list group sets, so a new process
+    // cannot tell whether they are current.
+    assert_eq!(w.fw.transactions(), tx + 1, "nothing rewritten");
+    assert_eq!(w.fw.list_ports().unwrap(), before);
+    // Only the in-process metadata listener, the group set and the two
+    // zone entries (idempotent calls the agent cannot skip without a way
+    // to list them).
+    assert_eq!(r.changes, 4, "{r:?}");
+    assert_eq!(b.reconcile(&w.state, false).await.unwrap().changes, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_rule_revokes_its_sessions_and_an_empty_state_cleans_up() {
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let mut a = agent(&w);
+    a.reconcile(&w.state, true).await.unwrap();
+    let mark = |w: &World| {
+        w.fw.list_ports()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.ct_marks.clone())
+            .collect::<Vec<u32>>()
+    };
+    let marks_before = mark(&w);
+    let mut s = w.state.clone();
+    s.security_groups[0].rules.retain(|r| r.id != w.rule_ssh);
+    a.reconcile(&s, false).await.unwrap();
+    let revoked = w.fw.revoked();
+    assert_eq!(revoked.len(), 2, "one ssh mark per port: {revoked:?}");
+    assert!(revoked.iter().all(|m| marks_before.contains(m)));
+    // A rule coming back gets fresh marks (never a revoked one).
+    a.reconcile(&w.state, false).await.unwrap();
+    assert!(mark(&w).iter().all(|m| !revoked.contains(m)));
+
+    let empty = HostState {
+        host: "h1".into(),
+        revision: 9,
+        ..Default::default()
+    };
+    let r = a.reconcile(&empty, false).await.unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    assert!(w.fw.list_ports().unwrap().is_empty());
+    let links = w.net.list_links(&Netns::Current).await.unwrap();
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    assert!(
+        links.iter().all(|l| l.master.is_none()),
+        "nothing on a bridge: {links:#?}"
+    );
+    // VM taps (the compute driver's) and the flat interface stay.
+    let mut names = names;
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&"ext0") && names.contains(&"lo"));
+    let netns = w.net.list_netns().await.unwrap();
+    assert!(netns.iter().all(|n| !n.starts_with("fs")), "{netns:?}");
+    assert_eq!(a.reconcile(&empty, true).await.unwrap().changes, 0);
+}
+
+#[tokio::test]
+async fn a_bad_port_fails_alone() {
+    let w = world().await;
+    let mut s = w.state.clone();
+    s.security_groups[0].rules[0].protocol = Some("bogus".into());
+    s.ports[1].security_group_ids.clear();
+    let mut a = agent(&w);
+    let r = a.reconcile(&s, true).await.unwrap();
+    assert_eq!(r.statuses[&w.vm[0]].0, PortStatus::Error);
+    assert!(r.statuses[&w.vm[0]].1.as_ref().unwrap().contains("bogus"));
+    assert_eq!(r.statuses[&w.vm[1]].0, PortStatus::Down, "just no device");
+}

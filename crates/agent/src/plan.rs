@@ -412,6 +412,12 @@ fn net_plan(n: &Network, s: &PlanSettings) -> Result<NetPlan, String> {
             }
         }
         Segment::Local => L2::Local,
+        // The linux driver builds VLANs with 802.1Q devices; hosts without
+        // them (this project's machines) report the ports in error rather
+        // than wiring them into something else.
+        Segment::Vlan { .. } => {
+            return Err("VLAN segments need 802.1Q VLAN devices, which the linux driver does not build on this host; use a vxlan or flat network".into())
+        }
     };
     Ok(NetPlan {
         id: n.id.clone(),

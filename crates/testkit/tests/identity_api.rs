@@ -931,3 +931,59 @@ async fn an_empty_role_list_means_the_tokens_roles() {
         "2099-12-21T19:36:18.000000Z"
     );
 }
+
+/// Identity and network writes share one SQLite database: concurrent writes
+/// of both must all succeed (no SQLITE_BUSY turned into a 500).
+#[tokio::test]
+async fn concurrent_identity_and_network_writes_never_fail() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (c, admin) = (c.clone(), admin.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let p = c
+                .post(
+                    &format!("{V3}/projects"),
+                    &admin,
+                    json!({"project": {"name": format!("p{i}"), "tags": ["a", "b"]}}),
+                )
+                .await;
+            statuses.push(p.status);
+            let pid = p.body["project"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            statuses.push(
+                c.patch(
+                    &format!("{V3}/projects/{pid}"),
+                    &admin,
+                    json!({"project": {"enabled": false}}),
+                )
+                .await
+                .status,
+            );
+            statuses.push(
+                c.delete(&format!("{V3}/projects/{pid}"), &admin)
+                    .await
+                    .status,
+            );
+            let n = c
+                .post(
+                    "/network/v2.0/networks",
+                    &admin,
+                    json!({"network": {"name": format!("n{i}")}}),
+                )
+                .await;
+            statuses.push(n.status);
+            statuses
+        }));
+    }
+    for t in tasks {
+        for st in t.await.unwrap() {
+            assert!(st.is_success(), "a concurrent write failed with {st}");
+        }
+    }
+}

@@ -143,15 +143,18 @@ impl Identity {
         }
     }
 
-    /// Begins a write transaction.
+    /// Begins a write transaction. Its first statement bumps the revision,
+    /// so it holds SQLite's write lock from the start (waiting up to the
+    /// busy timeout for it) instead of upgrading a read lock later, which
+    /// fails at once with SQLITE_BUSY when another writer got there first.
     pub async fn begin(&self) -> Result<store::Tx<'static>, Error> {
-        self.pool.begin().await.map_err(|e| Error::internal(&e))
+        let mut tx = self.pool.begin().await.map_err(|e| Error::internal(&e))?;
+        db::bump(&mut tx).await.map_err(db_err)?;
+        Ok(tx)
     }
 
-    /// Commits a write transaction (bumping the revision) and reloads the
-    /// snapshot.
-    pub async fn commit(&self, mut tx: store::Tx<'static>) -> Result<(), Error> {
-        db::bump(&mut tx).await.map_err(db_err)?;
+    /// Commits a write transaction and reloads the snapshot.
+    pub async fn commit(&self, tx: store::Tx<'static>) -> Result<(), Error> {
         tx.commit().await.map_err(|e| Error::internal(&e))?;
         self.refresh().await
     }

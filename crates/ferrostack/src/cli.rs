@@ -118,6 +118,7 @@ impl ServeArgs {
             image_quota_bytes: self.image_quota_bytes,
             image_size_cap: self.image_size_cap,
             image_import_allow_loopback: false,
+            image_import_extra_root_certs: Vec::new(),
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct Settings {
     /// Lets `web-download` fetch from loopback. Only tests set it (they
     /// serve images from 127.0.0.1); there is no command-line option.
     pub image_import_allow_loopback: bool,
+    /// DER certificates `web-download` trusts for https besides the
+    /// built-in Mozilla roots. Only tests set it (they serve https with a
+    /// certificate they make); there is no command-line option.
+    pub image_import_extra_root_certs: Vec<Vec<u8>>,
 }
 
 impl Settings {
@@ -67,6 +71,7 @@ impl Settings {
             image_quota_bytes: None,
             image_size_cap: image::Config::default().image_size_cap,
             image_import_allow_loopback: false,
+            image_import_extra_root_certs: Vec::new(),
         }
     }
 }
@@ -179,6 +184,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             quota_image_bytes: args.image_quota_bytes,
             image_size_cap: args.image_size_cap,
             import_allow_loopback: args.image_import_allow_loopback,
+            import_extra_root_certs: args.image_import_extra_root_certs.clone(),
             ..Default::default()
         },
     )

@@ -206,6 +206,7 @@ impl ServeArgs {
                 }
                 q
             },
+            image_import_extra_root_certs: Vec::new(),
         }
     }
 }

@@ -63,6 +63,10 @@ pub struct Settings {
     pub tunnel_ip: Option<std::net::IpAddr>,
     /// Default network quotas per project.
     pub network_quotas: network::Quotas,
+    /// DER certificates `web-download` trusts for https besides the
+    /// built-in Mozilla roots. Only tests set it (they serve https with a
+    /// certificate they make); there is no command-line option.
+    pub image_import_extra_root_certs: Vec<Vec<u8>>,
 }
 
 impl Settings {
@@ -87,6 +91,7 @@ impl Settings {
             physical_networks: Vec::new(),
             tunnel_ip: None,
             network_quotas: network::Quotas::default(),
+            image_import_extra_root_certs: Vec::new(),
         }
     }
 }
@@ -213,6 +218,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             quota_image_bytes: args.image_quota_bytes,
             image_size_cap: args.image_size_cap,
             import_allow_loopback: args.image_import_allow_loopback,
+            import_extra_root_certs: args.image_import_extra_root_certs.clone(),
             ..Default::default()
         },
     )

@@ -4,6 +4,7 @@
 //! 22), interrupted uploads, quotas. Each test starts its own stack.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -1118,58 +1119,158 @@ async fn glance_direct_import_and_the_info_endpoints() {
 /// `/image`. Stops when the test ends (the task is aborted with the
 /// runtime).
 async fn serve_http(data: Vec<u8>) -> std::net::SocketAddr {
+    serve(data, None).await
+}
+
+/// The same server over TLS with `tls`'s certificate.
+async fn serve_https(data: Vec<u8>, tls: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+    serve(data, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+}
+
+async fn serve(data: Vec<u8>, tls: Option<tokio_rustls::TlsAcceptor>) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let data = Arc::new(data);
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = l.accept().await else {
+            let Ok((sock, _)) = l.accept().await else {
                 return;
             };
             let data = data.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
+                match tls {
+                    None => answer(sock, &data).await,
+                    // A client that refuses the certificate ends here.
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(sock).await {
+                            answer(s, &data).await;
+                        }
                     }
-                    got.extend_from_slice(&buf[..n]);
                 }
-                let line = String::from_utf8_lossy(&got)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let head = if path == "/image" {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        data.len()
-                    )
-                } else if let Some(to) = path.strip_prefix("/redirect-to?") {
-                    format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                } else if path == "/short" {
-                    // Announces twice what it sends, then hangs up.
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        data.len() * 2
-                    )
-                } else if path == "/hop" {
-                    "HTTP/1.1 301 Moved\r\nlocation: /image\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
-                } else {
-                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                        .to_string()
-                };
-                let _ = sock.write_all(head.as_bytes()).await;
-                if path == "/image" || path == "/short" {
-                    let _ = sock.write_all(&data).await;
-                }
-                let _ = sock.shutdown().await;
             });
         }
     });
     addr
+}
+
+/// Reads one request and answers it (see [`serve_http`]).
+async fn answer<S>(mut sock: S, data: &[u8])
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let head = if path == "/image" {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            data.len()
+        )
+    } else if let Some(to) = path.strip_prefix("/redirect-to?") {
+        format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    } else if path == "/short" {
+        // Announces twice what it sends, then hangs up.
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            data.len() * 2
+        )
+    } else if path == "/hop" {
+        "HTTP/1.1 301 Moved\r\nlocation: /image\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .to_string()
+    } else {
+        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_string()
+    };
+    let _ = sock.write_all(head.as_bytes()).await;
+    if path == "/image" || path == "/short" {
+        let _ = sock.write_all(data).await;
+    }
+    let _ = sock.shutdown().await;
+}
+
+/// A certificate authority made at test time, and server certificates it
+/// issues.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ferrostack test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        TestCa {
+            issuer: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    /// The CA certificate (DER), to be trusted by the stack.
+    fn der(&self) -> Vec<u8> {
+        self.issuer.der().to_vec()
+    }
+
+    /// A server configuration with a certificate for `names` (DNS names or
+    /// IP addresses) issued by this CA.
+    fn server(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        server_config(cert.der().clone(), &key)
+    }
+}
+
+fn server_config(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: &rcgen::KeyPair,
+) -> Arc<rustls::ServerConfig> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap(),
+    )
+}
+
+/// A self-signed certificate for `names` that no stack trusts.
+fn untrusted_server(names: &[&str]) -> Arc<rustls::ServerConfig> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let c = rcgen::generate_simple_self_signed(names).unwrap();
+    server_config(c.cert.der().clone(), &c.signing_key)
+}
+
+/// The message of the image's (only) import task.
+async fn task_message(c: &Client, tok: &str, id: &str) -> String {
+    let t = c.get(&format!("{V2}/images/{id}/tasks"), tok).await;
+    t.body["tasks"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -1179,6 +1280,8 @@ async fn web_download_refuses_internal_addresses_in_every_spelling() {
     let c = s.client();
     let admin = c.admin_token().await;
     let local = serve_http(vec![0u8; 1024]).await;
+    let ca = TestCa::new();
+    let tls = serve_https(vec![0u8; 1024], ca.server(&["localhost", "127.0.0.1"])).await;
     let id = create_id(
         &c,
         &admin,
@@ -1205,6 +1308,14 @@ async fn web_download_refuses_internal_addresses_in_every_spelling() {
         "http://[fe80::1]/".to_string(),
         "http://localhost/".to_string(),
         format!("http://{local}/image"),
+        "https://169.254.169.254/latest/meta-data/".to_string(),
+        "https://0xa9fea9fe/".to_string(),
+        "https://127.1/".to_string(),
+        "https://[::1]/".to_string(),
+        "https://10.0.0.1/".to_string(),
+        "https://localhost/".to_string(),
+        format!("https://{tls}/image"),
+        format!("https://localhost:{}/image", tls.port()),
     ] {
         let r = import(&c, &admin, &id, json!({"name": "web-download", "uri": uri})).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.body);
@@ -1217,8 +1328,39 @@ async fn web_download_refuses_internal_addresses_in_every_spelling() {
             r.body
         );
     }
+    // https to loopback is refused with the very message http gets.
+    let message = |r: &testkit::Resp| r.body["message"].as_str().unwrap().to_string();
+    for (http, https) in [
+        (
+            format!("http://{tls}/image"),
+            format!("https://{tls}/image"),
+        ),
+        (
+            format!("http://localhost:{}/image", tls.port()),
+            format!("https://localhost:{}/image", tls.port()),
+        ),
+    ] {
+        let a = import(
+            &c,
+            &admin,
+            &id,
+            json!({"name": "web-download", "uri": http}),
+        )
+        .await;
+        let b = import(
+            &c,
+            &admin,
+            &id,
+            json!({"name": "web-download", "uri": https}),
+        )
+        .await;
+        assert_eq!(
+            (a.status, b.status),
+            (StatusCode::BAD_REQUEST, StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(message(&a), message(&b));
+    }
     for (uri, needle) in [
-        ("https://example.com/x.img", "https"),
         ("file:///etc/passwd", "scheme"),
         ("ftp://example.com/x", "scheme"),
         ("http://user:pw@example.com/", "credentials"),
@@ -1332,6 +1474,105 @@ async fn web_download_fetches_checks_and_refuses_redirects_to_internal_addresses
     assert_eq!(img["os_glance_failed_import"], "file");
     let names: Vec<String> = files(&s, "images");
     assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[tokio::test]
+async fn web_download_over_https_verifies_the_certificate_and_checks_every_hop() {
+    // The test switches: loopback allowed, and the test CA trusted.
+    let ca = TestCa::new();
+    let ca_der = ca.der();
+    let s = Stack::start_with(move |st| {
+        st.image_import_allow_loopback = true;
+        st.image_import_extra_root_certs = vec![ca_der];
+    })
+    .await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = make(dir.path(), "s.qcow2", "qcow2", "8M", &[]);
+    let good = serve_https(data.clone(), ca.server(&["localhost", "127.0.0.1"])).await;
+    let plain = serve_http(data.clone()).await;
+    let p = good.port();
+    let qcow2 = json!({"name": "tls", "disk_format": "qcow2", "container_format": "bare"});
+    // Imports that succeed, with both checksums: by DNS name, by IP address
+    // (the certificate's IP SAN) through a relative redirect that stays on
+    // https, http redirected to https, and https redirected to http.
+    for uri in [
+        format!("https://localhost:{p}/image"),
+        format!("https://127.0.0.1:{p}/hop"),
+        format!("http://{plain}/redirect-to?https://localhost:{p}/image"),
+        format!("https://localhost:{p}/redirect-to?http://{plain}/image"),
+    ] {
+        let id = create_id(&c, &admin, qcow2.clone()).await;
+        let r = import(&c, &admin, &id, json!({"name": "web-download", "uri": uri})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{uri}: {}", r.body);
+        let img = wait_status(&c, &admin, &id, "active").await;
+        assert_eq!(img["checksum"], md5_hex(&data), "{uri}");
+        assert_eq!(img["os_hash_algo"], "sha512");
+        assert_eq!(img["os_hash_value"], sha512_hex(&data), "{uri}");
+        assert_eq!(img["size"], data.len());
+        assert_eq!(img["virtual_size"], 8 << 20);
+    }
+    // Certificates that must be refused: issued by the trusted CA for
+    // another name, and self-signed for the right names.
+    let wrong = serve_https(data.clone(), ca.server(&["images.example.net"])).await;
+    let untrusted = serve_https(data.clone(), untrusted_server(&["localhost", "127.0.0.1"])).await;
+    for (uri, needle) in [
+        (
+            format!("https://localhost:{}/image", wrong.port()),
+            "not valid for the name localhost",
+        ),
+        (
+            format!("https://{wrong}/image"),
+            "not valid for the name 127.0.0.1",
+        ),
+        (
+            format!("https://localhost:{}/image", untrusted.port()),
+            "not issued by a certificate authority this cloud trusts",
+        ),
+        // A redirect to a server whose certificate is wrong fails the same.
+        (
+            format!(
+                "http://{plain}/redirect-to?https://localhost:{}/image",
+                wrong.port()
+            ),
+            "not valid for the name localhost",
+        ),
+    ] {
+        let id = create_id(&c, &admin, qcow2.clone()).await;
+        let r = import(&c, &admin, &id, json!({"name": "web-download", "uri": uri})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{uri}: {}", r.body);
+        let img = wait_status(&c, &admin, &id, "queued").await;
+        assert_eq!(img["os_glance_failed_import"], "file", "{uri}");
+        assert_eq!(img["size"], Value::Null);
+        let msg = task_message(&c, &admin, &id).await;
+        assert!(
+            msg.contains("TLS certificate") && msg.contains("was refused") && msg.contains(needle),
+            "{uri}: {msg}"
+        );
+    }
+    // Redirects from https to internal addresses are refused like any other.
+    for target in [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "https://0xa9fea9fe/",
+        "https://[fe80::1]/x",
+    ] {
+        let id = create_id(&c, &admin, qcow2.clone()).await;
+        let uri = format!("https://localhost:{p}/redirect-to?{target}");
+        let r = import(&c, &admin, &id, json!({"name": "web-download", "uri": uri})).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let img = wait_status(&c, &admin, &id, "queued").await;
+        assert_eq!(img["os_glance_failed_import"], "file", "{target}");
+        let msg = task_message(&c, &admin, &id).await;
+        assert!(
+            msg.contains("redirect refused") && msg.contains("does not fetch"),
+            "{target}: {msg}"
+        );
+    }
+    // Only the successful imports left data behind.
+    assert_eq!(files(&s, "images").len(), 4);
 }
 
 // ----- interrupted uploads, quotas, recovery --------------------------------------

@@ -349,7 +349,7 @@ pub async fn start_import(
             // (and checks every redirect) when it runs.
             let url = super::fetch::parse_url(uri)
                 .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
-            super::fetch::resolve(&url, svc.cfg.import_allow_loopback)
+            super::fetch::resolve(&url, svc.fetcher.allow_loopback())
                 .await
                 .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
             "queued"
@@ -470,7 +470,7 @@ async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result
             }
         }
         Method::WebDownload(uri) => {
-            let stream = super::fetch::open(uri, svc.cfg.import_allow_loopback).await?;
+            let stream = svc.fetcher.open(uri).await?;
             let mut temp: TempBlob = svc.store.temp().map_err(|e| e.to_string())?;
             let digest = blob::receive(stream, &mut temp, Some(left))
                 .await

@@ -50,6 +50,11 @@ pub struct Config {
     /// Lets `web-download` fetch from loopback addresses. For tests, which
     /// serve images from a server on 127.0.0.1; never on in production.
     pub import_allow_loopback: bool,
+    /// DER certificates `web-download` trusts for https besides the
+    /// Mozilla root store built in (`webpki-roots`). For tests, which serve
+    /// https from 127.0.0.1 with a certificate they make; empty in
+    /// production.
+    pub import_extra_root_certs: Vec<Vec<u8>>,
 }
 
 impl Default for Config {
@@ -64,6 +69,7 @@ impl Default for Config {
             tag_quota: 128,
             member_quota: 128,
             import_allow_loopback: false,
+            import_extra_root_certs: Vec::new(),
         }
     }
 }
@@ -77,6 +83,8 @@ pub struct Images {
     pub store: Arc<dyn ImageStore>,
     /// The import staging area (`staging/<id>`): always local files.
     pub staging: FileStore,
+    /// The `web-download` fetcher (address guard setting, TLS client).
+    pub fetcher: fetch::Fetcher,
 }
 
 /// An image with its properties and tags.
@@ -125,15 +133,19 @@ pub const VISIBILITIES: &[&str] = &["public", "private", "shared", "community"];
 
 impl Images {
     /// Builds the service: opens the file store and the staging area
-    /// (sweeping temporary files a crash left behind).
+    /// (sweeping temporary files a crash left behind) and builds the
+    /// `web-download` TLS client (an unusable extra root is an error).
     pub fn new(pool: Pool, cfg: Config) -> std::io::Result<Arc<Images>> {
         let store = FileStore::open(cfg.data_dir.join("images"))?;
         let staging = FileStore::open(cfg.data_dir.join("staging"))?;
+        let fetcher = fetch::Fetcher::new(cfg.import_allow_loopback, &cfg.import_extra_root_certs)
+            .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
         Ok(Arc::new(Images {
             pool,
             policy: crate::policy::enforcer(),
             store: Arc::new(store),
             staging,
+            fetcher,
             cfg,
         }))
     }

@@ -244,42 +244,51 @@ impl Keys {
         })
     }
 
-    /// The current key set, reloading it if the repository changed (checked
-    /// at most once a second so validation stays cheap).
+    /// The current key set, reloading it if the repository changed.
     pub fn current(&self) -> fernet::KeySet {
+        self.reload_if_due();
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Reloads the key set if the repository changed on disk, checking at
+    /// most once a second so validation stays cheap.
+    fn reload_if_due(&self) {
         {
             let st = self.state.read().unwrap_or_else(|e| e.into_inner());
             if st.2.elapsed() < std::time::Duration::from_secs(1) {
-                return st.0.clone();
+                return;
             }
         }
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if st.2.elapsed() >= std::time::Duration::from_secs(1) {
-            st.2 = std::time::Instant::now();
-            if let Ok(fp) = self.repo.fingerprint() {
-                if fp != st.1 {
-                    match self.repo.load() {
-                        Ok(set) => {
-                            tracing::info!(keys = set.len(), "fernet key repository reloaded");
-                            st.0 = set;
-                            st.1 = fp;
-                            self.generation
-                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "fernet key repository unreadable; keeping the keys in use")
-                        }
+        if st.2.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        st.2 = std::time::Instant::now();
+        if let Ok(fp) = self.repo.fingerprint() {
+            if fp != st.1 {
+                match self.repo.load() {
+                    Ok(set) => {
+                        tracing::info!(keys = set.len(), "fernet key repository reloaded");
+                        st.0 = set;
+                        st.1 = fp;
+                        self.generation
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fernet key repository unreadable; keeping the keys in use")
                     }
                 }
             }
         }
-        st.0.clone()
     }
 
     /// Changes whenever the key set is reloaded.
     pub fn generation(&self) -> u64 {
-        // Reloads happen inside current(); make sure one is due first.
-        let _ = self.current();
+        self.reload_if_due();
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 

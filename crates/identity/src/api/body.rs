@@ -185,6 +185,14 @@ impl Body {
         self.obj
     }
 
+    /// What is left, merged over a stored `extra` document (an update):
+    /// the new values win, the old ones stay.
+    pub fn merge_extra(self, stored: &str) -> String {
+        let mut extra: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
+        extra.extend(self.extra());
+        Value::Object(extra).to_string()
+    }
+
     /// Fails if anything is left (for bodies Keystone validates strictly).
     pub fn deny_rest(self) -> Result<(), Error> {
         if let Some(k) = self.obj.keys().next() {

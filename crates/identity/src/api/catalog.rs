@@ -177,10 +177,7 @@ pub async fn region_update(
         r.parent_region_id = b.id("parent_region_id")?;
         check_parent(&id, &rid, &r.parent_region_id).await?;
     }
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&r.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    r.extra = Value::Object(extra).to_string();
+    r.extra = b.merge_extra(&r.extra);
     let mut tx = id.begin().await?;
     db::catalog::region_update(&mut tx, &r)
         .await
@@ -316,10 +313,7 @@ pub async fn service_update(
     if let Some(e) = b.bool("enabled")? {
         s.enabled = e;
     }
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&s.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    s.extra = Value::Object(extra).to_string();
+    s.extra = b.merge_extra(&s.extra);
     let mut tx = id.begin().await?;
     db::catalog::service_update(&mut tx, &s)
         .await
@@ -495,10 +489,7 @@ pub async fn endpoint_update(
     if let Some(en) = b.bool("enabled")? {
         e.enabled = en;
     }
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&e.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    e.extra = Value::Object(extra).to_string();
+    e.extra = b.merge_extra(&e.extra);
     let mut tx = id.begin().await?;
     db::catalog::endpoint_update(&mut tx, &e)
         .await

@@ -148,10 +148,7 @@ pub async fn domain_update(
     }
     let tags = b.tags()?;
     b.take("options");
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&d.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    d.extra = Value::Object(extra).to_string();
+    d.extra = b.merge_extra(&d.extra);
     if did == "default" && !d.enabled {
         return Err(Error::forbidden("The default domain cannot be disabled."));
     }
@@ -438,10 +435,7 @@ pub async fn project_update(
     }
     let tags = b.tags()?;
     b.take("options");
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&p.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    p.extra = Value::Object(extra).to_string();
+    p.extra = b.merge_extra(&p.extra);
     let mut tx = id.begin().await?;
     db::resource::project_update(&mut tx, &p)
         .await

@@ -125,10 +125,7 @@ pub async fn role_update(
     if let Some(o) = b.object("options")? {
         r.options = Value::Object(o).to_string();
     }
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&r.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    r.extra = Value::Object(extra).to_string();
+    r.extra = b.merge_extra(&r.extra);
     let mut tx = id.begin().await?;
     db::assignment::role_update(&mut tx, &r)
         .await

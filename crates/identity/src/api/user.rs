@@ -251,10 +251,7 @@ pub async fn user_update(
     }
     b.take("federated");
     u.options = read_options(&mut b, &u.options)?;
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&u.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    u.extra = Value::Object(extra).to_string();
+    u.extra = b.merge_extra(&u.extra);
     let changed_password = pw.is_some();
     if let Some(pw) = pw {
         u.password_hash = Some(
@@ -497,10 +494,7 @@ pub async fn group_update(
     if let Some(x) = b.str("description", 65535)? {
         g.description = x;
     }
-    let mut extra: serde_json::Map<String, Value> =
-        serde_json::from_str(&g.extra).unwrap_or_default();
-    extra.extend(b.extra());
-    g.extra = Value::Object(extra).to_string();
+    g.extra = b.merge_extra(&g.extra);
     let mut tx = id.begin().await?;
     db::user::group_update(&mut tx, &g).await.map_err(db_err)?;
     id.commit(tx).await?;

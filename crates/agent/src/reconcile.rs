@@ -324,14 +324,11 @@ impl Reconciler {
         let plan = Plan::build(state, &self.settings);
         let t_plan = t0.elapsed();
         let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
-            && prev.dhcp.iter().zip(&plan.dhcp).all(|((ka, a), (kb, b))| {
-                ka == kb && {
-                    let (mut a, mut b) = (a.clone(), b.clone());
-                    a.leases.clear();
-                    b.leases.clear();
-                    a == b
-                }
-            });
+            && prev
+                .dhcp
+                .iter()
+                .zip(&plan.dhcp)
+                .all(|((ka, a), (kb, b))| ka == kb && a.same_but_leases(b));
         if prev.networks != plan.networks
             || prev.network_errors != plan.network_errors
             || prev.routers != plan.routers

@@ -202,6 +202,22 @@ pub struct DhcpPlan {
     pub leases: BTreeMap<MacAddr, Lease>,
 }
 
+impl DhcpPlan {
+    /// Whether two plans differ at most in their leases (which the running
+    /// server takes without a full pass).
+    pub fn same_but_leases(&self, o: &DhcpPlan) -> bool {
+        self.network_id == o.network_id
+            && self.netns == o.netns
+            && self.host_leg == o.host_leg
+            && self.ns_leg == o.ns_leg
+            && self.bridge == o.bridge
+            && self.mac == o.mac
+            && self.mtu == o.mtu
+            && self.addrs == o.addrs
+            && self.metadata == o.metadata
+    }
+}
+
 fn net(c: Cidr) -> IpNet {
     IpNet::new(c.addr, c.prefix).expect("Cidr checks the prefix")
 }

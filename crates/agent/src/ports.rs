@@ -25,6 +25,21 @@ use crate::Error;
 type Statuses = BTreeMap<String, (PortStatus, Option<String>)>;
 type Status = (PortStatus, Option<String>);
 
+/// Logs how long a scope took, at trace level.
+struct TraceTime(&'static str, std::time::Instant);
+
+impl TraceTime {
+    fn new(what: &'static str) -> Self {
+        TraceTime(what, std::time::Instant::now())
+    }
+}
+
+impl Drop for TraceTime {
+    fn drop(&mut self) {
+        tracing::trace!(took = ?self.1.elapsed(), "{}", self.0);
+    }
+}
+
 fn absent(pp: &PortPlan) -> Status {
     (
         PortStatus::Down,
@@ -115,7 +130,9 @@ impl Reconciler {
                 }
             }
         }
+        let t = std::time::Instant::now();
         self.marks.save()?;
+        tracing::trace!(took = ?t.elapsed(), "marks saved");
 
         let mut statuses = Statuses::new();
         for pp in ports.iter().copied() {
@@ -237,6 +254,7 @@ impl Reconciler {
     /// Wires a device by name: each call looks the device up and does
     /// nothing when it already has the setting.
     async fn wire_by_name(&mut self, pp: &PortPlan) -> Status {
+        let _t = TraceTime::new("wire by name");
         let ns = self.host_ns.clone();
         if !pp.admin_up {
             if !pp.agent_made {

@@ -324,14 +324,11 @@ impl Reconciler {
         let plan = Plan::build(state, &self.settings);
         let t_plan = t0.elapsed();
         let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
-            && prev.dhcp.iter().zip(&plan.dhcp).all(|((ka, a), (kb, b))| {
-                ka == kb && {
-                    let (mut a, mut b) = (a.clone(), b.clone());
-                    a.leases.clear();
-                    b.leases.clear();
-                    a == b
-                }
-            });
+            && prev
+                .dhcp
+                .iter()
+                .zip(&plan.dhcp)
+                .all(|((ka, a), (kb, b))| ka == kb && a.same_but_leases(b));
         if prev.networks != plan.networks
             || prev.network_errors != plan.network_errors
             || prev.routers != plan.routers
@@ -400,5 +397,116 @@ impl Reconciler {
     pub fn stop_services(&mut self) {
         self.metadata.clear();
         self.dhcp.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Scope;
+    use crate::testing::fixtures::*;
+    use crate::testing::FakeControl;
+    use hostlink::{HostNet, VethSpec};
+    use netmodel::Segment;
+
+    async fn device(net: &hostlink::Fake, tap: &str, ns: &str) {
+        net.ensure_netns(ns).await.unwrap();
+        net.ensure_veth(
+            &Netns::Current,
+            &VethSpec {
+                name: tap.into(),
+                peer: "eth0".into(),
+                peer_netns: Netns::Named(ns.into()),
+                mtu: 1500,
+                peer_mac: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn light_passes_follow_ports_and_devices_and_defer_the_rest() {
+        let net = Arc::new(hostlink::Fake::new());
+        let fw = Arc::new(nft::Fake::new());
+        let (n, s, g) = (new_id(), new_id(), new_id());
+        let p1 = vm_port(&new_id(), &n, &s, &mac(1), "10.0.0.5", &[&g]);
+        let p2 = vm_port(&new_id(), &n, &s, &mac(2), "10.0.0.6", &[&g]);
+        let mut st = HostState {
+            host: "h".into(),
+            revision: 1,
+            networks: vec![network(
+                &n,
+                1,
+                Segment::Local,
+                vec![subnet(&s, "10.0.0.0/24", Some("10.0.0.1"), None)],
+            )],
+            ports: vec![p1.clone()],
+            security_groups: vec![sg(
+                &g,
+                vec![rule(netmodel::Direction::Egress, None, None, None)],
+            )],
+            routers: vec![],
+        };
+        let mut rec = Reconciler::new(
+            Netns::Current,
+            PlanSettings {
+                scope: Scope::new("tlight").unwrap(),
+                vxlan_local: None,
+                vxlan_underlay: None,
+                metadata_port: 9697,
+                lease_time: 60,
+            },
+            net.clone(),
+            fw.clone(),
+            Arc::new(FakeControl::new(st.clone())),
+            MarkStore::in_memory(),
+        );
+        device(&net, &p1.device_name, "vm1").await;
+        let r = rec.pass(&st, true).await.unwrap();
+        assert_eq!(r.statuses[&p1.id].0, PortStatus::Active);
+
+        // A new port: its rules go in, its device is not there yet.
+        st.ports.push(p2.clone());
+        st.revision = 2;
+        let r = rec.light_pass(&st, &HashSet::new()).await.unwrap().unwrap();
+        assert_eq!(r.statuses[&p2.id].0, PortStatus::Down);
+        assert_eq!(r.statuses[&p1.id].0, PortStatus::Active, "kept");
+        assert_eq!(fw.list_ports().unwrap().len(), 2);
+        // Its device appears (an event for it): same revision, a device pass.
+        device(&net, &p2.device_name, "vm2").await;
+        let ev: HashSet<String> = [p2.device_name.clone()].into_iter().collect();
+        let r = rec.light_pass(&st, &ev).await.unwrap().unwrap();
+        assert_eq!(r.statuses[&p2.id].0, PortStatus::Active);
+        let links = net.list_links(&Netns::Current).await.unwrap();
+        let tap2 = links.iter().find(|l| l.name == p2.device_name).unwrap();
+        assert!(tap2
+            .master
+            .as_deref()
+            .is_some_and(|m| m.starts_with("fsb-")));
+        // A port leaves: rules gone, its tap detached (not deleted).
+        st.ports.retain(|p| p.id != p1.id);
+        st.revision = 3;
+        let r = rec.light_pass(&st, &HashSet::new()).await.unwrap().unwrap();
+        assert!(!r.statuses.contains_key(&p1.id));
+        assert_eq!(fw.list_ports().unwrap().len(), 1);
+        let links = net.list_links(&Netns::Current).await.unwrap();
+        let tap1 = links.iter().find(|l| l.name == p1.device_name).unwrap();
+        assert!(tap1.master.is_none());
+        // A network change needs a full pass.
+        st.networks[0].mtu = 1400;
+        st.revision = 4;
+        assert!(rec
+            .light_pass(&st, &HashSet::new())
+            .await
+            .unwrap()
+            .is_none());
+        let r = rec.pass(&st, false).await.unwrap();
+        assert_eq!(r.statuses[&p2.id].0, PortStatus::Active);
+        let links = net.list_links(&Netns::Current).await.unwrap();
+        assert_eq!(
+            links.iter().find(|l| l.name == p2.device_name).unwrap().mtu,
+            1400
+        );
     }
 }

@@ -320,6 +320,7 @@ async fn t2_router_snat_and_floating_ip() {
         let mut st = empty_state();
         let n = tenant_net(&mut st, 1, "10.0.0.0/24");
         let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = add_vm(&mut st, &n, 2, "10.0.0.6");
         let iface = ext_iface(&lab);
         let ext = external(&mut st, &iface);
         let rid = router(&mut st, &ext, "203.0.113.10", &[&n], 200);
@@ -332,12 +333,15 @@ async fn t2_router_snat_and_floating_ip() {
         let ctl = Arc::new(FakeControl::new(st));
         let _agent = lab.start_agent(ctl.clone()).await;
         let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
         assert!(ctl.wait_status(&p1.id, PortStatus::Active, T).await);
+        assert!(ctl.wait_status(&p2.id, PortStatus::Active, T).await);
         let l = dhcp(&lab, &vm1, "vm1").await;
         assert!(
             l.staticroutes.contains("169.254.169.254/32 10.0.0.1"),
             "{l:?}"
         );
+        dhcp(&lab, &vm2, "vm2").await;
         // SNAT: the outside sees the router's gateway address.
         assert_eq!(
             seen_as(&vm1, "203.0.113.1:8000").await.as_deref(),
@@ -361,6 +365,11 @@ async fn t2_router_snat_and_floating_ip() {
             "FIP reachable"
         );
         eprintln!("floating IP reachable {:?} after the change", t0.elapsed());
+        // Hairpin: a neighbour reaches the VM by its floating IP too.
+        assert!(
+            reaches(&vm2, "203.0.113.20").await,
+            "hairpin to a floating IP"
+        );
         assert_eq!(
             seen_as(&vm1, "203.0.113.1:8001").await.as_deref(),
             Some("203.0.113.20"),

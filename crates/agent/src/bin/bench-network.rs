@@ -45,6 +45,10 @@ struct Args {
     /// Bucket size for the flatness report.
     #[arg(long, default_value_t = 250)]
     bucket: usize,
+    /// Rounds of the three throughput measurements, interleaved (the
+    /// median of each is printed: a shared machine's load moves).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Ports per network. A Linux bridge takes at most 1,024 ports, so
     /// 2,000 ports on a host are on several networks, as they would be.
     #[arg(long, default_value_t = 250)]
@@ -96,22 +100,28 @@ fn throughput(server: &Netns, addr: SocketAddr, client: &Netns, secs: u64) -> f6
     total as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
 }
 
-/// Milliseconds one `nft` transaction that changes nothing of ours takes
-/// in `ns` (median of 5): nft's fixed cost per change, which grows with
-/// the rule set already loaded (it reads the whole rule set first).
+/// Milliseconds one small `nft` transaction that adds a rule takes in `ns`
+/// (median of 5), outside the agent's tables: nft's fixed cost per change,
+/// which grows with the rule set already loaded (it reads it all first).
 fn nft_probe(ns: &Netns, dir: &std::path::Path) -> f64 {
+    // A table of its own with one chain, rewritten like a port's chains
+    // are (flush, then add rules): the same cache nft must read first.
     let f = dir.join("probe.nft");
-    let _ = std::fs::write(&f, "add table inet fs_probe\ndelete table inet fs_probe\n");
+    let _ = std::fs::write(
+        &f,
+        "add table inet fs_probe\nadd chain inet fs_probe c\nflush chain inet fs_probe c\nadd rule inet fs_probe c drop\n",
+    );
+    let path = f.to_str().unwrap_or("probe.nft").to_string();
     let mut v: Vec<f64> = (0..5)
         .map(|_| {
-            let t = Instant::now();
-            agent::testing::lab::exec(
-                ns,
-                Duration::from_secs(10),
-                "nft",
-                &["-f", f.to_str().unwrap_or("probe.nft")],
-            );
-            t.elapsed().as_secs_f64() * 1000.0
+            netns::run_in(ns, || {
+                let t = Instant::now();
+                let _ = std::process::Command::new("nft")
+                    .args(["-f", &path])
+                    .output();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .unwrap_or(f64::NAN)
         })
         .collect();
     pct(&mut v, 0.5)
@@ -260,6 +270,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // 1. Wiring latency.
     let pool = lab.netns("pool");
     let mut lat: Vec<f64> = Vec::with_capacity(args.ports);
+    let mut probes: Vec<f64> = Vec::new();
     let started = Instant::now();
     eprintln!("wiring {} ports on {} networks …", args.ports, nets.len());
     for i in 0..args.ports {
@@ -303,19 +314,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .into());
         }
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-        if (i + 1) % args.bucket == 0 {
-            let b = &lat[i + 1 - args.bucket..];
+        if (i + 1) % args.bucket == 0 || i + 1 == args.ports {
+            let (host, dir) = (lab.host.clone(), lab.dir().to_path_buf());
+            let probe = tokio::task::spawn_blocking(move || nft_probe(&host, &dir)).await?;
+            probes.push(probe);
+            let from = (i / args.bucket) * args.bucket;
+            let b = &lat[from..];
             eprintln!(
-                "  {:>5} ports: bucket p50 {:.1} ms",
+                "  {:>5} ports: bucket p50 {:.1} ms, one-rule nft transaction {:.1} ms",
                 i + 1,
-                pct(&mut b.to_vec(), 0.5)
+                pct(&mut b.to_vec(), 0.5),
+                probe
             );
         }
     }
     let wall = started.elapsed();
 
-    let (host, dir) = (lab.host.clone(), lab.dir().to_path_buf());
-    let probe_after = tokio::task::spawn_blocking(move || nft_probe(&host, &dir)).await?;
+    let probe_after = probes.last().copied().unwrap_or(probe_before);
     // 2. Throughput, with the ports loaded.
     let bare_a = lab.netns("bare-a");
     let bare_b = lab.netns("bare-b");
@@ -346,11 +361,37 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         vm3.clone(),
     );
     eprintln!("throughput, {secs} s each …");
+    let rounds = args.rounds.max(1);
     let (bare, bridged, routed) = tokio::task::spawn_blocking(move || {
-        let bare = throughput(&bb, "10.99.0.2:5201".parse().unwrap(), &ba, secs);
-        let bridged = throughput(&v2, "10.0.200.2:5201".parse().unwrap(), &v1, secs);
-        let routed = throughput(&v3, "10.1.0.10:5201".parse().unwrap(), &v1, secs);
-        (bare, bridged, routed)
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rounds {
+            a.push(throughput(
+                &bb,
+                "10.99.0.2:5201".parse().unwrap(),
+                &ba,
+                secs,
+            ));
+            b.push(throughput(
+                &v2,
+                "10.0.200.2:5201".parse().unwrap(),
+                &v1,
+                secs,
+            ));
+            c.push(throughput(
+                &v3,
+                "10.1.0.10:5201".parse().unwrap(),
+                &v1,
+                secs,
+            ));
+            eprintln!(
+                "  round {}: bare {:.2}, bridge+SG {:.2}, router {:.2} Gbit/s",
+                r + 1,
+                a[r],
+                b[r],
+                c[r]
+            );
+        }
+        (pct(&mut a, 0.5), pct(&mut b, 0.5), pct(&mut c, 0.5))
     })
     .await?;
     let explain = agent.explainer.explain_port(&t1.id);
@@ -384,11 +425,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let b50 = pct(&mut c, 0.5);
         buckets.push(b50);
         println!(
-            "  ports {:>5}–{:<5} p50 {:>6.1}   p99 {:>6.1}",
+            "  ports {:>5}–{:<5} p50 {:>6.1}   p99 {:>6.1}   (a one-rule nft transaction at the end: {:.1})",
             k * args.bucket + 1,
             k * args.bucket + chunk.len(),
             b50,
-            pct(&mut c, 0.99)
+            pct(&mut c, 0.99),
+            probes.get(k).copied().unwrap_or(0.0)
         );
     }
     if let (Some(first), Some(last)) = (buckets.first(), buckets.last()) {
@@ -403,12 +445,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "  one nft transaction that changes nothing: {probe_before:.1} ms with 3 ports loaded, \
+        "  a one-rule nft transaction outside the agent's tables: {probe_before:.1} ms with 3 ports loaded, \
          {probe_after:.1} ms with {} (nft 1.0.6 reads the whole rule set before every change)",
         args.ports + 3
     );
     println!();
-    println!("TCP throughput, one stream, {secs} s, with the ports above loaded (Gbit/s)");
+    println!(
+        "TCP throughput, one stream, {secs} s, median of {rounds} interleaved rounds, with the ports above loaded (Gbit/s)"
+    );
     println!("  bare veth pair                      {bare:>6.2}");
     println!(
         "  VM → VM through bridge + SG         {bridged:>6.2}   ({:.0}% of bare; target ≥ 80%)",

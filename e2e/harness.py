@@ -124,7 +124,7 @@ def _wants_json(args: tuple[str, ...]) -> bool:
         return False
     if args[:1] == ("--help",) or "--help" in args:
         return False
-    return not any(a in _NO_FORMAT_WORDS for a in args[:3])
+    return not any(a in _NO_FORMAT_WORDS for a in args[:4])
 
 
 # --------------------------------------------------------------------------
@@ -405,6 +405,9 @@ class Server:
             self.admin_password,
             "--password-hash-rounds",
             "4",
+            # The node agent changes the host's network: only the data plane
+            # tests run one, each in namespaces of its own.
+            *([] if "--agent" in self.extra_args else ["--agent", "off"]),
             *self.extra_args,
         ]
 

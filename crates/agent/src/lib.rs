@@ -14,7 +14,8 @@
 //! (remote-group sets), [`routers`] (namespaces, legs, routes, NAT),
 //! [`dhcp`] (the DHCP server and its namespaces), [`metadata`] (the
 //! metadata proxy), [`explain`] (a port's data path in words),
-//! [`marks`] (persistent packet and conntrack marks), [`testing`]
+//! [`marks`] (persistent packet and conntrack marks), [`socket`] (the
+//! local socket `ferrostack explain-port` asks through), [`testing`]
 //! (`FakeControl`).
 //!
 //! **Architecture invariant:** the agent touches only objects whose names
@@ -34,6 +35,7 @@ mod ports;
 pub mod reconcile;
 mod routers;
 mod secgroups;
+pub mod socket;
 pub mod testing;
 
 use std::collections::HashMap;

@@ -392,10 +392,20 @@ fn net_plan(n: &Network, s: &PlanSettings) -> Result<NetPlan, String> {
     }
     let mut fdb = BTreeSet::new();
     let l2 = match &n.segment {
+        // A host without a tunnel address (the all-in-one's default) keeps
+        // a VXLAN network on its bridge alone, which is all it needs while
+        // no other host has the network; once one has, it is an error.
+        Segment::Vxlan { .. }
+            if s.vxlan_local.is_none()
+                && n.remote_ports.is_empty()
+                && n.remote_hosts.is_empty() =>
+        {
+            L2::Local
+        }
         Segment::Vxlan { vni } => {
-            let local = s
-                .vxlan_local
-                .ok_or("VXLAN network, but the agent has no local VXLAN address")?;
+            let local = s.vxlan_local.ok_or(
+                "VXLAN network present on other hosts, but this agent has no local VXLAN address (--tunnel-ip)",
+            )?;
             for rp in &n.remote_ports {
                 let mac: MacAddr = rp.mac.parse().map_err(|e: hostlink::Error| e.to_string())?;
                 fdb.insert(FdbEntry {
@@ -852,6 +862,28 @@ mod tests {
             }],
         };
         (st, n, s)
+    }
+
+    #[test]
+    fn vxlan_without_a_tunnel_address_stays_on_its_bridge_until_another_host_has_it() {
+        let (mut st, n, _) = state();
+        st.networks[0].segment = Segment::Vxlan { vni: 1001 };
+        let plan = Plan::build(&st, &settings());
+        let np = &plan.networks[&n];
+        assert!(matches!(np.l2, L2::Local), "{:?}", np.l2);
+        assert!(plan.ports.values().all(|p| p.error.is_none()));
+        st.networks[0].remote_hosts = vec!["192.0.2.7".parse().unwrap()];
+        let plan = Plan::build(&st, &settings());
+        let err = plan.ports.values().find_map(|p| p.error.clone());
+        assert!(
+            err.is_some_and(|e| e.contains("--tunnel-ip")),
+            "{:?}",
+            plan.ports
+        );
+        let mut with_ip = settings();
+        with_ip.vxlan_local = Some("192.0.2.1".parse().unwrap());
+        let plan = Plan::build(&st, &with_ip);
+        assert!(matches!(plan.networks[&n].l2, L2::Vxlan(_)));
     }
 
     #[test]

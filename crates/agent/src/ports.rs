@@ -348,8 +348,10 @@ impl Reconciler {
             if ours && name.starts_with(hn::TAP_PREFIX) && !wanted.contains(name) {
                 tracing::debug!(device = %name, "detaching a tap nobody wants");
                 self.changes += 1;
-                if let Err(e) = self.net.set_master(&ns, name, None).await {
-                    self.warn(format!("detaching {name}: {}", crate::Chain(&e)));
+                // Gone meanwhile (its VM was deleted): nothing to detach.
+                match self.net.set_master(&ns, name, None).await {
+                    Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
+                    Err(e) => self.warn(format!("detaching {name}: {}", crate::Chain(&e))),
                 }
             }
         }

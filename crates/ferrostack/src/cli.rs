@@ -23,6 +23,34 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Manage the Fernet key repository.
     Keys(KeysArgs),
+    /// Explain a port's data path on this host in words: its device and
+    /// bridge, VXLAN or uplink, security-group chains, DHCP, router
+    /// namespace and NAT rules (asks the running agent).
+    ExplainPort(ExplainPortArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainPortArgs {
+    /// The port's id.
+    pub port_id: String,
+    /// The data directory of the running `ferrostack serve`.
+    #[arg(
+        long,
+        env = "FERROSTACK_DATA_DIR",
+        default_value = "/var/lib/ferrostack"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// Whether `serve` runs the node agent.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// Run it when root (it changes the host's network), else warn.
+    Auto,
+    /// Run it; fail to start without the privileges it needs.
+    On,
+    /// Do not run it: ports stay DOWN (an API-only controller).
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -86,6 +114,18 @@ pub struct ServeArgs {
     /// This host's VXLAN underlay address ([vxlan] local_ip).
     #[arg(long)]
     pub tunnel_ip: Option<std::net::IpAddr>,
+    /// Run the node agent that builds the network data plane on this host
+    /// (bridges, VXLAN, security groups, routers, DHCP, metadata).
+    #[arg(long, value_enum, default_value_t = AgentMode::Auto, env = "FERROSTACK_AGENT")]
+    pub agent: AgentMode,
+    /// The named network namespace holding the agent's bridges (default:
+    /// the host's own). For tests that run several clouds on one machine.
+    #[arg(long, hide = true)]
+    pub agent_netns: Option<String>,
+    /// A scope for the agent's namespace names (`fsr-SCOPE-<id>`). For
+    /// tests that run several clouds on one machine.
+    #[arg(long, hide = true, default_value = "")]
+    pub agent_netns_scope: String,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_network: i64,
@@ -172,8 +212,26 @@ pub struct RotateArgs {
 }
 
 impl ServeArgs {
-    pub fn into_settings(self) -> ferrostack::serve::Settings {
-        ferrostack::serve::Settings {
+    pub fn into_settings(self) -> anyhow::Result<ferrostack::serve::Settings> {
+        let root = nix::unistd::geteuid().is_root();
+        let agent = match self.agent {
+            AgentMode::Off => None,
+            AgentMode::Auto if !root => {
+                tracing::warn!(
+                    "not running as root: the network agent is off and ports stay DOWN \
+                     (--agent off silences this)"
+                );
+                None
+            }
+            AgentMode::On if !root => {
+                anyhow::bail!("--agent on needs root: the agent changes the host's network")
+            }
+            _ => Some(ferrostack::serve::AgentSettings {
+                host_netns: self.agent_netns,
+                netns_scope: self.agent_netns_scope,
+            }),
+        };
+        Ok(ferrostack::serve::Settings {
             data_dir: self.data_dir,
             listen: self.listen,
             public_url: self.public_url,
@@ -207,6 +265,7 @@ impl ServeArgs {
                 q
             },
             image_import_extra_root_certs: Vec::new(),
-        }
+            agent,
+        })
     }
 }

@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let running = ferrostack::serve::start((*s).into_settings()).await?;
+                let running = ferrostack::serve::start((*s).into_settings()?).await?;
                 if let Some(pw) = &running.generated_password {
                     // Printed once, to the operator who started it; it is
                     // also in the 0600 clouds.yaml.
@@ -29,6 +29,17 @@ fn main() -> anyhow::Result<()> {
                 }
                 running.until_signal().await
             })
+        }
+        cli::Command::ExplainPort(e) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let dir = ferrostack::serve::agent_state_dir(&e.data_dir);
+            let text = rt
+                .block_on(agent::socket::explain_port(&dir, &e.port_id))
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+            print!("{text}");
+            Ok(())
         }
         cli::Command::Keys(k) => match k.command {
             cli::KeysCommand::Rotate(r) => {

@@ -67,6 +67,19 @@ pub struct Settings {
     /// built-in Mozilla roots. Only tests set it (they serve https with a
     /// certificate they make); there is no command-line option.
     pub image_import_extra_root_certs: Vec<Vec<u8>>,
+    /// The node agent this process runs, if any (it needs root).
+    pub agent: Option<AgentSettings>,
+}
+
+/// Settings of the in-process node agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSettings {
+    /// The named namespace holding the host's bridges; `None`: this
+    /// process's own (production). Tests give each server its own.
+    pub host_netns: Option<String>,
+    /// Scope of the agent's namespace names (`agent::names::Scope`);
+    /// empty in production.
+    pub netns_scope: String,
 }
 
 impl Settings {
@@ -92,6 +105,7 @@ impl Settings {
             tunnel_ip: None,
             network_quotas: network::Quotas::default(),
             image_import_extra_root_certs: Vec::new(),
+            agent: None,
         }
     }
 }
@@ -121,6 +135,13 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     watcher: tokio::task::JoinHandle<()>,
     network_watcher: tokio::task::JoinHandle<()>,
+    agent: Option<RunningAgent>,
+}
+
+/// The in-process node agent and its local socket.
+struct RunningAgent {
+    task: agent::AbortOnDrop,
+    _socket: agent::AbortOnDrop,
 }
 
 impl Running {
@@ -132,6 +153,12 @@ impl Running {
         self.watcher.abort();
         self.network_watcher.abort();
         (&mut self.task).await??;
+        // What the agent built stays on the host: the data plane keeps
+        // forwarding, and the next start picks it up.
+        if let Some(a) = self.agent.take() {
+            a.task.0.abort();
+            let _ = (&mut { a.task }.0).await;
+        }
         Ok(())
     }
 
@@ -241,6 +268,10 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting network: {e}"))?;
+    let agent = match &args.agent {
+        Some(a) => Some(start_agent(&args, a, net.clone())?),
+        None => None,
+    };
     let watcher = tokio::spawn(ident.clone().watch());
     let network_watcher = tokio::spawn(net.clone().watch_db());
     let app = router(ident.clone(), images.clone(), net.clone(), &public_url);
@@ -264,6 +295,55 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         task,
         watcher,
         network_watcher,
+        agent,
+    })
+}
+
+/// The state directory of the in-process agent.
+pub fn agent_state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent")
+}
+
+/// Starts the node agent for `args.host` over the real host drivers, with
+/// the network service in this process as its controller.
+fn start_agent(
+    args: &Settings,
+    a: &AgentSettings,
+    net: Arc<network::Network>,
+) -> anyhow::Result<RunningAgent> {
+    let state_dir = agent_state_dir(&args.data_dir);
+    create_private_dir(&state_dir)?;
+    let host_netns = match &a.host_netns {
+        Some(n) => hostlink::Netns::Named(n.clone()),
+        None => hostlink::Netns::Current,
+    };
+    let mut cfg = agent::Config::new(&state_dir);
+    cfg.host_netns = host_netns.clone();
+    cfg.netns_scope = a.netns_scope.clone();
+    cfg.vxlan_local = match args.tunnel_ip {
+        Some(std::net::IpAddr::V4(ip)) => Some(ip),
+        _ => None,
+    };
+    let control: Arc<dyn netmodel::NetworkControl> = net;
+    let node = agent::Agent::new(
+        args.host.clone(),
+        control,
+        Arc::new(hostlink::Kernel::new()),
+        Arc::new(nft::Nft::new(host_netns)),
+        cfg,
+    )
+    .map_err(|e| anyhow::anyhow!("starting the network agent: {}", agent::Chain(&e)))?;
+    let socket = agent::socket::serve(&agent::socket::socket_path(&state_dir), node.explainer())
+        .context("opening the agent's socket")?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = node.run().await {
+            tracing::error!("the network agent stopped: {}", agent::Chain(&e));
+        }
+    });
+    tracing::info!(host = %args.host, state_dir = %state_dir.display(), "network agent started");
+    Ok(RunningAgent {
+        task: agent::AbortOnDrop(task),
+        _socket: socket,
     })
 }
 

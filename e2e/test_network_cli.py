@@ -3,8 +3,9 @@
 All tests of this module share one server, started with a physical network
 (`--physical-network physnet1:fs-ext0`) so the admin can make the flat
 external network `public`. The issue's story runs as alice, a member of
-project demo; other tests use names of their own. No data plane runs here
-(the node agent is not wired), so ports stay DOWN.
+project demo; other tests use names of their own. This server runs without its node
+agent (`--agent off`, the harness's default), so ports stay DOWN; the data
+plane is tested in test_network_dataplane.py.
 """
 
 from __future__ import annotations

@@ -145,6 +145,17 @@ class Lab:
                     check=False, timeout=timeout + 10)
         return p.stdout.strip() if p.returncode == 0 else None
 
+    def hold(self, ns: str, host: str, port: int, seconds: float) -> subprocess.Popen:
+        """A session from `ns` to HOST:PORT kept busy for `seconds` (see
+        netprobe's `hold`), started and seen working before this returns;
+        its exit code is 1 ("cut after N") if it breaks."""
+        p = self.spawn(ns, sys.executable, "-u", PROBE, "hold", host, str(port), str(seconds))
+        line = p.stdout.readline().strip() if p.stdout else ""
+        assert line == "connected", f"no session from {ns} to {host}:{port}: {line!r}"
+        time.sleep(1.0)
+        assert p.poll() is None, f"the session from {ns} to {host}:{port} broke at once"
+        return p
+
     def http(self, ns: str, url: str) -> tuple[int, str] | None:
         p = self.ns(ns, sys.executable, PROBE, "http", url, "5", check=False, timeout=20)
         if p.returncode != 0:

@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -128,9 +127,13 @@ def test_admin_makes_the_flat_external_network_on_a_host_interface(cloud):
         "alice": cloud.srv.password_cloud("alice", "s3cret", "demo"),
         "bob": cloud.srv.password_cloud("bob", "s3cret", "other"),
     })
-    agents = cloud.get("agents")["agents"]
-    kinds = {a["agent_type"] for a in agents if a["host"] == HOST}
-    assert {"L3 agent", "DHCP agent", "Metadata agent"} <= kinds, agents
+    # The in-process agent reports this node's functions, alive.
+    agents = [a for a in cloud.get("agents")["agents"] if a["host"] == HOST]
+    kinds = {a["agent_type"] for a in agents}
+    assert kinds == {"Linux bridge agent", "L3 agent", "DHCP agent", "Metadata agent"}, agents
+    assert all(a["alive"] for a in agents), agents
+    l2 = next(a for a in agents if a["agent_type"] == "Linux bridge agent")
+    assert l2["configurations"]["interface_mappings"] == {"public": EXT_IF}, l2
 
 
 def test_the_member_story_wires_a_vm_that_gets_its_address_by_dhcp(cloud):
@@ -230,10 +233,7 @@ def test_a_rule_added_takes_effect_and_deleting_it_cuts_the_session(cloud):
     rule = cloud.as_("alice", "security", "group", "rule", "create", "--protocol", "tcp",
                      "--dst-port", "23", "default")
     wait_for("port 23 open after the rule", lambda: lab.get(out, fip, 23), timeout=15)
-    hold = lab.spawn(out, "python3", "-u", str(Path(__file__).with_name("netprobe.py")),
-                     "hold", fip, "23", "30")
-    assert hold.stdout.readline().strip() == "connected"
-    time.sleep(1.0)
+    hold = lab.hold(out, fip, 23, 30)
     assert hold.poll() is None, "the session should be up before the rule is deleted"
     cloud.as_("alice", "security", "group", "rule", "delete", field(rule, "id"))
     hold.wait(20)
@@ -247,8 +247,15 @@ def test_disassociating_the_floating_ip_cuts_it_off(cloud):
     lab = cloud.lab
     out = lab.out
     fip = cloud.ids["fip_addr"]
+    # Sessions through the floating IP, both ways, open before it goes.
+    inbound = lab.hold(out, fip, 22, 30)
+    outbound = lab.hold(cloud.vms["vm1"], OUTSIDE, 8080, 30)
     cloud.as_("alice", "floating", "ip", "unset", "--port", fip)
     wait_for("the floating IP closed", lambda: lab.get(out, fip, 22, timeout=1.0) is None, timeout=15)
+    for name, hold in (("inbound", inbound), ("outbound", outbound)):
+        hold.wait(20)
+        verdict = hold.stdout.read()
+        assert hold.returncode == 1 and "cut after" in verdict, f"{name} session survived: {verdict}"
     seen = wait_for("vm1 reaching the outside", lambda: lab.get(cloud.vms["vm1"], OUTSIDE, 8080))
     assert seen == f"outside {cloud.ids['r1_gw']}", "without its FIP, vm1 is SNATed to the gateway"
     cloud.as_("alice", "floating", "ip", "set", "--port", "p1", fip)

@@ -345,10 +345,19 @@ impl RouterNat {
     }
 
     /// Digest of the router's NAT, stored with its rules.
+    /// Covers the rendering too ([`ROUTER_RENDER_VERSION`]), so routers
+    /// built by an older agent are rewritten with the current rules.
     pub fn digest(&self) -> String {
-        fnv(&serde_json::to_string(self).unwrap_or_default())
+        fnv(&format!(
+            "{ROUTER_RENDER_VERSION}:{}",
+            serde_json::to_string(self).unwrap_or_default()
+        ))
     }
 }
+
+/// Bumped whenever `render::router_commands` changes what it makes of the
+/// same [`RouterNat`].
+const ROUTER_RENDER_VERSION: u32 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -591,8 +591,14 @@ pub fn router_commands(r: &RouterNat) -> Vec<Value> {
         // first NAT chain to bind wins.
         t("fip-post", "postrouting", 90),
         t("nat-post", "postrouting", 100),
+        cmd(
+            "add",
+            "chain",
+            json!({"family": "ip", "table": NAT_TABLE, "name": "fip-guard", "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}),
+        ),
         cmd("flush", "table", json!({"family": "ip", "name": NAT_TABLE})),
     ];
+    c.extend(fip_guard_rules(r));
     let r_ = |ch: &str, e: Vec<Value>| rule("ip", NAT_TABLE, ch, e, None);
     if let Some(port) = r.metadata_port {
         for l in &r.internal {
@@ -658,6 +664,59 @@ pub fn router_commands(r: &RouterNat) -> Vec<Value> {
         Some(format!("{DIGEST_TAG}{}", r.digest())),
     ));
     c
+}
+
+/// Cuts the sessions a NAT binding no longer allows (Neutron deletes their
+/// conntrack entries): established flows keep their translation in
+/// conntrack after the rule that made it is gone, so a disassociated or
+/// moved floating IP, or a changed gateway address, would otherwise keep
+/// carrying them. Before DNAT (mangle priority), every packet of a
+/// destination-NATed flow must still match a current floating IP → fixed
+/// IP pair (or be a metadata redirect), and every packet of a
+/// source-NATed flow must leave as the gateway address or as the current
+/// floating IP of its source.
+fn fip_guard_rules(r: &RouterNat) -> Vec<Value> {
+    let ct = |key: &str, dir: &str| json!({"ct": {"key": key, "dir": dir}});
+    let status = |s: &str| m("in", json!({"ct": {"key": "status"}}), json!(s));
+    // `first . second` is not one of the floating → fixed pairs.
+    let not_a_pair = |first: Value, second: Value| {
+        let elems: Vec<Value> = r
+            .floating_ips
+            .iter()
+            .map(|f| json!({"concat": [f.floating.to_string(), f.fixed.to_string()]}))
+            .collect();
+        m(
+            "!=",
+            json!({"concat": [first, second]}),
+            json!({"set": elems}),
+        )
+    };
+    let mut dnat = vec![
+        status("dnat"),
+        m("!=", ct("ip daddr", "original"), json!("169.254.169.254")),
+    ];
+    let mut snat = vec![status("snat")];
+    if let Some(gw) = r.gateway_ip {
+        snat.push(m("!=", ct("ip daddr", "reply"), json!(gw.to_string())));
+    }
+    if !r.floating_ips.is_empty() {
+        // Sent to the floating IP, answered by the fixed IP.
+        dnat.push(not_a_pair(
+            ct("ip daddr", "original"),
+            ct("ip saddr", "reply"),
+        ));
+        // Sent by the fixed IP, answered to the floating IP.
+        snat.push(not_a_pair(
+            ct("ip daddr", "reply"),
+            ct("ip saddr", "original"),
+        ));
+    }
+    dnat.push(drop_());
+    snat.push(drop_());
+    vec![
+        rule("ip", NAT_TABLE, "fip-guard", dnat, None),
+        rule("ip", NAT_TABLE, "fip-guard", snat, None),
+    ]
 }
 
 /// Removing a router's NAT table, whether or not it is there.

@@ -154,13 +154,16 @@ fn router_nat_renders_recipe_section_5() {
             {"add":{"chain":{"family":"ip","hook":"prerouting","name":"nat-pre","policy":"accept","prio":-100,"table":"fs_nat","type":"nat"}}}
             {"add":{"chain":{"family":"ip","hook":"postrouting","name":"fip-post","policy":"accept","prio":90,"table":"fs_nat","type":"nat"}}}
             {"add":{"chain":{"family":"ip","hook":"postrouting","name":"nat-post","policy":"accept","prio":100,"table":"fs_nat","type":"nat"}}}
+            {"add":{"chain":{"family":"ip","hook":"prerouting","name":"fip-guard","policy":"accept","prio":-150,"table":"fs_nat","type":"filter"}}}
             {"flush":{"table":{"family":"ip","name":"fs_nat"}}}
+            {"add":{"rule":{"chain":"fip-guard","expr":[{"match":{"left":{"ct":{"key":"status"}},"op":"in","right":"dnat"}},{"match":{"left":{"ct":{"dir":"original","key":"ip daddr"}},"op":"!=","right":"169.254.169.254"}},{"match":{"left":{"concat":[{"ct":{"dir":"original","key":"ip daddr"}},{"ct":{"dir":"reply","key":"ip saddr"}}]},"op":"!=","right":{"set":[{"concat":["203.0.113.20","10.0.0.5"]}]}}},{"drop":null}],"family":"ip","table":"fs_nat"}}}
+            {"add":{"rule":{"chain":"fip-guard","expr":[{"match":{"left":{"ct":{"key":"status"}},"op":"in","right":"snat"}},{"match":{"left":{"ct":{"dir":"reply","key":"ip daddr"}},"op":"!=","right":"203.0.113.10"}},{"match":{"left":{"concat":[{"ct":{"dir":"reply","key":"ip daddr"}},{"ct":{"dir":"original","key":"ip saddr"}}]},"op":"!=","right":{"set":[{"concat":["203.0.113.20","10.0.0.5"]}]}}},{"drop":null}],"family":"ip","table":"fs_nat"}}}
             {"add":{"rule":{"chain":"nat-pre","expr":[{"match":{"left":{"meta":{"key":"iifname"}},"op":"==","right":"qr-1"}},{"match":{"left":{"payload":{"field":"daddr","protocol":"ip"}},"op":"==","right":"169.254.169.254"}},{"match":{"left":{"payload":{"field":"dport","protocol":"tcp"}},"op":"==","right":80}},{"redirect":{"port":9697}}],"family":"ip","table":"fs_nat"}}}
             {"add":{"rule":{"chain":"nat-pre","expr":[{"match":{"left":{"payload":{"field":"daddr","protocol":"ip"}},"op":"==","right":"203.0.113.20"}},{"dnat":{"addr":"10.0.0.5"}}],"family":"ip","table":"fs_nat"}}}
             {"add":{"rule":{"chain":"fip-post","expr":[{"match":{"left":{"meta":{"key":"oifname"}},"op":"==","right":"qg-1"}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"10.0.0.5"}},{"snat":{"addr":"203.0.113.20"}}],"family":"ip","table":"fs_nat"}}}
             {"add":{"rule":{"chain":"nat-post","expr":[{"match":{"left":{"meta":{"key":"oifname"}},"op":"==","right":"qg-1"}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"10.0.0.0","len":24}}}},{"snat":{"addr":"203.0.113.10"}}],"family":"ip","table":"fs_nat"}}}
             {"add":{"rule":{"chain":"nat-post","expr":[{"match":{"left":{"meta":{"key":"iifname"}},"op":"!=","right":"qg-1"}},{"match":{"left":{"ct":{"key":"status"}},"op":"in","right":"dnat"}},{"snat":{"addr":"203.0.113.10"}}],"family":"ip","table":"fs_nat"}}}
-            {"add":{"rule":{"chain":"nat-post","comment":"fs-digest:e6729407aef56afa","expr":[{"counter":{"bytes":0,"packets":0}}],"family":"ip","table":"fs_nat"}}}
+            {"add":{"rule":{"chain":"nat-post","comment":"fs-digest:2178ef18882c85c2","expr":[{"counter":{"bytes":0,"packets":0}}],"family":"ip","table":"fs_nat"}}}
         "#]],
     );
 }

@@ -80,12 +80,12 @@ impl Reconciler {
     }
 
     /// Loads what the firewall has installed (deep passes): digests of
-    /// ports that match the plan count as applied; counters of the mark
-    /// store are raised above every installed mark.
+    /// ports that match the plan count as applied; installed marks the
+    /// mark store does not know are kept from being handed out.
     async fn read_installed(&mut self) -> Result<BTreeMap<String, nft::InstalledPort>, Error> {
         let installed = self.fw(|f| f.list_ports()).await?;
         self.marks
-            .raise_above(installed.iter().map(|p| (p.mark, p.ct_marks.as_slice())));
+            .reserve_installed(installed.iter().map(|p| (p.mark, p.ct_marks.as_slice())));
         let map: BTreeMap<String, nft::InstalledPort> =
             installed.into_iter().map(|p| (p.name.clone(), p)).collect();
         self.applied_ports.retain(|d, r| {

@@ -33,6 +33,16 @@ pub struct Nft {
     zones: Mutex<BTreeMap<String, u16>>,
 }
 
+/// The base tables found on the host.
+enum Base {
+    /// This layout.
+    Current,
+    /// The per-port layout of an older agent (chains per port).
+    PerPort,
+    /// None, or only one of the tables.
+    Missing,
+}
+
 /// What the driver knows is installed.
 #[derive(Debug, Default)]
 struct Mem {
@@ -170,6 +180,7 @@ impl Nft {
         };
         let mut mem = Mem::default();
         let mut elems: BTreeMap<String, AntispoofElems> = BTreeMap::new();
+        let mut legacy: BTreeSet<String> = BTreeSet::new();
         for o in &bridge {
             let set = &o["set"];
             let map = &o["map"];
@@ -192,6 +203,14 @@ impl Nft {
                                 ..Default::default()
                             },
                         );
+                    }
+                }
+            }
+            if map["name"] == "antispoof" {
+                // The per-port layout's verdict map: its ports move over.
+                for e in map["elem"].as_array().into_iter().flatten() {
+                    if let Some(n) = e[0].as_str() {
+                        legacy.insert(n.to_string());
                     }
                 }
             }
@@ -288,6 +307,7 @@ impl Nft {
         }
         for (name, p) in mem.ports.iter_mut() {
             p.elems = elems.remove(name).unwrap_or_default();
+            p.legacy = legacy.contains(name);
             if let Some(id) = verdicts.get(&p.mark) {
                 p.chains = id.clone();
                 p.rule_marks = rule_marks
@@ -300,20 +320,42 @@ impl Nft {
         Ok(mem)
     }
 
-    /// Whether both tables are there in this layout (an older agent's
-    /// tables, with a chain per port, lack the `secured` and
-    /// `revoked_ports` sets).
-    fn base_present(&self) -> Result<bool> {
-        let has = |objs: Option<Vec<Value>>, set: &str| {
-            objs.is_some_and(|o| o.iter().any(|x| x["set"]["name"] == set))
+    /// Which base the host has.
+    fn base_present(&self) -> Result<Base> {
+        let has = |objs: &Option<Vec<Value>>, kind: &str, name: &str| {
+            objs.as_ref()
+                .is_some_and(|o| o.iter().any(|x| x[kind]["name"] == name))
         };
-        Ok(has(
-            self.list_table_objects(&self.host, "inet", INET_TABLE, "sets")?,
-            "revoked_ports",
-        ) && has(
-            self.list_table_objects(&self.host, "bridge", BRIDGE_TABLE, "sets")?,
-            "secured",
-        ))
+        let inet = self.list_table_objects(&self.host, "inet", INET_TABLE, "sets")?;
+        let bridge = self.list_table_objects(&self.host, "bridge", BRIDGE_TABLE, "sets")?;
+        Ok(
+            if has(&inet, "set", "revoked_ports") && has(&bridge, "set", "secured") {
+                Base::Current
+            } else if has(&inet, "set", "revoked")
+                && bridge.is_some()
+                && self.map_exists(BRIDGE_TABLE, "antispoof")?
+            {
+                Base::PerPort
+            } else {
+                Base::Missing
+            },
+        )
+    }
+
+    /// Whether the bridge-family map `table`/`name` exists.
+    fn map_exists(&self, table: &str, name: &str) -> Result<bool> {
+        match self.run(
+            &self.host,
+            "list",
+            &["list", "map", "bridge", table, name],
+            "",
+        ) {
+            Ok(_) => Ok(true),
+            Err(Error::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `nft -j list sets|chains table …`: the objects of a table without
@@ -349,8 +391,22 @@ impl Nft {
 
 impl Firewall for Nft {
     fn ensure_base(&self) -> Result<()> {
-        if self.base_present()? {
-            return Ok(());
+        match self.base_present()? {
+            Base::Current => return Ok(()),
+            Base::PerPort => {
+                // An older agent's tables: completed in place, so its ports
+                // stay filtered (and its revoked sessions cut) until each
+                // moves over with its next change.
+                self.run(
+                    &self.host,
+                    "upgrade the base tables",
+                    &["-f", "-"],
+                    &render::upgrade_script(),
+                )?;
+                *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Ok(());
+            }
+            Base::Missing => {}
         }
         // Both tables in one transaction: they exist together or not at
         // all. A half-present base (someone deleted one table) or an older
@@ -592,6 +648,7 @@ impl Nft {
                     chains: id,
                     rule_marks,
                     elems: AntispoofElems::of(port),
+                    legacy: false,
                 },
             );
             Ok(())

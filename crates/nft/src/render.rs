@@ -43,13 +43,65 @@ pub fn base_script() -> String {
     format!(
         r#"table bridge {b} {{
   map port_mark {{ type ifname : mark; }}
-  set secured {{ type ifname; }}
-  set as_mac {{ type ifname . ether_addr; }}
-  set as_ip4 {{ type ifname . ipv4_addr; }}
-  set as_ip6 {{ type ifname . ipv6_addr; }}
-  set as_net4 {{ type ifname . ipv4_addr; flags interval; }}
-  set as_net6 {{ type ifname . ipv6_addr; flags interval; }}
-  chain antispoof {{
+{bo}  chain antispoof_pre {{ type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }}
+  chain mark_pre {{ type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }}
+  chain mark_fwd {{ type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }}
+}}
+table inet {i} {{
+  set revoked {{ type mark; flags timeout; }}
+  map zones {{
+    typeof iifname : ct zone
+  }}
+  map egress {{ type mark : verdict; }}
+  map ingress {{ type mark : verdict; }}
+{io}  chain zone_raw {{ type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }}
+  chain sg_pre {{ type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }}
+  chain sg_fwd {{ type filter hook forward priority 0; policy accept; ct mark @revoked drop; {rp} ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }}
+}}
+"#,
+        b = BRIDGE_TABLE,
+        i = INET_TABLE,
+        bo = BRIDGE_OBJECTS,
+        io = INET_OBJECTS,
+        rp = revoked_ports_rule(),
+    )
+}
+
+/// What the per-port layout (an older agent's: chains `as-`/`eg-`/`in-`
+/// per port, `antispoof` verdict map) lacks, added to its tables in one
+/// transaction so they keep filtering while the ports move over one by
+/// one (each port's first change deletes its old chains): the sets and
+/// shared chains, the jump to `antispoof` and the `revoked_ports` check.
+/// Its `revoked` set stays, so sessions it cut stay cut, and sessions it
+/// let in live on.
+pub fn upgrade_script() -> String {
+    format!(
+        "table bridge {b} {{\n{bo}}}\ntable inet {i} {{\n{io}}}\n\
+         add rule bridge {b} antispoof_pre iifname @secured jump antispoof\n\
+         insert rule inet {i} sg_fwd {rp}\n",
+        b = BRIDGE_TABLE,
+        i = INET_TABLE,
+        bo = BRIDGE_OBJECTS,
+        io = INET_OBJECTS,
+        rp = revoked_ports_rule().trim_end_matches(';'),
+    )
+}
+
+fn revoked_ports_rule() -> String {
+    format!(
+        "ct mark and 0x{:08x} @revoked_ports drop;",
+        crate::model::PORT_MARK_MASK
+    )
+}
+
+/// The bridge table's anti-spoofing sets and shared chains.
+const BRIDGE_OBJECTS: &str = r#"  set secured { type ifname; }
+  set as_mac { type ifname . ether_addr; }
+  set as_ip4 { type ifname . ipv4_addr; }
+  set as_ip6 { type ifname . ipv6_addr; }
+  set as_net4 { type ifname . ipv4_addr; flags interval; }
+  set as_net6 { type ifname . ipv6_addr; flags interval; }
+  chain antispoof {
     iifname . ether saddr != @as_mac drop
     ether type arp jump antispoof_arp
     udp sport 67 drop
@@ -61,49 +113,33 @@ pub fn base_script() -> String {
     iifname . ip6 saddr @as_ip6 accept
     iifname . ip6 saddr @as_net6 accept
     drop
-  }}
-  chain antispoof_arp {{
+  }
+  chain antispoof_arp {
     iifname . arp saddr ether != @as_mac drop
     iifname . arp saddr ip @as_ip4 accept
     iifname . arp saddr ip @as_net4 accept
     drop
-  }}
-  chain antispoof_pre {{ type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }}
-  chain mark_pre {{ type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }}
-  chain mark_fwd {{ type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }}
-}}
-table inet {i} {{
-  set revoked {{ type mark; flags timeout; }}
-  set revoked_ports {{ type mark; flags timeout; }}
-  set nd_out {{ type icmpv6_type; elements = {{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }}; }}
-  set nd_in {{ type icmpv6_type; elements = {{ nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }}; }}
-  map zones {{
-    typeof iifname : ct zone
-  }}
-  map egress {{ type mark : verdict; }}
-  map ingress {{ type mark : verdict; }}
-  chain sg_eg_common {{
+  }
+"#;
+
+/// The inet table's `revoked_ports` set and the always-allowed chains
+/// every security-group chain starts by jumping to.
+const INET_OBJECTS: &str = r#"  set revoked_ports { type mark; flags timeout; }
+  set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
+  set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
+  chain sg_eg_common {
     meta nfproto ipv4 udp sport 68 udp dport 67 accept
     meta nfproto ipv6 udp sport 546 udp dport 547 accept
     meta l4proto ipv6-icmp icmpv6 type @nd_out accept
     meta l4proto udp udp sport 67 drop
     meta l4proto udp udp sport 547 drop
-  }}
-  chain sg_in_common {{
+  }
+  chain sg_in_common {
     meta nfproto ipv4 udp sport 67 udp dport 68 accept
     meta nfproto ipv6 udp sport 547 udp dport 546 accept
     meta l4proto ipv6-icmp icmpv6 type @nd_in accept
-  }}
-  chain zone_raw {{ type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }}
-  chain sg_pre {{ type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }}
-  chain sg_fwd {{ type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct mark and 0x{pm:08x} @revoked_ports drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }}
-}}
-"#,
-        b = BRIDGE_TABLE,
-        i = INET_TABLE,
-        pm = crate::model::PORT_MARK_MASK,
-    )
-}
+  }
+"#;
 
 fn m(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
@@ -402,6 +438,9 @@ pub struct PortState {
     pub rule_marks: Vec<u32>,
     /// Its anti-spoofing elements.
     pub elems: AntispoofElems,
+    /// Installed by the per-port layout: an `antispoof` verdict-map entry
+    /// and an `as-<tap>` chain, deleted by the port's next change.
+    pub legacy: bool,
 }
 
 /// One port's change, as the driver decided it.
@@ -508,7 +547,8 @@ pub fn port_commands(ch: &PortChange) -> Vec<Value> {
                 c.push(elem_cmd("delete", "inet", map, vec![json!(prev.mark)]));
             }
         }
-    } else {
+    }
+    if ch.previous.is_none_or(|prev| prev.legacy) {
         c.push(elem_cmd("add", "bridge", "secured", vec![json!(p.name)]));
     }
     for (set, e) in new_elems.per_set(&p.name) {
@@ -569,7 +609,19 @@ pub fn port_commands(ch: &PortChange) -> Vec<Value> {
         ));
     }
     drop_chain_commands(&mut c, &ch.drop_chains);
+    if ch.previous.is_some_and(|p| p.legacy) {
+        legacy_commands(&mut c, &p.name);
+    }
     c
+}
+
+/// Deletes what the per-port layout had for a port besides its
+/// security-group chains (those go as unused chains).
+fn legacy_commands(c: &mut Vec<Value>, name: &str) {
+    c.push(elem_cmd("delete", "bridge", "antispoof", vec![json!(name)]));
+    let ch = chain("bridge", BRIDGE_TABLE, &format!("as-{name}"));
+    c.push(cmd("flush", "chain", ch.clone()));
+    c.push(cmd("delete", "chain", ch));
 }
 
 /// Adds session marks (port | rule) to the `revoked` set (with a
@@ -585,9 +637,11 @@ pub fn remove_port_commands(name: &str, prev: &PortState, drop_chains: &[String]
     let mut c = vec![
         elem_cmd("delete", "inet", "egress", vec![json!(prev.mark)]),
         elem_cmd("delete", "inet", "ingress", vec![json!(prev.mark)]),
-        elem_cmd("delete", "bridge", "secured", vec![json!(name)]),
         elem_cmd("delete", "bridge", "port_mark", vec![json!(name)]),
     ];
+    if !prev.legacy {
+        c.push(elem_cmd("delete", "bridge", "secured", vec![json!(name)]));
+    }
     for (set, e) in prev.elems.per_set(name) {
         c.push(elem_cmd("delete", "bridge", set, e));
     }
@@ -598,6 +652,9 @@ pub fn remove_port_commands(name: &str, prev: &PortState, drop_chains: &[String]
         timed(&[prev.mark]),
     ));
     drop_chain_commands(&mut c, drop_chains);
+    if prev.legacy {
+        legacy_commands(&mut c, name);
+    }
     c
 }
 

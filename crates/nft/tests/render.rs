@@ -90,6 +90,7 @@ fn installed(p: &PortRules) -> PortState {
         chains: render::sg_chains_id(p),
         rule_marks: p.rules.iter().map(|r| r.ct_mark).collect(),
         elems: AntispoofElems::of(p),
+        legacy: false,
     }
 }
 
@@ -313,14 +314,14 @@ fn base_script_is_stable() {
         }
         table inet fs_sg {
           set revoked { type mark; flags timeout; }
-          set revoked_ports { type mark; flags timeout; }
-          set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
-          set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
           map zones {
             typeof iifname : ct zone
           }
           map egress { type mark : verdict; }
           map ingress { type mark : verdict; }
+          set revoked_ports { type mark; flags timeout; }
+          set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
+          set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
           chain sg_eg_common {
             meta nfproto ipv4 udp sport 68 udp dport 67 accept
             meta nfproto ipv6 udp sport 546 udp dport 547 accept
@@ -339,6 +340,24 @@ fn base_script_is_stable() {
         }
     "#]]
     .assert_eq(&render::base_script());
+}
+
+#[test]
+fn the_per_port_layout_is_completed_in_place() {
+    let up = render::upgrade_script();
+    assert!(up.ends_with(
+        "add rule bridge fs_port antispoof_pre iifname @secured jump antispoof\n\
+         insert rule inet fs_sg sg_fwd ct mark and 0xffff0000 @revoked_ports drop\n"
+    ));
+    // Only what that layout lacks: its hook chains and sets stay.
+    for kept in [
+        "chain sg_fwd {",
+        "chain antispoof_pre {",
+        "set revoked {",
+        "map egress",
+    ] {
+        assert!(!up.contains(kept), "{kept}");
+    }
 }
 
 #[test]

@@ -633,3 +633,163 @@ fn the_number_of_chains_does_not_grow_with_the_number_of_ports() {
     assert_eq!(chains_and_anonymous_sets(&lab.host).0, base);
     assert!(again.list_ports().unwrap().is_empty());
 }
+
+/// An older agent's tables: a chain of each kind per port, an
+/// `antispoof` verdict map, ports marked 1, 2, a revoked session mark.
+const PER_PORT_LAYOUT: &str = r#"table bridge fs_port {
+  chain as-tap-a {
+    ether saddr != fa:16:3e:00:0a:01 drop
+    arp saddr ether != fa:16:3e:00:0a:01 drop
+    arp saddr ip != 10.0.0.5 drop
+    ether type arp accept
+    udp sport { 67, 547 } drop
+    ip saddr 10.0.0.5 accept
+    drop
+  }
+  chain as-tap-b {
+    ether saddr != fa:16:3e:00:0a:02 drop
+    arp saddr ether != fa:16:3e:00:0a:02 drop
+    arp saddr ip != 10.0.0.6 drop
+    ether type arp accept
+    udp sport { 67, 547 } drop
+    ip saddr 10.0.0.6 accept
+    drop
+  }
+  map port_mark { type ifname : mark; elements = { "tap-a" : 1, "tap-b" : 2 }; }
+  map antispoof { type ifname : verdict; elements = { "tap-a" : jump as-tap-a, "tap-b" : jump as-tap-b }; }
+  chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname vmap @antispoof; }
+  chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }
+  chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }
+}
+table inet fs_sg {
+  set revoked { type mark; flags timeout; elements = { 77 timeout 5d }; }
+  map zones {
+    typeof iifname : ct zone
+    elements = { "fsb-a" : 1 }
+  }
+  chain eg-tap-a { meta nfproto ipv4 ct mark set 0x100 accept; drop; }
+  chain in-tap-a { drop; }
+  chain eg-tap-b { meta nfproto ipv4 ct mark set 0x200 accept; drop; }
+  chain in-tap-b { meta nfproto ipv4 udp dport 6000 ct mark set 0x210 accept comment "fs-digest:0"; drop; }
+  map egress { type mark : verdict; elements = { 1 : jump eg-tap-a, 2 : jump eg-tap-b }; }
+  map ingress { type mark : verdict; elements = { 1 : jump in-tap-a, 2 : jump in-tap-b }; }
+  chain zone_raw { type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }
+  chain sg_pre { type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }
+  chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
+}
+"#;
+
+fn nft_text(ns: &Netns, args: &[&str], input: &str) -> String {
+    let (args, input) = (
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        input.to_string(),
+    );
+    let out = netns::run_in(ns, move || {
+        use std::io::Write;
+        let mut c = std::process::Command::new("nft")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    })
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_older_agents_per_port_tables_are_taken_over_in_place() {
+    if !require_root("an_older_agents_per_port_tables_are_taken_over_in_place") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    nft_text(&lab.host, &["-f", "-"], PER_PORT_LAYOUT);
+    let filtered = |what: &str| {
+        assert!(
+            udp_delivered(&a, "10.0.0.5:5000", &b, "10.0.0.6:6000"),
+            "{what}: allowed"
+        );
+        assert!(
+            !udp_delivered(&a, "10.0.0.5:5001", &b, "10.0.0.6:6001"),
+            "{what}: not allowed"
+        );
+    };
+    filtered("the older layout");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    // Still filtered by the older chains until the ports move over.
+    filtered("upgraded base");
+    let listed = fw.list_ports().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|p| p.digest.is_empty()), "{listed:?}");
+    let pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x100),
+    );
+    let mut pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x200),
+    );
+    pb.rules.push(SgRule {
+        ct_mark: 0x210,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::UDP),
+        port_range: Some((6000, 6000)),
+        remote: Remote::Any,
+    });
+    fw.upsert_port(&pa).unwrap();
+    filtered("one port moved");
+    fw.upsert_port(&pb).unwrap();
+    filtered("both moved");
+    let chains = nft_text(&lab.host, &["list", "chains"], "");
+    for old in ["as-tap", "eg-tap", "in-tap"] {
+        assert!(!chains.contains(old), "{old} left:\n{chains}");
+    }
+    assert!(
+        fw.revoked().unwrap().contains(&77),
+        "older revocations stay"
+    );
+    // The upgraded base is this layout: nothing more to do, for this
+    // driver or a fresh one.
+    // (Without the revocations' countdowns.)
+    let ruleset = || {
+        nft_text(&lab.host, &["-a", "list", "ruleset"], "")
+            .split(' ')
+            .scan(false, |skip, w| {
+                let out = (!*skip && w != "expires").then_some(w.to_string());
+                *skip = w == "expires";
+                Some(out)
+            })
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let before = ruleset();
+    fw.ensure_base().unwrap();
+    let again = Nft::new(lab.host.clone());
+    again.ensure_base().unwrap();
+    assert_eq!(again.list_ports().unwrap(), fw.list_ports().unwrap());
+    again.upsert_port(&pa).unwrap();
+    again.upsert_port(&pb).unwrap();
+    assert_eq!(ruleset(), before);
+    fw.remove_port("tap-b").unwrap();
+    assert!(!udp_delivered(&b, "10.0.0.6:5000", &a, "10.0.0.5:6000"));
+}

@@ -1,8 +1,10 @@
 //! Ports: a port is wired when its device (`tapXXXXXXXXXXX`, made by the
 //! compute driver, or a router/DHCP leg made by the agent) exists, has
 //! the network's MTU, is on the network's bridge and is up, and — unless
-//! it is trusted (`network:*`) or has port security off — its chains are
-//! loaded (security-group rules and anti-spoofing, one nft transaction).
+//! it is trusted (`network:*`) or has port security off — its rules are
+//! loaded (its elements in the anti-spoofing sets and verdict maps, and
+//! the chains of its security-group set if it is the first port with
+//! those groups: one nft transaction).
 //!
 //! Rules are installed as soon as the port is desired, whether or not the
 //! device exists yet (the maps are keyed by interface name), and a device

@@ -146,9 +146,13 @@ pub trait Firewall: Send + Sync {
     /// Installs or updates one port in one transaction. Unchanged rules
     /// (same digest) cause no transaction at all; rules that left the port
     /// have their sessions cut through the `revoked` set; a port with port
-    /// security off has no chains (it is removed if it had some).
+    /// security off is in no set or map (it is removed if it was). A port
+    /// whose security-group set is installed costs elements only; the
+    /// set's chains are created with its first port and deleted with its
+    /// last.
     fn upsert_port(&self, port: &PortRules) -> Result<()>;
-    /// Removes a port's chains and map entries, cutting its sessions.
+    /// Removes a port's elements (and its security-group set's chains if
+    /// no other port uses them), cutting its sessions (`revoked_ports`).
     /// Absent is fine.
     fn remove_port(&self, name: &str) -> Result<()>;
     /// The ports installed on the host, read from the kernel, sorted.

@@ -324,9 +324,10 @@ impl PortRules {
         Ok(())
     }
 
-    /// A digest of everything that ends up in the port's chains. Stored
-    /// with the rules, so a reconciler (and `upsert_port` itself) can tell
-    /// an unchanged port without touching nftables.
+    /// A digest of everything that ends up in the port's elements and
+    /// chains. Stored with them (the comment of its `port_mark` entry),
+    /// so a reconciler (and `upsert_port` itself) can tell an unchanged
+    /// port without touching nftables.
     pub fn digest(&self) -> String {
         fnv(&serde_json::to_string(self).unwrap_or_default())
     }

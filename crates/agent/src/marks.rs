@@ -2,7 +2,7 @@
 //! file so they survive agent restarts.
 //!
 //! * A **port mark** identifies a port between the bridge and the inet
-//!   tables (see `docs/networking.md`): `index << 16`, index 1–32,767. It
+//!   tables (see `docs/networking.md`): `index << 16`, index 1–65,535. It
 //!   lives only on packets in flight, but it must stay stable while a
 //!   port exists, or the port's map entries would be rewritten for
 //!   nothing on every restart.
@@ -41,8 +41,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Port indexes: a port's mark is its index << 16, below 2^31.
-const PORT_INDEX_MAX: u32 = 0x7fff;
+/// Port indexes: a port's mark is its index << 16 (the high half of the
+/// mark).
+const PORT_INDEX_MAX: u32 = 0xffff;
 /// Rule marks: the low 16 bits of a session's conntrack mark.
 const RULE_MARK_MAX: u32 = nft::RULE_MARK_MASK;
 /// How long a retired mark is not handed out again: longer than a
@@ -128,7 +129,7 @@ pub enum MarkError {
         #[source]
         source: serde_json::Error,
     },
-    /// Every mark is in use or in quarantine (32,767 ports or 65,535
+    /// Every mark is in use or in quarantine (65,535 ports or 65,535
     /// rules).
     #[error("no {0} marks left")]
     Exhausted(&'static str),

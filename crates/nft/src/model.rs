@@ -146,7 +146,7 @@ pub struct PortRules {
     pub name: String,
     /// Packet mark identifying the port between the bridge and inet
     /// tables: a multiple of 2^16 (the low bits carry rule marks in
-    /// sessions' conntrack marks), unique per host, not 0, below 2^31.
+    /// sessions' conntrack marks), unique per host, not 0.
     pub mark: u32,
     /// The port's MAC.
     #[serde(serialize_with = "display")]
@@ -279,9 +279,9 @@ impl PortRules {
             object: format!("port {}", self.name),
             reason,
         };
-        if self.mark == 0 || self.mark >= 1 << 31 || self.mark & RULE_MARK_MASK != 0 {
+        if self.mark == 0 || self.mark & RULE_MARK_MASK != 0 {
             return Err(bad(format!(
-                "mark {:#x} is not a multiple of 2^16 in 1..2^31",
+                "mark {:#x} is not a non-zero multiple of 2^16",
                 self.mark
             )));
         }

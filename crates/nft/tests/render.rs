@@ -386,7 +386,17 @@ fn malformed_ports_are_refused_before_rendering() {
     let mut p = sample();
     p.mark = 0;
     assert!(fw.upsert_port(&p).is_err());
-    assert_eq!(fw.transactions(), 1);
+    // The low half of a mark is the rules'.
+    p.mark = (7 << 16) | 1;
+    assert!(fw.upsert_port(&p).is_err());
+    let mut p = sample();
+    p.rules[0].ct_mark = 0x1_0000;
+    assert!(fw.upsert_port(&p).is_err());
+    p.mark = 0xffff << 16;
+    p.rules[0].ct_mark = 0xffff;
+    fw.upsert_port(&p).unwrap();
+    fw.remove_port(&p.name).unwrap();
+    assert_eq!(fw.transactions(), 3);
 }
 
 #[test]

@@ -622,10 +622,20 @@ fn the_number_of_chains_does_not_grow_with_the_number_of_ports() {
     assert_eq!(chain_lines(&before), chain_lines(&after));
     // A third set appears and goes with its only port.
     let mut lone = port_n(n);
-    lone.rules = vec![tcp_in(0x130, 443)];
+    lone.rules = vec![tcp_in(0xffff, 443)];
+    lone.mark = 0xffff << 16; // the highest marks
+    let listed_before = again.list_ports().unwrap().len();
     again.upsert_port(&lone).unwrap();
     assert_eq!(chains_and_anonymous_sets(&lab.host).0, base + 6);
+    let l = again.list_ports().unwrap();
+    assert_eq!(l.len(), listed_before + 1);
+    let got = l.iter().find(|p| p.name == lone.name).unwrap();
+    assert_eq!(
+        (got.mark, got.ct_marks.clone()),
+        (0xffff_0000, vec![u32::MAX])
+    );
     again.remove_port(&lone.name).unwrap();
+    assert!(again.revoked_ports().unwrap().contains(&0xffff_0000));
     assert_eq!(chains_and_anonymous_sets(&lab.host).0, base + 4);
     for i in 0..n {
         again.remove_port(&format!("tapn{i}")).unwrap();

@@ -14,7 +14,8 @@ use crate::reconcile::PassReport;
 
 #[derive(Debug, Default)]
 struct Snapshot {
-    state: HostState,
+    /// Shared with the agent's loop: no copy of 2,000 ports per pass.
+    state: Arc<HostState>,
     report: PassReport,
     marks: Option<MarkState>,
 }
@@ -34,7 +35,7 @@ impl Explainer {
         }
     }
 
-    pub(crate) fn update(&self, state: &HostState, report: &PassReport, marks: &MarkState) {
+    pub(crate) fn update(&self, state: &Arc<HostState>, report: &PassReport, marks: &MarkState) {
         let mut s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
         if s.state.revision != state.revision || report.changes > 0 || s.marks.is_none() {
             s.state = state.clone();
@@ -154,7 +155,8 @@ pub fn explain_port(
             );
         }
         Some(r) => {
-            let pm = marks.and_then(|m| m.ports.get(&pp.device));
+            let pm = marks.and_then(|m| m.port(&pp.device));
+            let pm = pm.as_ref();
             let mark = pm
                 .map(|m| format!("{:#x}", m.mark))
                 .unwrap_or_else(|| "not yet allocated".into());

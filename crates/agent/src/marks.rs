@@ -53,14 +53,25 @@ pub const QUARANTINE_S: u64 = nft::render::REVOKE_TIMEOUT_S + 86_400;
 /// The layout of the file this module writes.
 const VERSION: u32 = 2;
 
-/// Marks of one port.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Marks of one port, as [`MarkStore::port`] hands them out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortMarks {
     /// The port's packet mark (a multiple of 2^16).
     pub mark: u32,
     /// Security-group rule id → its rule mark (the same on every port of
     /// the host: security-group chains are shared).
     pub rules: BTreeMap<String, u32>,
+}
+
+/// Marks of one port, as the file keeps them (small: the file is
+/// rewritten, and cloned for `explain`, on every change).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortEntry {
+    /// The port's packet mark (a multiple of 2^16).
+    pub mark: u32,
+    /// The rule marks of its rules (see [`MarkState::rules`] for their
+    /// ids).
+    pub rules: BTreeSet<u32>,
 }
 
 /// The file's content.
@@ -74,7 +85,7 @@ pub struct MarkState {
     /// The next rule mark to try.
     pub next_rule_mark: u32,
     /// Per port, by device name.
-    pub ports: BTreeMap<String, PortMarks>,
+    pub ports: BTreeMap<String, PortEntry>,
     /// Rule id → rule mark, for every rule some port has.
     pub rules: BTreeMap<String, u32>,
     /// Port marks no port has any more → when they were given up (Unix
@@ -89,6 +100,22 @@ pub struct MarkState {
     /// restart).
     #[serde(default)]
     pub groups: BTreeSet<String>,
+}
+
+impl MarkState {
+    /// The marks of a port, if it has some, with the ids of its rules.
+    pub fn port(&self, device: &str) -> Option<PortMarks> {
+        let p = self.ports.get(device)?;
+        Some(PortMarks {
+            mark: p.mark,
+            rules: self
+                .rules
+                .iter()
+                .filter(|(_, m)| p.rules.contains(m))
+                .map(|(id, m)| (id.clone(), *m))
+                .collect(),
+        })
+    }
 }
 
 impl Default for MarkState {
@@ -271,13 +298,15 @@ impl MarkStore {
         }
     }
 
-    /// Retires rule ids no port has any more.
-    fn retire_rules(&mut self, ids: impl IntoIterator<Item = String>, now: u64) {
-        for id in ids {
-            if self.state.ports.values().any(|p| p.rules.contains_key(&id)) {
+    /// Retires rule marks no port has any more (and forgets their ids).
+    fn retire_rules(&mut self, marks: impl IntoIterator<Item = u32>, now: u64) {
+        for m in marks {
+            if self.state.ports.values().any(|p| p.rules.contains(&m)) {
                 continue;
             }
-            if let Some(m) = self.state.rules.remove(&id) {
+            let before = self.state.rules.len();
+            self.state.rules.retain(|_, r| *r != m);
+            if self.state.rules.len() != before {
                 self.state.retired_rules.insert(m, now);
                 self.dirty = true;
             }
@@ -301,31 +330,15 @@ impl MarkStore {
             .ok_or(MarkError::Exhausted("port"))?;
             st.ports.insert(
                 device.to_string(),
-                PortMarks {
+                PortEntry {
                     mark: index << 16,
-                    rules: BTreeMap::new(),
+                    rules: BTreeSet::new(),
                 },
             );
             self.dirty = true;
         }
-        let entry = self.state.ports.get_mut(device).expect("just made");
-        let gone: Vec<String> = entry
-            .rules
-            .keys()
-            .filter(|id| !rule_ids.contains(&id.as_str()))
-            .cloned()
-            .collect();
-        for id in &gone {
-            entry.rules.remove(id);
-        }
-        if !gone.is_empty() {
-            self.dirty = true;
-            self.retire_rules(gone, now);
-        }
+        let mut rules = BTreeMap::new();
         for id in rule_ids {
-            if self.state.ports[device].rules.contains_key(*id) {
-                continue;
-            }
             let mark = match self.state.rules.get(*id) {
                 Some(m) => *m,
                 None => {
@@ -338,23 +351,27 @@ impl MarkStore {
                     })
                     .ok_or(MarkError::Exhausted("rule"))?;
                     st.rules.insert(id.to_string(), m);
+                    self.dirty = true;
                     m
                 }
             };
-            self.state
-                .ports
-                .get_mut(device)
-                .expect("just made")
-                .rules
-                .insert(id.to_string(), mark);
-            self.dirty = true;
+            rules.insert(id.to_string(), mark);
         }
-        Ok(self.state.ports[device].clone())
+        let want: BTreeSet<u32> = rules.values().copied().collect();
+        let entry = self.state.ports.get_mut(device).expect("just made");
+        let mark = entry.mark;
+        if entry.rules != want {
+            let gone: Vec<u32> = entry.rules.difference(&want).copied().collect();
+            entry.rules = want;
+            self.dirty = true;
+            self.retire_rules(gone, now);
+        }
+        Ok(PortMarks { mark, rules })
     }
 
-    /// The marks of a port, if it has some.
-    pub fn get(&self, device: &str) -> Option<&PortMarks> {
-        self.state.ports.get(device)
+    /// The marks of a port, if it has some, with the ids of its rules.
+    pub fn get(&self, device: &str) -> Option<PortMarks> {
+        self.state.port(device)
     }
 
     /// Forgets a port: its mark (whose sessions the firewall revoked) and
@@ -364,7 +381,7 @@ impl MarkStore {
             let now = now_s();
             self.state.retired_ports.insert(p.mark, now);
             self.dirty = true;
-            self.retire_rules(p.rules.into_keys(), now);
+            self.retire_rules(p.rules, now);
         }
     }
 
@@ -436,7 +453,7 @@ mod tests {
         s.save().unwrap();
         drop(s);
         let mut s = MarkStore::open(dir.path()).unwrap();
-        assert_eq!(s.get("tapa").unwrap(), &again);
+        assert_eq!(s.get("tapa").unwrap(), again);
         s.forget("tapa");
         s.forget("tapb");
         let c = s.port("tapc", &["r9"]).unwrap();

@@ -14,7 +14,8 @@ use crate::reconcile::PassReport;
 
 #[derive(Debug, Default)]
 struct Snapshot {
-    state: HostState,
+    /// Shared with the agent's loop: no copy of 2,000 ports per pass.
+    state: Arc<HostState>,
     report: PassReport,
     marks: Option<MarkState>,
 }
@@ -34,7 +35,7 @@ impl Explainer {
         }
     }
 
-    pub(crate) fn update(&self, state: &HostState, report: &PassReport, marks: &MarkState) {
+    pub(crate) fn update(&self, state: &Arc<HostState>, report: &PassReport, marks: &MarkState) {
         let mut s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
         if s.state.revision != state.revision || report.changes > 0 || s.marks.is_none() {
             s.state = state.clone();
@@ -154,14 +155,16 @@ pub fn explain_port(
             );
         }
         Some(r) => {
-            let pm = marks.and_then(|m| m.ports.get(&pp.device));
+            let pm = marks.and_then(|m| m.port(&pp.device));
+            let pm = pm.as_ref();
             let mark = pm
                 .map(|m| format!("{:#x}", m.mark))
                 .unwrap_or_else(|| "not yet allocated".into());
             let _ = writeln!(
                 o,
-                "  3. anti-spoofing: bridge fs_port chain {} (only MAC {} and addresses {}{}; no DHCP server traffic)",
-                nft::render::antispoof_chain(&pp.device),
+                "  3. anti-spoofing: bridge fs_port chain antispoof, sets as_mac/as_ip4/as_ip6/as_net4/as_net6 \
+                 keyed by {} (only MAC {} and addresses {}{}; no DHCP server traffic)",
+                pp.device,
                 r.mac,
                 ips.join(", "),
                 if r.allowed_pairs.is_empty() {
@@ -177,17 +180,28 @@ pub fn explain_port(
                     )
                 }
             );
+            // The chains are named by the marked rules (shared by every
+            // port with the same security groups).
+            let chains = pm
+                .and_then(|m| {
+                    let mut marked = r.clone();
+                    for (rule, id) in marked.rules.iter_mut().zip(&pp.rule_ids) {
+                        rule.ct_mark = *m.rules.get(id)?;
+                    }
+                    Some(nft::render::sg_chains_id(&marked))
+                })
+                .unwrap_or_else(|| "<not yet allocated>".into());
             let _ = writeln!(
                 o,
-                "     packet mark {mark} (bridge fs_port map port_mark); traffic from the VM: inet fs_sg chain {}, \
-                 to the VM: chain {}",
-                nft::render::egress_chain(&pp.device),
-                nft::render::ingress_chain(&pp.device)
+                "     packet mark {mark} (bridge fs_port map port_mark); traffic from the VM: inet fs_sg chain {} \
+                 (map egress), to the VM: chain {} (map ingress), shared by the ports with the same security groups",
+                nft::render::egress_chain(&chains),
+                nft::render::ingress_chain(&chains)
             );
             for (rule, id) in r.rules.iter().zip(&pp.rule_ids) {
                 let ct = pm
-                    .and_then(|m| m.rules.get(id))
-                    .map(|c| format!("ct mark {c:#x}"))
+                    .and_then(|m| Some((m.mark, *m.rules.get(id)?)))
+                    .map(|(p, c)| format!("ct mark {:#x}", p | c))
                     .unwrap_or_default();
                 let _ = writeln!(o, "     rule {id}: {} {ct}", describe_rule(rule));
             }

@@ -220,6 +220,14 @@ impl Agent {
     /// One reconcile pass over `state` (tests and tools; [`Agent::run`]
     /// calls it on every change). `deep` also reads the firewall back.
     pub async fn reconcile(&mut self, state: &HostState, deep: bool) -> Result<PassReport, Error> {
+        self.reconcile_shared(&Arc::new(state.clone()), deep).await
+    }
+
+    async fn reconcile_shared(
+        &mut self,
+        state: &Arc<HostState>,
+        deep: bool,
+    ) -> Result<PassReport, Error> {
         self.take_events();
         let r = self.rec.pass(state, deep).await?;
         self.after_pass(state, &r);
@@ -231,6 +239,13 @@ impl Agent {
     pub async fn reconcile_light(
         &mut self,
         state: &HostState,
+    ) -> Result<Option<PassReport>, Error> {
+        self.reconcile_light_shared(&Arc::new(state.clone())).await
+    }
+
+    async fn reconcile_light_shared(
+        &mut self,
+        state: &Arc<HostState>,
     ) -> Result<Option<PassReport>, Error> {
         let events = self.take_events();
         let r = self.rec.light_pass(state, &events).await?;
@@ -246,7 +261,7 @@ impl Agent {
 
     /// Updates what explains ports and which devices the link watcher
     /// waits for.
-    fn after_pass(&mut self, state: &HostState, r: &PassReport) {
+    fn after_pass(&mut self, state: &Arc<HostState>, r: &PassReport) {
         self.explainer.update(state, r, self.rec.marks.state());
         let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         w.waiting.clear();
@@ -353,7 +368,7 @@ impl Agent {
             // one.
             let mut result = None;
             if !periodic && !deep {
-                match self.reconcile_light(&state).await {
+                match self.reconcile_light_shared(&state).await {
                     Ok(r) => result = r.map(Ok),
                     Err(e) => tracing::warn!("light pass failed, doing a full one: {}", Chain(&e)),
                 }
@@ -362,7 +377,7 @@ impl Agent {
             let t = Instant::now();
             let result = match result {
                 Some(r) => r,
-                None => self.reconcile(&state, deep).await,
+                None => self.reconcile_shared(&state, deep).await,
             };
             if !light {
                 tracing::debug!(deep, periodic, took = ?t.elapsed(), "full pass");

@@ -1,8 +1,10 @@
 //! Ports: a port is wired when its device (`tapXXXXXXXXXXX`, made by the
 //! compute driver, or a router/DHCP leg made by the agent) exists, has
 //! the network's MTU, is on the network's bridge and is up, and — unless
-//! it is trusted (`network:*`) or has port security off — its chains are
-//! loaded (security-group rules and anti-spoofing, one nft transaction).
+//! it is trusted (`network:*`) or has port security off — its rules are
+//! loaded (its elements in the anti-spoofing sets and verdict maps, and
+//! the chains of its security-group set if it is the first port with
+//! those groups: one nft transaction).
 //!
 //! Rules are installed as soon as the port is desired, whether or not the
 //! device exists yet (the maps are keyed by interface name), and a device
@@ -80,12 +82,12 @@ impl Reconciler {
     }
 
     /// Loads what the firewall has installed (deep passes): digests of
-    /// ports that match the plan count as applied; counters of the mark
-    /// store are raised above every installed mark.
+    /// ports that match the plan count as applied; installed marks the
+    /// mark store does not know are kept from being handed out.
     async fn read_installed(&mut self) -> Result<BTreeMap<String, nft::InstalledPort>, Error> {
         let installed = self.fw(|f| f.list_ports()).await?;
         self.marks
-            .raise_above(installed.iter().map(|p| (p.mark, p.ct_marks.as_slice())));
+            .reserve_installed(installed.iter().map(|p| (p.mark, p.ct_marks.as_slice())));
         let map: BTreeMap<String, nft::InstalledPort> =
             installed.into_iter().map(|p| (p.name.clone(), p)).collect();
         self.applied_ports.retain(|d, r| {

@@ -58,7 +58,7 @@ pub(crate) struct Reconciler {
     pub marks: MarkStore,
     /// Port rules known to be installed (device → rules with marks).
     pub applied_ports: HashMap<String, nft::PortRules>,
-    /// Devices the firewall may have chains for (installed or applied).
+    /// Devices the firewall may have rules for (installed or applied).
     pub fw_ports: BTreeSet<String>,
     pub applied_zones: HashMap<String, u16>,
     pub applied_groups: HashMap<String, nft::RemoteGroup>,

@@ -214,9 +214,9 @@ async fn a_second_pass_changes_nothing_and_ports_wait_for_their_device() {
     let text = a.explainer().explain_port(&w.vm[0]);
     for want in [
         "fsb-",
-        "eg-tap",
-        "in-tap",
-        "as-tap",
+        "chain eg-",
+        "chain in-",
+        "chain antispoof",
         "fsr-",
         "203.0.113.20",
         "ACTIVE",

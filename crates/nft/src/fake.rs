@@ -25,8 +25,22 @@ struct State {
     zones: BTreeMap<String, u16>,
     groups: BTreeMap<String, RemoteGroup>,
     routers: BTreeMap<String, RouterNat>,
+    /// Security-group chain pairs by suffix → ports using them.
+    chains: BTreeMap<String, usize>,
     revoked: BTreeSet<u32>,
+    revoked_ports: BTreeSet<u32>,
     transactions: usize,
+}
+
+impl State {
+    fn leave_chains(&mut self, id: &str) {
+        if let Some(n) = self.chains.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.chains.remove(id);
+            }
+        }
+    }
 }
 
 impl Fake {
@@ -39,7 +53,30 @@ impl Fake {
         f(&mut self.s.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Conntrack marks revoked so far.
+    /// Port marks whose sessions were all revoked (removed ports).
+    pub fn revoked_ports(&self) -> Vec<u32> {
+        self.s
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .revoked_ports
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Suffixes of the security-group chain pairs installed (one per
+    /// distinct security-group set of the ports).
+    pub fn chains(&self) -> Vec<String> {
+        self.s
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .chains
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Session marks (port | rule) revoked so far.
     pub fn revoked(&self) -> Vec<u32> {
         self.s
             .lock()
@@ -162,29 +199,37 @@ impl Firewall for Fake {
             return self.remove_port(&port.name);
         }
         let digest = port.digest();
+        let id = crate::render::sg_chains_id(port);
+        let mut rule_marks: Vec<u32> = port.rules.iter().map(|r| r.ct_mark).collect();
+        rule_marks.sort_unstable();
+        rule_marks.dedup();
         self.with(|s| {
             need_base(s)?;
-            if let Some((_, inst)) = s.ports.get(&port.name) {
+            if let Some((old, inst)) = s.ports.get(&port.name).cloned() {
                 if inst.digest == digest && inst.mark == port.mark {
                     return Ok(());
                 }
-                let now: BTreeSet<u32> = port.rules.iter().map(|r| r.ct_mark).collect();
-                let gone: Vec<u32> = inst
-                    .ct_marks
-                    .iter()
-                    .copied()
-                    .filter(|m| !now.contains(m))
-                    .collect();
-                s.revoked.extend(gone);
+                if inst.mark == port.mark {
+                    let gone = old
+                        .rules
+                        .iter()
+                        .filter(|r| !rule_marks.contains(&r.ct_mark))
+                        .map(|r| inst.mark | r.ct_mark);
+                    s.revoked.extend(gone.collect::<Vec<_>>());
+                } else {
+                    s.revoked_ports.insert(inst.mark);
+                }
+                s.leave_chains(&crate::render::sg_chains_id(&old));
             }
-            let mut ct_marks: Vec<u32> = port.rules.iter().map(|r| r.ct_mark).collect();
-            ct_marks.sort_unstable();
-            ct_marks.dedup();
+            for m in &rule_marks {
+                s.revoked.remove(&(port.mark | m));
+            }
+            *s.chains.entry(id).or_default() += 1;
             let inst = InstalledPort {
                 name: port.name.clone(),
                 mark: port.mark,
                 digest,
-                ct_marks,
+                ct_marks: rule_marks.iter().map(|m| port.mark | m).collect(),
             };
             s.ports.insert(port.name.clone(), (port.clone(), inst));
             s.transactions += 1;
@@ -195,8 +240,9 @@ impl Firewall for Fake {
     fn remove_port(&self, name: &str) -> Result<()> {
         check_ifname(name)?;
         self.with(|s| {
-            if let Some((_, inst)) = s.ports.remove(name) {
-                s.revoked.extend(inst.ct_marks);
+            if let Some((p, inst)) = s.ports.remove(name) {
+                s.revoked_ports.insert(inst.mark);
+                s.leave_chains(&crate::render::sg_chains_id(&p));
                 s.transactions += 1;
             }
             Ok(())
@@ -235,6 +281,7 @@ impl Firewall for Fake {
         self.with(|s| {
             s.base = false;
             s.ports.clear();
+            s.chains.clear();
             s.zones.clear();
             s.groups.clear();
             s.transactions += 1;

@@ -20,26 +20,46 @@
 //! forty expressions), and `serde_json::json!` keeps each rule readable
 //! next to the nft text it stands for, with snapshot tests on the output.
 //!
-//! Table layout (per host, in its namespace):
+//! Table layout (per host, in its namespace). A port is only elements
+//! of the shared sets and maps; chains exist once, or once per
+//! security-group set, never per port (nft reads every chain and every
+//! anonymous set before each transaction that adds an element or a rule,
+//! so per-port chains made each port's change cost grow with the number
+//! of ports):
 //!
 //! ```text
 //! table bridge fs_port    port marks and anti-spoofing (stateless)
-//!   map port_mark  ifname : mark        map antispoof  ifname : verdict
-//!   chain antispoof_pre  prerouting -350   iifname vmap @antispoof
+//!   map port_mark  ifname : mark (comment: the port's digest)
+//!   set secured    ifname               ports with port security on
+//!   sets as_mac / as_ip4 / as_ip6       ifname . MAC / address allowed
+//!   sets as_net4 / as_net6 (interval)   ifname . prefix allowed (address pairs)
+//!   chain antispoof_pre  prerouting -350   iifname @secured jump antispoof
+//!   chain antispoof / antispoof_arp        set lookups, DHCP server drop, drop
 //!   chain mark_pre       prerouting -300   meta mark set iifname map @port_mark
 //!   chain mark_fwd       forward    -200   meta mark set oifname map @port_mark
-//!   chain as-<tap> …
 //! table inet fs_sg        conntrack zones and security groups (stateful)
-//!   set revoked  mark (timeout)         map zones  iifname : ct zone
-//!   map egress / ingress  mark : verdict
+//!   set revoked        mark (timeout)   session marks (port | rule) of rules that left a port
+//!   set revoked_ports  mark (timeout)   marks of removed ports: all their sessions
+//!   map zones  iifname : ct zone        map egress / ingress  mark : verdict
 //!   chain zone_raw  prerouting raw  ct zone set iifname map @zones
 //!   chain sg_pre    prerouting 0    established accept; meta mark vmap @egress
-//!   chain sg_fwd    forward 0       ct mark @revoked drop; established accept;
-//!                                   invalid drop; meta mark vmap @ingress
-//!   chain eg-<tap> / in-<tap> …      sets rg4-<sg> / rg6-<sg>
+//!   chain sg_fwd    forward 0       ct mark @revoked drop;
+//!                                   ct mark & 0xffff0000 @revoked_ports drop;
+//!                                   established accept; invalid drop; meta mark vmap @ingress
+//!   chain sg_eg_common / sg_in_common   DHCP client, ND (sets nd_out / nd_in)
+//!   chain eg-<12 hex> / in-<12 hex>     one pair per security-group set: jump
+//!                                       sg_*_common; rules (ct mark set meta mark
+//!                                       | <rule mark> accept); drop
+//!   sets rg4-<sg> / rg6-<sg>            members of a remote group
 //! table ip fs_nat         in each router namespace
 //!   chain nat-pre dstnat · fip-post srcnat-10 · nat-post srcnat
 //! ```
+//!
+//! Marks: a port's packet mark is `index << 16`; a rule's mark (1–65535)
+//! is the same on every port; a session's conntrack mark is
+//! `port mark | rule mark`, so a deleted rule cuts exactly its sessions on
+//! each port (`revoked`) and a removed port all of its own
+//! (`revoked_ports`).
 
 pub mod fake;
 pub mod model;
@@ -49,7 +69,7 @@ pub mod render;
 pub use fake::Fake;
 pub use model::{
     AllowedPair, Direction, EtherType, FloatingIp, InstalledPort, InternalLeg, PortRules, Protocol,
-    Remote, RemoteGroup, RouterNat, SgRule,
+    Remote, RemoteGroup, RouterNat, SgRule, PORT_MARK_MASK, RULE_MARK_MASK,
 };
 pub use real::Nft;
 
@@ -126,9 +146,13 @@ pub trait Firewall: Send + Sync {
     /// Installs or updates one port in one transaction. Unchanged rules
     /// (same digest) cause no transaction at all; rules that left the port
     /// have their sessions cut through the `revoked` set; a port with port
-    /// security off has no chains (it is removed if it had some).
+    /// security off is in no set or map (it is removed if it was). A port
+    /// whose security-group set is installed costs elements only; the
+    /// set's chains are created with its first port and deleted with its
+    /// last.
     fn upsert_port(&self, port: &PortRules) -> Result<()>;
-    /// Removes a port's chains and map entries, cutting its sessions.
+    /// Removes a port's elements (and its security-group set's chains if
+    /// no other port uses them), cutting its sessions (`revoked_ports`).
     /// Absent is fine.
     fn remove_port(&self, name: &str) -> Result<()>;
     /// The ports installed on the host, read from the kernel, sorted.

@@ -7,6 +7,13 @@ use serde::Serialize;
 
 use crate::Error;
 
+/// The bits of a packet mark (and of a session's conntrack mark) that
+/// name the port: port marks are multiples of 2^16.
+pub const PORT_MARK_MASK: u32 = 0xffff_0000;
+/// The bits of a session's conntrack mark that name the rule that let it
+/// in (see [`SgRule::ct_mark`]).
+pub const RULE_MARK_MASK: u32 = 0xffff;
+
 /// Traffic direction, seen from the VM (Neutron's convention).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Direction {
@@ -98,10 +105,13 @@ pub enum Remote {
 /// One security-group rule of one port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SgRule {
-    /// Conntrack mark given to sessions this rule accepts; a session is cut
-    /// when its mark is revoked (the rule left the port). Unique per
-    /// (port, rule) on the host and never reused while sessions may live;
-    /// the agent allocates them. Not 0.
+    /// The rule's mark, 1–65535 (the low 16 bits of [`RULE_MARK_MASK`]):
+    /// a session this rule accepts gets the conntrack mark
+    /// `port mark | ct_mark`, and is cut when that value is revoked (the
+    /// rule left the port) or its port's mark is (the port was removed).
+    /// The same for every port the rule applies to (security-group chains
+    /// are shared), unique per rule on the host and not reused while
+    /// sessions may live; the agent allocates them.
     pub ct_mark: u32,
     /// Direction.
     pub direction: Direction,
@@ -135,7 +145,8 @@ pub struct PortRules {
     /// The host-side interface (tap) on the bridge.
     pub name: String,
     /// Packet mark identifying the port between the bridge and inet
-    /// tables. Unique per host, not 0, below 2^31.
+    /// tables: a multiple of 2^16 (the low bits carry rule marks in
+    /// sessions' conntrack marks), unique per host, not 0.
     pub mark: u32,
     /// The port's MAC.
     #[serde(serialize_with = "display")]
@@ -208,7 +219,8 @@ pub struct InstalledPort {
     pub mark: u32,
     /// Digest of the rules installed for it (see [`PortRules::digest`]).
     pub digest: String,
-    /// Conntrack marks of its installed rules.
+    /// Conntrack marks of its installed rules' sessions
+    /// (`mark | rule mark`), sorted.
     pub ct_marks: Vec<u32>,
 }
 
@@ -267,8 +279,11 @@ impl PortRules {
             object: format!("port {}", self.name),
             reason,
         };
-        if self.mark == 0 || self.mark >= 1 << 31 {
-            return Err(bad(format!("mark {} is not in 1..2^31", self.mark)));
+        if self.mark == 0 || self.mark & RULE_MARK_MASK != 0 {
+            return Err(bad(format!(
+                "mark {:#x} is not a non-zero multiple of 2^16",
+                self.mark
+            )));
         }
         for p in &self.allowed_pairs {
             if p.ip.prefix() == 0 {
@@ -276,8 +291,11 @@ impl PortRules {
             }
         }
         for r in &self.rules {
-            if r.ct_mark == 0 {
-                return Err(bad("a rule has ct mark 0".into()));
+            if r.ct_mark == 0 || r.ct_mark > RULE_MARK_MASK {
+                return Err(bad(format!(
+                    "rule mark {:#x} is not in 1..=0xffff",
+                    r.ct_mark
+                )));
             }
             if let Some((lo, hi)) = r.port_range {
                 let proto = r
@@ -306,9 +324,10 @@ impl PortRules {
         Ok(())
     }
 
-    /// A digest of everything that ends up in the port's chains. Stored
-    /// with the rules, so a reconciler (and `upsert_port` itself) can tell
-    /// an unchanged port without touching nftables.
+    /// A digest of everything that ends up in the port's elements and
+    /// chains. Stored with them (the comment of its `port_mark` entry),
+    /// so a reconciler (and `upsert_port` itself) can tell an unchanged
+    /// port without touching nftables.
     pub fn digest(&self) -> String {
         fnv(&serde_json::to_string(self).unwrap_or_default())
     }

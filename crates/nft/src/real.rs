@@ -1,9 +1,10 @@
 //! The real driver: `nft -j -f -` inside the target namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hostlink::{netns, Netns};
 use serde_json::Value;
@@ -11,21 +12,78 @@ use serde_json::Value;
 use crate::model::{
     check_group_id, check_ifname, InstalledPort, PortRules, RemoteGroup, RouterNat,
 };
-use crate::render::{self, BRIDGE_TABLE, DIGEST_TAG, INET_TABLE, NAT_TABLE};
+use crate::render::{
+    self, AntispoofElems, PortChange, PortState, BRIDGE_TABLE, DIGEST_TAG, INET_TABLE, NAT_TABLE,
+};
 use crate::{Error, Firewall, Result};
 
 /// The real firewall driver, bound to the host namespace.
 ///
-/// It remembers what it installed (marks, rule marks, digests), loaded
-/// from the kernel on first use, so an update needs no read-back: the
-/// agent is the only writer of these tables. After a refused transaction
-/// the memory is dropped and reloaded.
+/// It remembers what it installed (each port's mark, digest, chains and
+/// anti-spoofing elements; which security-group chains exist and how many
+/// ports use them; which session marks are revoked), loaded from the
+/// kernel on first use, so an update needs no read-back: the agent is the
+/// only writer of these tables. After a refused transaction the memory is
+/// dropped and reloaded.
 #[derive(Debug)]
 pub struct Nft {
     host: Netns,
     nft: String,
-    installed: Mutex<Option<BTreeMap<String, InstalledPort>>>,
+    installed: Mutex<Option<Mem>>,
     zones: Mutex<BTreeMap<String, u16>>,
+}
+
+/// The base tables found on the host.
+enum Base {
+    /// This layout.
+    Current,
+    /// The per-port layout of an older agent (chains per port).
+    PerPort,
+    /// None, or only one of the tables.
+    Missing,
+}
+
+/// What the driver knows is installed.
+#[derive(Debug, Default)]
+struct Mem {
+    ports: BTreeMap<String, PortState>,
+    /// Security-group chain pairs by suffix → ports using them.
+    chains: BTreeMap<String, usize>,
+    /// Revoked session marks → when their entry expires.
+    revoked: BTreeMap<u32, Instant>,
+}
+
+impl Mem {
+    fn installed(name: &str, p: &PortState) -> InstalledPort {
+        let mut ct_marks: Vec<u32> = p.rule_marks.iter().map(|r| p.mark | r).collect();
+        ct_marks.sort_unstable();
+        ct_marks.dedup();
+        InstalledPort {
+            name: name.to_string(),
+            mark: p.mark,
+            digest: p.digest.clone(),
+            ct_marks,
+        }
+    }
+
+    /// Chains that are unused once `leaving` (a chain suffix a port stops
+    /// using) loses one user.
+    fn unused_after(&self, leaving: Option<&str>, keep: Option<&str>) -> Vec<String> {
+        self.chains
+            .iter()
+            .filter(|(id, n)| {
+                Some(id.as_str()) != keep
+                    && (**n == 0 || (Some(id.as_str()) == leaving && **n == 1))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn unuse(&mut self, id: &str) {
+        if let Some(n) = self.chains.get_mut(id) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Nft {
@@ -98,18 +156,10 @@ impl Nft {
         }
     }
 
-    fn with_installed<T>(
-        &self,
-        f: impl FnOnce(&mut BTreeMap<String, InstalledPort>) -> Result<T>,
-    ) -> Result<T> {
+    fn with_installed<T>(&self, f: impl FnOnce(&mut Mem) -> Result<T>) -> Result<T> {
         let mut g = self.installed.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            *g = Some(
-                self.read_ports()?
-                    .into_iter()
-                    .map(|p| (p.name.clone(), p))
-                    .collect(),
-            );
+            *g = Some(self.read_state()?);
         }
         let r = f(g.as_mut().expect("loaded"));
         if r.is_err() {
@@ -118,93 +168,256 @@ impl Nft {
         r
     }
 
-    fn read_ports(&self) -> Result<Vec<InstalledPort>> {
+    /// Reads back what is installed: ports from the `port_mark` map (its
+    /// comments carry digests), their anti-spoofing elements, their
+    /// verdict-map entries and the rule marks of the chains those jump to.
+    fn read_state(&self) -> Result<Mem> {
         let (Some(bridge), Some(inet)) = (
             self.list_table(&self.host, "bridge", BRIDGE_TABLE)?,
             self.list_table(&self.host, "inet", INET_TABLE)?,
         ) else {
-            return Ok(Vec::new());
+            return Ok(Mem::default());
         };
-        let mut ports: BTreeMap<String, InstalledPort> = BTreeMap::new();
+        let mut mem = Mem::default();
+        let mut elems: BTreeMap<String, AntispoofElems> = BTreeMap::new();
+        let mut legacy: BTreeSet<String> = BTreeSet::new();
         for o in &bridge {
-            if o["map"]["name"] == "port_mark" {
-                for e in o["map"]["elem"].as_array().into_iter().flatten() {
-                    if let (Some(n), Some(m)) = (e[0].as_str(), e[1].as_u64()) {
-                        ports.insert(
+            let set = &o["set"];
+            let map = &o["map"];
+            if map["name"] == "port_mark" {
+                for e in map["elem"].as_array().into_iter().flatten() {
+                    let (key, mark) = (&e[0], e[1].as_u64());
+                    let (name, comment) = match key.as_str() {
+                        Some(n) => (Some(n), None),
+                        None => (key["elem"]["val"].as_str(), key["elem"]["comment"].as_str()),
+                    };
+                    if let (Some(n), Some(m)) = (name, mark) {
+                        mem.ports.insert(
                             n.to_string(),
-                            InstalledPort {
-                                name: n.into(),
+                            PortState {
                                 mark: m as u32,
-                                digest: String::new(),
-                                ct_marks: Vec::new(),
+                                digest: comment
+                                    .and_then(|c| c.strip_prefix(DIGEST_TAG))
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                ..Default::default()
                             },
                         );
                     }
                 }
             }
+            if map["name"] == "antispoof" {
+                // The per-port layout's verdict map: its ports move over.
+                for e in map["elem"].as_array().into_iter().flatten() {
+                    if let Some(n) = e[0].as_str() {
+                        legacy.insert(n.to_string());
+                    }
+                }
+            }
+            let Some(sname) = set["name"].as_str() else {
+                continue;
+            };
+            if !render::AS_SETS.contains(&sname) {
+                continue;
+            }
+            for e in set["elem"].as_array().into_iter().flatten() {
+                let c = &e["concat"];
+                let (Some(n), v) = (c[0].as_str(), &c[1]) else {
+                    continue;
+                };
+                let el = elems.entry(n.to_string()).or_default();
+                match sname {
+                    "as_mac" => {
+                        if let Some(m) = v.as_str().and_then(|m| m.parse().ok()) {
+                            el.macs.insert(m);
+                        }
+                    }
+                    "as_ip4" | "as_ip6" => {
+                        if let Some(a) = v.as_str().and_then(|a| a.parse().ok()) {
+                            el.hosts.insert(a);
+                        }
+                    }
+                    _ => {
+                        let pfx = &v["prefix"];
+                        let net = pfx["addr"]
+                            .as_str()
+                            .zip(pfx["len"].as_u64())
+                            .and_then(|(a, l)| format!("{a}/{l}").parse().ok());
+                        if let Some(n) = net {
+                            el.nets.insert(n);
+                        }
+                    }
+                }
+            }
         }
+        let mut verdicts: BTreeMap<u32, String> = BTreeMap::new();
+        let mut rule_marks: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        let now = Instant::now();
         for o in &inet {
+            if let Some(name) = o["chain"]["name"].as_str() {
+                if let Some(id) = name
+                    .strip_prefix("eg-")
+                    .or_else(|| name.strip_prefix("in-"))
+                {
+                    mem.chains.insert(id.to_string(), 0);
+                    rule_marks.entry(id.to_string()).or_default();
+                }
+            }
+            if o["map"]["name"] == "egress" {
+                for e in o["map"]["elem"].as_array().into_iter().flatten() {
+                    if let (Some(m), Some(t)) = (e[0].as_u64(), e[1]["jump"]["target"].as_str()) {
+                        if let Some(id) = t.strip_prefix("eg-") {
+                            verdicts.insert(m as u32, id.to_string());
+                        }
+                    }
+                }
+            }
+            if o["set"]["name"] == "revoked" {
+                for e in o["set"]["elem"].as_array().into_iter().flatten() {
+                    let val = e.as_u64().or_else(|| e["elem"]["val"].as_u64());
+                    let left = e["elem"]["expires"]
+                        .as_u64()
+                        .unwrap_or(render::REVOKE_TIMEOUT_S);
+                    if let Some(v) = val {
+                        mem.revoked
+                            .insert(v as u32, now + Duration::from_secs(left));
+                    }
+                }
+            }
             let r = &o["rule"];
             let Some(chain) = r["chain"].as_str() else {
                 continue;
             };
-            let Some(port) = chain
+            let Some(id) = chain
                 .strip_prefix("eg-")
                 .or_else(|| chain.strip_prefix("in-"))
             else {
                 continue;
             };
-            let Some(p) = ports.get_mut(port) else {
-                continue;
-            };
-            if let Some(d) = r["comment"]
-                .as_str()
-                .and_then(|c| c.strip_prefix(DIGEST_TAG))
-            {
-                p.digest = d.to_string();
-            }
             for e in r["expr"].as_array().into_iter().flatten() {
                 if e["mangle"]["key"]["ct"]["key"] == "mark" {
-                    if let Some(m) = e["mangle"]["value"].as_u64() {
-                        p.ct_marks.push(m as u32);
+                    if let Some(m) = e["mangle"]["value"]["|"][1].as_u64() {
+                        rule_marks
+                            .entry(id.to_string())
+                            .or_default()
+                            .insert(m as u32);
                     }
                 }
             }
         }
-        for p in ports.values_mut() {
-            p.ct_marks.sort_unstable();
-            p.ct_marks.dedup();
+        for (name, p) in mem.ports.iter_mut() {
+            p.elems = elems.remove(name).unwrap_or_default();
+            p.legacy = legacy.contains(name);
+            if let Some(id) = verdicts.get(&p.mark) {
+                p.chains = id.clone();
+                p.rule_marks = rule_marks
+                    .get(id)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                *mem.chains.entry(id.clone()).or_default() += 1;
+            }
         }
-        Ok(ports.into_values().collect())
+        Ok(mem)
     }
 
-    fn base_present(&self) -> Result<bool> {
-        Ok(self.list_table(&self.host, "inet", INET_TABLE)?.is_some()
-            && self
-                .list_table(&self.host, "bridge", BRIDGE_TABLE)?
-                .is_some())
+    /// Which base the host has.
+    fn base_present(&self) -> Result<Base> {
+        let has = |objs: &Option<Vec<Value>>, kind: &str, name: &str| {
+            objs.as_ref()
+                .is_some_and(|o| o.iter().any(|x| x[kind]["name"] == name))
+        };
+        let inet = self.list_table_objects(&self.host, "inet", INET_TABLE, "sets")?;
+        let bridge = self.list_table_objects(&self.host, "bridge", BRIDGE_TABLE, "sets")?;
+        Ok(
+            if has(&inet, "set", "revoked_ports") && has(&bridge, "set", "secured") {
+                Base::Current
+            } else if has(&inet, "set", "revoked")
+                && bridge.is_some()
+                && self.map_exists(BRIDGE_TABLE, "antispoof")?
+            {
+                Base::PerPort
+            } else {
+                Base::Missing
+            },
+        )
+    }
+
+    /// Whether the bridge-family map `table`/`name` exists.
+    fn map_exists(&self, table: &str, name: &str) -> Result<bool> {
+        match self.run(
+            &self.host,
+            "list",
+            &["list", "map", "bridge", table, name],
+            "",
+        ) {
+            Ok(_) => Ok(true),
+            Err(Error::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `nft -j list sets|chains table …`: the objects of a table without
+    /// their elements or rules, or `None` when the table does not exist.
+    fn list_table_objects(
+        &self,
+        ns: &Netns,
+        family: &str,
+        table: &str,
+        what: &str,
+    ) -> Result<Option<Vec<Value>>> {
+        match self.run(
+            ns,
+            "list",
+            &["-j", "list", what, "table", family, table],
+            "",
+        ) {
+            Ok(out) => {
+                let v: Value = serde_json::from_str(&out).map_err(|e| Error::Parse {
+                    table: table.into(),
+                    netns: ns.to_string(),
+                    detail: e.to_string(),
+                })?;
+                Ok(Some(v["nftables"].as_array().cloned().unwrap_or_default()))
+            }
+            Err(Error::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl Firewall for Nft {
     fn ensure_base(&self) -> Result<()> {
-        if self.base_present()? {
-            return Ok(());
+        match self.base_present()? {
+            Base::Current => return Ok(()),
+            Base::PerPort => {
+                // An older agent's tables: completed in place, so its ports
+                // stay filtered (and its revoked sessions cut) until each
+                // moves over with its next change.
+                self.run(
+                    &self.host,
+                    "upgrade the base tables",
+                    &["-f", "-"],
+                    &render::upgrade_script(),
+                )?;
+                *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Ok(());
+            }
+            Base::Missing => {}
         }
         // Both tables in one transaction: they exist together or not at
-        // all. A half-present base (someone deleted one table) is fixed by
-        // deleting the other first.
-        self.apply(
-            &self.host,
-            "clear a partial base",
-            render::delete_all_commands(),
-        )?;
-        self.run(
-            &self.host,
-            "create the base tables",
-            &["-f", "-"],
-            &render::base_script(),
-        )?;
+        // all. A half-present base (someone deleted one table) or an older
+        // layout is replaced in the same transaction.
+        let script = format!(
+            "add table bridge {b}\ndelete table bridge {b}\nadd table inet {i}\ndelete table inet {i}\n{}",
+            render::base_script(),
+            b = BRIDGE_TABLE,
+            i = INET_TABLE
+        );
+        self.run(&self.host, "create the base tables", &["-f", "-"], &script)?;
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
@@ -274,51 +487,58 @@ impl Firewall for Nft {
         if !port.port_security {
             return self.remove_port(&port.name);
         }
-        let digest = port.digest();
-        self.with_installed(|inst| {
-            let prev = inst.get(&port.name);
-            if prev.is_some_and(|p| p.digest == digest && p.mark == port.mark) {
-                return Ok(());
-            }
-            let previous = prev.map(|p| (p.mark, p.ct_marks.as_slice()));
-            let cmds = render::port_commands(port, previous);
-            self.apply(&self.host, &format!("upsert port {}", port.name), cmds)?;
-            let mut ct_marks: Vec<u32> = port.rules.iter().map(|r| r.ct_mark).collect();
-            ct_marks.sort_unstable();
-            ct_marks.dedup();
-            inst.insert(
-                port.name.clone(),
-                InstalledPort {
-                    name: port.name.clone(),
-                    mark: port.mark,
-                    digest,
-                    ct_marks,
-                },
-            );
-            Ok(())
-        })
+        // Once more after a refusal, from what the kernel has: the memory
+        // can be stale (a revoked entry that just expired).
+        match self.upsert_port_once(port) {
+            Err(Error::Rejected { .. }) => self.upsert_port_once(port),
+            r => r,
+        }
     }
 
     fn remove_port(&self, name: &str) -> Result<()> {
         check_ifname(name)?;
-        self.with_installed(|inst| {
-            let Some(p) = inst.get(name) else {
+        self.with_installed(|mem| {
+            let Some(p) = mem.ports.get(name) else {
                 return Ok(());
             };
+            let drop = mem.unused_after(Some(&p.chains), None);
             self.apply(
                 &self.host,
                 &format!("remove port {name}"),
-                render::remove_port_commands(name, p.mark, &p.ct_marks),
+                render::remove_port_commands(name, p, &drop),
             )?;
-            inst.remove(name);
+            let p = mem.ports.remove(name).expect("present");
+            mem.unuse(&p.chains);
+            for id in drop {
+                mem.chains.remove(&id);
+            }
             Ok(())
         })
     }
 
     fn list_ports(&self) -> Result<Vec<InstalledPort>> {
-        let ports = self.read_ports()?;
-        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(ports.iter().map(|p| (p.name.clone(), p.clone())).collect());
+        let mem = self.read_state()?;
+        let ports = mem
+            .ports
+            .iter()
+            .map(|(n, p)| Mem::installed(n, p))
+            .collect();
+        let orphans = mem.unused_after(None, None);
+        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(mem);
+        if !orphans.is_empty() {
+            // Chains no port uses (an interrupted older agent's): gone.
+            self.with_installed(|mem| {
+                self.apply(
+                    &self.host,
+                    "delete unused security-group chains",
+                    render::drop_chains_commands(&orphans),
+                )?;
+                for id in &orphans {
+                    mem.chains.remove(id);
+                }
+                Ok(())
+            })?;
+        }
         Ok(ports)
     }
 
@@ -366,13 +586,75 @@ impl Firewall for Nft {
             "delete the host tables",
             render::delete_all_commands(),
         )?;
-        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(BTreeMap::new());
+        *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Mem::default());
         self.zones.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 }
 
 impl Nft {
+    fn upsert_port_once(&self, port: &PortRules) -> Result<()> {
+        let digest = port.digest();
+        let id = render::sg_chains_id(port);
+        self.with_installed(|mem| {
+            let prev = mem.ports.get(&port.name);
+            if prev.is_some_and(|p| p.digest == digest && p.mark == port.mark) {
+                return Ok(());
+            }
+            let leaving = prev.filter(|p| p.chains != id).map(|p| p.chains.as_str());
+            let now = Instant::now();
+            let unrevoke: Vec<u32> = port
+                .rules
+                .iter()
+                .map(|r| port.mark | r.ct_mark)
+                .filter(|m| mem.revoked.get(m).is_some_and(|t| *t > now))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let change = PortChange {
+                port,
+                previous: prev,
+                create_chains: !mem.chains.contains_key(&id),
+                drop_chains: mem.unused_after(leaving, Some(&id)),
+                unrevoke,
+            };
+            let cmds = render::port_commands(&change);
+            self.apply(&self.host, &format!("upsert port {}", port.name), cmds)?;
+            let (drop, unrevoke) = (change.drop_chains, change.unrevoke);
+            let mut rule_marks: Vec<u32> = port.rules.iter().map(|r| r.ct_mark).collect();
+            rule_marks.sort_unstable();
+            rule_marks.dedup();
+            let expires = now + Duration::from_secs(render::REVOKE_TIMEOUT_S);
+            if let Some(p) = mem.ports.get(&port.name).cloned() {
+                if p.mark == port.mark {
+                    for m in p.rule_marks.iter().filter(|m| !rule_marks.contains(m)) {
+                        mem.revoked.insert(p.mark | m, expires);
+                    }
+                }
+                mem.unuse(&p.chains);
+            }
+            for m in unrevoke {
+                mem.revoked.remove(&m);
+            }
+            for d in drop {
+                mem.chains.remove(&d);
+            }
+            *mem.chains.entry(id.clone()).or_default() += 1;
+            mem.ports.insert(
+                port.name.clone(),
+                PortState {
+                    mark: port.mark,
+                    digest,
+                    chains: id,
+                    rule_marks,
+                    elems: AntispoofElems::of(port),
+                    legacy: false,
+                },
+            );
+            Ok(())
+        })
+    }
+
     fn read_zone(&self, bridge: &str) -> Result<Option<u16>> {
         let Some(objs) = self.list_table(&self.host, "inet", INET_TABLE)? else {
             return Err(Error::NoBase(self.host.to_string()));
@@ -390,15 +672,25 @@ impl Nft {
             }))
     }
 
-    /// The conntrack marks currently in the `revoked` set (for tests and
-    /// diagnostics).
+    /// The session marks (port | rule) currently in the `revoked` set
+    /// (for tests and diagnostics).
     pub fn revoked(&self) -> Result<Vec<u32>> {
+        self.revoked_in("revoked")
+    }
+
+    /// The port marks currently in the `revoked_ports` set: every session
+    /// of those ports is cut (for tests and diagnostics).
+    pub fn revoked_ports(&self) -> Result<Vec<u32>> {
+        self.revoked_in("revoked_ports")
+    }
+
+    fn revoked_in(&self, set: &str) -> Result<Vec<u32>> {
         let Some(objs) = self.list_table(&self.host, "inet", INET_TABLE)? else {
             return Ok(Vec::new());
         };
         let mut v: Vec<u32> = objs
             .iter()
-            .filter(|o| o["set"]["name"] == "revoked")
+            .filter(|o| o["set"]["name"] == set)
             .flat_map(|o| o["set"]["elem"].as_array().cloned().unwrap_or_default())
             .filter_map(|e| {
                 e.as_u64()

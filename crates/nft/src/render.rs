@@ -1,14 +1,14 @@
 //! Rendering the model to nft: JSON commands for every change, and the
 //! text form for the one-time base (see [`base_script`] for why).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use hostlink::{IpNet, MacAddr};
 use serde_json::{json, Value};
 
 use crate::model::{
-    Direction, EtherType, PortRules, Protocol, Remote, RemoteGroup, RouterNat, SgRule,
+    fnv, Direction, EtherType, PortRules, Protocol, Remote, RemoteGroup, RouterNat, SgRule,
 };
 
 /// The bridge-family table: port marks and anti-spoofing.
@@ -24,19 +24,26 @@ pub const DIGEST_TAG: &str = "fs-digest:";
 /// session can still carry it.
 pub const REVOKE_TIMEOUT_S: u64 = 432_000;
 
-/// The host's base tables, maps and hook chains, as an nft script.
+/// The host's base tables, sets, maps and chains, as an nft script.
 ///
 /// It is text, not JSON, because the conntrack-zone map must be declared
 /// `typeof iifname : ct zone` (the zone has no named datatype) and nft
 /// 1.0.6's JSON parser does not take `typeof`. Everything after the base
 /// (elements of that map included) is JSON. Applied only when the tables
-/// are missing, so the hook chains' rules are never doubled.
+/// are missing (or are an older layout: then they are replaced in the
+/// same transaction), so the hook chains' rules are never doubled.
+///
+/// Every chain here is shared by all ports: a port is only elements of
+/// the sets and maps (anti-spoofing sets keyed by interface name, its
+/// mark, its verdict-map entries), and the security-group chains are one
+/// pair per security-group set (see [`port_commands`]). No anonymous
+/// sets: nft reads every set with its elements, and every chain, before
+/// any transaction that adds a rule or an element.
 pub fn base_script() -> String {
     format!(
         r#"table bridge {b} {{
   map port_mark {{ type ifname : mark; }}
-  map antispoof {{ type ifname : verdict; }}
-  chain antispoof_pre {{ type filter hook prerouting priority -350; policy accept; iifname vmap @antispoof; }}
+{bo}  chain antispoof_pre {{ type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }}
   chain mark_pre {{ type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }}
   chain mark_fwd {{ type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }}
 }}
@@ -47,15 +54,92 @@ table inet {i} {{
   }}
   map egress {{ type mark : verdict; }}
   map ingress {{ type mark : verdict; }}
-  chain zone_raw {{ type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }}
+{io}  chain zone_raw {{ type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }}
   chain sg_pre {{ type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }}
-  chain sg_fwd {{ type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }}
+  chain sg_fwd {{ type filter hook forward priority 0; policy accept; ct mark @revoked drop; {rp} ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }}
 }}
 "#,
         b = BRIDGE_TABLE,
-        i = INET_TABLE
+        i = INET_TABLE,
+        bo = BRIDGE_OBJECTS,
+        io = INET_OBJECTS,
+        rp = revoked_ports_rule(),
     )
 }
+
+/// What the per-port layout (an older agent's: chains `as-`/`eg-`/`in-`
+/// per port, `antispoof` verdict map) lacks, added to its tables in one
+/// transaction so they keep filtering while the ports move over one by
+/// one (each port's first change deletes its old chains): the sets and
+/// shared chains, the jump to `antispoof` and the `revoked_ports` check.
+/// Its `revoked` set stays, so sessions it cut stay cut, and sessions it
+/// let in live on.
+pub fn upgrade_script() -> String {
+    format!(
+        "table bridge {b} {{\n{bo}}}\ntable inet {i} {{\n{io}}}\n\
+         add rule bridge {b} antispoof_pre iifname @secured jump antispoof\n\
+         insert rule inet {i} sg_fwd {rp}\n",
+        b = BRIDGE_TABLE,
+        i = INET_TABLE,
+        bo = BRIDGE_OBJECTS,
+        io = INET_OBJECTS,
+        rp = revoked_ports_rule().trim_end_matches(';'),
+    )
+}
+
+fn revoked_ports_rule() -> String {
+    format!(
+        "ct mark and 0x{:08x} @revoked_ports drop;",
+        crate::model::PORT_MARK_MASK
+    )
+}
+
+/// The bridge table's anti-spoofing sets and shared chains.
+const BRIDGE_OBJECTS: &str = r#"  set secured { type ifname; }
+  set as_mac { type ifname . ether_addr; }
+  set as_ip4 { type ifname . ipv4_addr; }
+  set as_ip6 { type ifname . ipv6_addr; }
+  set as_net4 { type ifname . ipv4_addr; flags interval; }
+  set as_net6 { type ifname . ipv6_addr; flags interval; }
+  chain antispoof {
+    iifname . ether saddr != @as_mac drop
+    ether type arp jump antispoof_arp
+    udp sport 67 drop
+    udp sport 547 drop
+    ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept
+    iifname . ip saddr @as_ip4 accept
+    iifname . ip saddr @as_net4 accept
+    ip6 saddr :: meta l4proto ipv6-icmp accept
+    iifname . ip6 saddr @as_ip6 accept
+    iifname . ip6 saddr @as_net6 accept
+    drop
+  }
+  chain antispoof_arp {
+    iifname . arp saddr ether != @as_mac drop
+    iifname . arp saddr ip @as_ip4 accept
+    iifname . arp saddr ip @as_net4 accept
+    drop
+  }
+"#;
+
+/// The inet table's `revoked_ports` set and the always-allowed chains
+/// every security-group chain starts by jumping to.
+const INET_OBJECTS: &str = r#"  set revoked_ports { type mark; flags timeout; }
+  set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
+  set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
+  chain sg_eg_common {
+    meta nfproto ipv4 udp sport 68 udp dport 67 accept
+    meta nfproto ipv6 udp sport 546 udp dport 547 accept
+    meta l4proto ipv6-icmp icmpv6 type @nd_out accept
+    meta l4proto udp udp sport 67 drop
+    meta l4proto udp udp sport 547 drop
+  }
+  chain sg_in_common {
+    meta nfproto ipv4 udp sport 67 udp dport 68 accept
+    meta nfproto ipv6 udp sport 547 udp dport 546 accept
+    meta l4proto ipv6-icmp icmpv6 type @nd_in accept
+  }
+"#;
 
 fn m(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
@@ -71,9 +155,6 @@ fn accept() -> Value {
 }
 fn drop_() -> Value {
     json!({"drop": null})
-}
-fn set(items: Vec<Value>) -> Value {
-    json!({"set": items})
 }
 fn addr(n: &IpNet) -> Value {
     let full = if n.addr().is_ipv4() { 32 } else { 128 };
@@ -108,25 +189,16 @@ fn chain(family: &str, table: &str, name: &str) -> Value {
     json!({"family": family, "table": table, "name": name})
 }
 
-/// Chain names of a port.
-pub fn egress_chain(port: &str) -> String {
-    format!("eg-{port}")
-}
-/// See [`egress_chain`].
-pub fn ingress_chain(port: &str) -> String {
-    format!("in-{port}")
-}
-/// See [`egress_chain`].
-pub fn antispoof_chain(port: &str) -> String {
-    format!("as-{port}")
-}
 /// The named set holding a remote group's members of one family.
 pub fn group_set(id: &str, v6: bool) -> String {
     format!("rg{}-{id}", if v6 { 6 } else { 4 })
 }
 
-/// Drops prefixes contained in others, so an anonymous interval set
-/// never gets overlapping elements (nft refuses those).
+/// The sets of the anti-spoofing chain, keyed by interface name.
+pub const AS_SETS: [&str; 5] = ["as_mac", "as_ip4", "as_ip6", "as_net4", "as_net6"];
+
+/// Drops prefixes contained in others, so an interval set never gets
+/// overlapping elements (nft refuses those).
 fn merged(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
     let mut v: Vec<IpNet> = nets
         .into_iter()
@@ -148,10 +220,6 @@ fn merged(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
     out
 }
 
-fn host(ip: IpAddr) -> IpNet {
-    IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("full-length prefix")
-}
-
 /// The IPv6 link-local address a MAC gets by EUI-64 (what a guest uses
 /// for neighbour discovery before it has anything else).
 pub fn link_local(mac: MacAddr) -> IpAddr {
@@ -169,6 +237,108 @@ pub fn link_local(mac: MacAddr) -> IpAddr {
     IpAddr::V6(std::net::Ipv6Addr::new(
         seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6], seg[7],
     ))
+}
+
+/// A port's elements in the anti-spoofing sets (all keyed by its
+/// interface name): what the shared `antispoof` chain checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AntispoofElems {
+    /// `as_mac`: the port's MAC and its allowed pairs' MACs.
+    pub macs: BTreeSet<MacAddr>,
+    /// `as_ip4`/`as_ip6`: host addresses (fixed IPs, host-sized allowed
+    /// pairs, the EUI-64 link-local address of every allowed MAC).
+    pub hosts: BTreeSet<IpAddr>,
+    /// `as_net4`/`as_net6` (interval sets): allowed pairs that are
+    /// prefixes, without overlaps.
+    pub nets: BTreeSet<IpNet>,
+}
+
+impl AntispoofElems {
+    /// What a port must have in the sets: exactly what its own
+    /// anti-spoofing chain used to allow (any allowed MAC with any allowed
+    /// address, recipe §4).
+    pub fn of(p: &PortRules) -> Self {
+        let macs: BTreeSet<MacAddr> = std::iter::once(p.mac)
+            .chain(p.allowed_pairs.iter().filter_map(|a| a.mac))
+            .collect();
+        let full = |n: &IpNet| n.prefix() == if n.addr().is_ipv4() { 32 } else { 128 };
+        let hosts = p
+            .fixed_ips
+            .iter()
+            .copied()
+            .chain(
+                p.allowed_pairs
+                    .iter()
+                    .filter(|a| full(&a.ip))
+                    .map(|a| a.ip.addr()),
+            )
+            .chain(macs.iter().map(|m| link_local(*m)))
+            .collect();
+        let nets = merged(
+            p.allowed_pairs
+                .iter()
+                .filter(|a| !full(&a.ip))
+                .map(|a| a.ip),
+        )
+        .into_iter()
+        .collect();
+        AntispoofElems { macs, hosts, nets }
+    }
+
+    /// The elements, per set name, as nft JSON values.
+    fn per_set(&self, name: &str) -> BTreeMap<&'static str, Vec<Value>> {
+        let mut m: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
+        for mac in &self.macs {
+            m.entry("as_mac")
+                .or_default()
+                .push(json!({"concat": [name, mac.to_string()]}));
+        }
+        for ip in &self.hosts {
+            let set = if ip.is_ipv4() { "as_ip4" } else { "as_ip6" };
+            m.entry(set)
+                .or_default()
+                .push(json!({"concat": [name, ip.to_string()]}));
+        }
+        for n in &self.nets {
+            let set = if n.addr().is_ipv4() {
+                "as_net4"
+            } else {
+                "as_net6"
+            };
+            m.entry(set)
+                .or_default()
+                .push(json!({"concat": [name, addr(n)]}));
+        }
+        m
+    }
+
+    /// Elements of `self` that `other` lacks.
+    fn minus(&self, other: &AntispoofElems) -> AntispoofElems {
+        AntispoofElems {
+            macs: self.macs.difference(&other.macs).copied().collect(),
+            hosts: self.hosts.difference(&other.hosts).copied().collect(),
+            nets: self.nets.difference(&other.nets).copied().collect(),
+        }
+    }
+}
+
+/// The suffix of the security-group chains a port uses: a digest of its
+/// rules (sorted by rule mark), so every port with the same security
+/// groups shares one chain pair, and a chain's name says its content.
+pub fn sg_chains_id(p: &PortRules) -> String {
+    let mut rules: Vec<&SgRule> = p.rules.iter().collect();
+    rules.sort_by_key(|r| r.ct_mark);
+    let h = fnv(&serde_json::to_string(&rules).unwrap_or_default());
+    h[..12].to_string()
+}
+
+/// The egress chain of a security-group set (see [`sg_chains_id`]).
+pub fn egress_chain(id: &str) -> String {
+    format!("eg-{id}")
+}
+/// The ingress chain of a security-group set (see [`sg_chains_id`]).
+pub fn ingress_chain(id: &str) -> String {
+    format!("in-{id}")
 }
 
 fn sg_rule_expr(r: &SgRule) -> Vec<Value> {
@@ -224,86 +394,23 @@ fn sg_rule_expr(r: &SgRule) -> Vec<Value> {
             json!(format!("@{}", group_set(g, v6))),
         )),
     }
-    e.push(json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": r.ct_mark}}));
+    // The session's mark: the port's mark (high 16 bits, the packet mark
+    // the bridge table set) with the rule's (low 16 bits).
+    e.push(json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [meta("mark"), r.ct_mark]}}}));
     e.push(accept());
     e
 }
 
-fn nfproto(v6: bool) -> Value {
-    m(
-        "==",
-        meta("nfproto"),
-        json!(if v6 { "ipv6" } else { "ipv4" }),
-    )
-}
-
-fn udp_ports(sport: u16, dport: u16) -> Vec<Value> {
-    vec![
-        m("==", payload("udp", "sport"), json!(sport)),
-        m("==", payload("udp", "dport"), json!(dport)),
-    ]
-}
-
-fn icmpv6_types(types: &[&str]) -> Vec<Value> {
-    vec![
-        m("==", meta("l4proto"), json!(58)),
-        m(
-            "==",
-            payload("icmpv6", "type"),
-            set(types.iter().map(|t| json!(t)).collect()),
-        ),
-    ]
-}
-
-/// The rules of a port's egress (`eg-`) and ingress (`in-`) chains, in
-/// order, the last one carrying the digest.
-#[allow(clippy::vec_init_then_push)] // one push per rule reads like the chain
+/// The rules of a security-group set's egress and ingress chains, in
+/// order: the always-allowed traffic (shared chains of the base), the
+/// groups' rules, drop.
 fn sg_chains(p: &PortRules) -> Vec<(String, Vec<Vec<Value>>)> {
-    let mut eg: Vec<Vec<Value>> = Vec::new();
-    // What Neutron allows whatever the security groups: being a DHCP and
-    // DHCPv6 client and taking part in IPv6 neighbour discovery.
-    eg.push([vec![nfproto(false)], udp_ports(68, 67), vec![accept()]].concat());
-    eg.push([vec![nfproto(true)], udp_ports(546, 547), vec![accept()]].concat());
-    eg.push(
-        [
-            icmpv6_types(&[
-                "nd-router-solicit",
-                "nd-neighbor-solicit",
-                "nd-neighbor-advert",
-                "mld-listener-report",
-                "mld2-listener-report",
-            ]),
-            vec![accept()],
-        ]
-        .concat(),
-    );
-    // A VM never serves DHCP (checklist 11).
-    eg.push(vec![
-        m("==", meta("l4proto"), json!(17)),
-        m(
-            "==",
-            payload("udp", "sport"),
-            set(vec![json!(67), json!(547)]),
-        ),
-        drop_(),
-    ]);
-    let mut ing: Vec<Vec<Value>> = Vec::new();
-    // Every port admits DHCP replies, or no lease arrives (recipe §2).
-    ing.push([vec![nfproto(false)], udp_ports(67, 68), vec![accept()]].concat());
-    ing.push([vec![nfproto(true)], udp_ports(547, 546), vec![accept()]].concat());
-    ing.push(
-        [
-            icmpv6_types(&[
-                "nd-router-advert",
-                "nd-neighbor-solicit",
-                "nd-neighbor-advert",
-                "mld-listener-query",
-            ]),
-            vec![accept()],
-        ]
-        .concat(),
-    );
-    for r in &p.rules {
+    let id = sg_chains_id(p);
+    let mut rules: Vec<&SgRule> = p.rules.iter().collect();
+    rules.sort_by_key(|r| r.ct_mark);
+    let mut eg = vec![vec![json!({"jump": {"target": "sg_eg_common"}})]];
+    let mut ing = vec![vec![json!({"jump": {"target": "sg_in_common"}})]];
+    for r in rules {
         let target = if r.direction == Direction::Egress {
             &mut eg
         } else {
@@ -313,214 +420,250 @@ fn sg_chains(p: &PortRules) -> Vec<(String, Vec<Vec<Value>>)> {
     }
     eg.push(vec![drop_()]);
     ing.push(vec![drop_()]);
-    vec![(egress_chain(&p.name), eg), (ingress_chain(&p.name), ing)]
+    vec![(egress_chain(&id), eg), (ingress_chain(&id), ing)]
 }
 
-/// The anti-spoofing chain's rules (bridge family, stateless, recipe §4).
-fn antispoof_rules(p: &PortRules) -> Vec<Vec<Value>> {
-    let macs: BTreeSet<MacAddr> = std::iter::once(p.mac)
-        .chain(p.allowed_pairs.iter().filter_map(|a| a.mac))
-        .collect();
-    let all: Vec<IpNet> = p
-        .fixed_ips
-        .iter()
-        .map(|ip| host(*ip))
-        .chain(p.allowed_pairs.iter().map(|a| a.ip))
-        .collect();
-    let v4 = merged(all.iter().copied().filter(|n| n.addr().is_ipv4()));
-    let v6 = merged(
-        all.iter()
-            .copied()
-            .filter(|n| !n.addr().is_ipv4())
-            .chain(macs.iter().map(|m| host(link_local(*m)))),
-    );
-    let macset = || set(macs.iter().map(|m| json!(m.to_string())).collect());
-    let mut r = vec![
-        vec![m("!=", payload("ether", "saddr"), macset()), drop_()],
-        vec![m("!=", payload("arp", "saddr ether"), macset()), drop_()],
-    ];
-    if v4.is_empty() {
-        r.push(vec![
-            m("==", payload("ether", "type"), json!("arp")),
-            drop_(),
-        ]);
+/// What is installed for one port, as the driver remembers it (and reads
+/// it back from the kernel).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortState {
+    /// Its packet mark.
+    pub mark: u32,
+    /// Digest of its [`PortRules`] (the comment of its `port_mark` entry).
+    pub digest: String,
+    /// Suffix of the security-group chains its verdict-map entries jump
+    /// to ([`sg_chains_id`]).
+    pub chains: String,
+    /// Rule marks (low 16 bits) of those chains.
+    pub rule_marks: Vec<u32>,
+    /// Its anti-spoofing elements.
+    pub elems: AntispoofElems,
+    /// Installed by the per-port layout: an `antispoof` verdict-map entry
+    /// and an `as-<tap>` chain, deleted by the port's next change.
+    pub legacy: bool,
+}
+
+/// One port's change, as the driver decided it.
+#[derive(Debug, Clone)]
+pub struct PortChange<'a> {
+    /// The desired port.
+    pub port: &'a PortRules,
+    /// What is installed for it, if anything.
+    pub previous: Option<&'a PortState>,
+    /// Whether its security-group chains must be created (no other port
+    /// uses them yet).
+    pub create_chains: bool,
+    /// Chain suffixes no port uses once this change is made: deleted in
+    /// the same transaction.
+    pub drop_chains: Vec<String>,
+    /// Session marks (port | rule) to take out of `revoked`: a rule that
+    /// left the port came back to it and admits its sessions again.
+    pub unrevoke: Vec<u32>,
+}
+
+fn elem_cmd(verb: &str, family: &str, set: &str, elems: Vec<Value>) -> Value {
+    let table = if family == "bridge" {
+        BRIDGE_TABLE
     } else {
-        r.push(vec![
-            m(
-                "!=",
-                payload("arp", "saddr ip"),
-                set(v4.iter().map(addr).collect()),
-            ),
-            drop_(),
-        ]);
-    }
-    r.push(vec![
-        m("==", payload("ether", "type"), json!("arp")),
-        accept(),
-    ]);
-    r.push(vec![
-        m(
-            "==",
-            payload("udp", "sport"),
-            set(vec![json!(67), json!(547)]),
-        ),
-        drop_(),
-    ]);
-    r.push(
-        [
-            vec![
-                m("==", payload("ip", "saddr"), json!("0.0.0.0")),
-                m("==", payload("ip", "daddr"), json!("255.255.255.255")),
-            ],
-            udp_ports(68, 67),
-            vec![accept()],
-        ]
-        .concat(),
-    );
-    if !v4.is_empty() {
-        r.push(vec![
-            m(
-                "==",
-                payload("ip", "saddr"),
-                set(v4.iter().map(addr).collect()),
-            ),
-            accept(),
-        ]);
-    }
-    // Duplicate address detection and MLD reports come from "::".
-    r.push(vec![
-        m("==", payload("ip6", "saddr"), json!("::")),
-        m("==", meta("l4proto"), json!(58)),
-        accept(),
-    ]);
-    r.push(vec![
-        m(
-            "==",
-            payload("ip6", "saddr"),
-            set(v6.iter().map(addr).collect()),
-        ),
-        accept(),
-    ]);
-    r.push(vec![drop_()]);
-    r
+        INET_TABLE
+    };
+    cmd(
+        verb,
+        "element",
+        json!({"family": family, "table": table, "name": set, "elem": elems}),
+    )
 }
 
-/// Commands that (re)write a port's chains and map entries in one
-/// transaction. `previous` is the port's installed mark and ct marks, if
-/// any: map entries under an old mark are replaced, and ct marks of rules
-/// that left the port are revoked.
-pub fn port_commands(p: &PortRules, previous: Option<(u32, &[u32])>) -> Vec<Value> {
-    let digest = p.digest();
-    let mut c = Vec::new();
-    let groups: BTreeSet<(String, bool)> = p
-        .rules
-        .iter()
-        .filter_map(|r| match &r.remote {
-            Remote::Group(g) => Some((g.clone(), r.ethertype == EtherType::V6)),
-            _ => None,
-        })
-        .collect();
-    for (g, v6) in &groups {
-        c.push(cmd("add", "set", group_set_decl(g, *v6)));
+fn drop_chain_commands(c: &mut Vec<Value>, ids: &[String]) {
+    for id in ids {
+        for ch in [egress_chain(id), ingress_chain(id)] {
+            c.push(cmd("flush", "chain", chain("inet", INET_TABLE, &ch)));
+            c.push(cmd("delete", "chain", chain("inet", INET_TABLE, &ch)));
+        }
     }
-    if let Some((old, _)) = previous.filter(|(old, _)| *old != p.mark) {
-        for map in ["egress", "ingress"] {
-            c.push(cmd(
+}
+
+fn timed(marks: &[u32]) -> Vec<Value> {
+    marks
+        .iter()
+        .map(|m| json!({"elem": {"val": m, "timeout": REVOKE_TIMEOUT_S}}))
+        .collect()
+}
+
+/// The commands of one port's change, in one transaction. Only map and
+/// set elements, unless the port's security-group set is new on the host
+/// (its chains are created) or no port uses a set any more (its chains
+/// are deleted): the cost of a transaction does not grow with the number
+/// of ports.
+pub fn port_commands(ch: &PortChange) -> Vec<Value> {
+    let p = ch.port;
+    let digest = p.digest();
+    let id = sg_chains_id(p);
+    let mut c = Vec::new();
+    if ch.create_chains {
+        let groups: BTreeSet<(String, bool)> = p
+            .rules
+            .iter()
+            .filter_map(|r| match &r.remote {
+                Remote::Group(g) => Some((g.clone(), r.ethertype == EtherType::V6)),
+                _ => None,
+            })
+            .collect();
+        for (g, v6) in &groups {
+            c.push(cmd("add", "set", group_set_decl(g, *v6)));
+        }
+        for (name, rules) in sg_chains(p) {
+            c.push(cmd("add", "chain", chain("inet", INET_TABLE, &name)));
+            for r in rules {
+                c.push(rule("inet", INET_TABLE, &name, r, None));
+            }
+        }
+    }
+    let want = AntispoofElems::of(p);
+    let (old_elems, new_elems) = match ch.previous {
+        Some(prev) => (prev.elems.minus(&want), want.minus(&prev.elems)),
+        None => (AntispoofElems::default(), want),
+    };
+    for (set, e) in old_elems.per_set(&p.name) {
+        c.push(elem_cmd("delete", "bridge", set, e));
+    }
+    let mark_entry = ch
+        .previous
+        .is_none_or(|prev| prev.mark != p.mark || prev.digest != digest);
+    let verdicts = ch
+        .previous
+        .is_none_or(|prev| prev.mark != p.mark || prev.chains != id);
+    if let Some(prev) = ch.previous {
+        if mark_entry {
+            c.push(elem_cmd(
                 "delete",
-                "element",
-                json!({"family": "inet", "table": INET_TABLE, "name": map, "elem": [old]}),
+                "bridge",
+                "port_mark",
+                vec![json!(p.name)],
             ));
         }
-        c.push(cmd("delete", "element", json!({"family": "bridge", "table": BRIDGE_TABLE, "name": "port_mark", "elem": [p.name]})));
-    }
-    for (name, rules) in sg_chains(p) {
-        c.push(cmd("add", "chain", chain("inet", INET_TABLE, &name)));
-        c.push(cmd("flush", "chain", chain("inet", INET_TABLE, &name)));
-        let n = rules.len();
-        for (i, r) in rules.into_iter().enumerate() {
-            let comment = (i + 1 == n).then(|| format!("{DIGEST_TAG}{digest}"));
-            c.push(rule("inet", INET_TABLE, &name, r, comment));
+        if verdicts {
+            for map in ["egress", "ingress"] {
+                c.push(elem_cmd("delete", "inet", map, vec![json!(prev.mark)]));
+            }
         }
     }
-    let asc = antispoof_chain(&p.name);
-    c.push(cmd("add", "chain", chain("bridge", BRIDGE_TABLE, &asc)));
-    c.push(cmd("flush", "chain", chain("bridge", BRIDGE_TABLE, &asc)));
-    for r in antispoof_rules(p) {
-        c.push(rule("bridge", BRIDGE_TABLE, &asc, r, None));
+    if ch.previous.is_none_or(|prev| prev.legacy) {
+        c.push(elem_cmd("add", "bridge", "secured", vec![json!(p.name)]));
     }
-    c.push(cmd("add", "element", json!({"family": "bridge", "table": BRIDGE_TABLE, "name": "port_mark", "elem": [[p.name, p.mark]]})));
-    c.push(cmd("add", "element", json!({"family": "bridge", "table": BRIDGE_TABLE, "name": "antispoof", "elem": [[p.name, {"jump": {"target": asc}}]]})));
-    c.push(cmd("add", "element", json!({"family": "inet", "table": INET_TABLE, "name": "egress", "elem": [[p.mark, {"jump": {"target": egress_chain(&p.name)}}]]})));
-    c.push(cmd("add", "element", json!({"family": "inet", "table": INET_TABLE, "name": "ingress", "elem": [[p.mark, {"jump": {"target": ingress_chain(&p.name)}}]]})));
-    if let Some((_, old_marks)) = previous {
-        let now: BTreeSet<u32> = p.rules.iter().map(|r| r.ct_mark).collect();
-        let gone: Vec<u32> = old_marks
-            .iter()
-            .copied()
-            .filter(|m| !now.contains(m))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !gone.is_empty() {
-            c.push(revoke_command(&gone));
+    for (set, e) in new_elems.per_set(&p.name) {
+        c.push(elem_cmd("add", "bridge", set, e));
+    }
+    if mark_entry {
+        c.push(elem_cmd(
+            "add",
+            "bridge",
+            "port_mark",
+            vec![json!([{"elem": {"val": p.name, "comment": format!("{DIGEST_TAG}{digest}")}}, p.mark])],
+        ));
+    }
+    if verdicts {
+        c.push(elem_cmd(
+            "add",
+            "inet",
+            "egress",
+            vec![json!([p.mark, {"jump": {"target": egress_chain(&id)}}])],
+        ));
+        c.push(elem_cmd(
+            "add",
+            "inet",
+            "ingress",
+            vec![json!([p.mark, {"jump": {"target": ingress_chain(&id)}}])],
+        ));
+    }
+    if let Some(prev) = ch.previous {
+        if prev.mark != p.mark {
+            // Every session of the old mark goes.
+            c.push(elem_cmd(
+                "add",
+                "inet",
+                "revoked_ports",
+                timed(&[prev.mark]),
+            ));
+        } else {
+            let now: BTreeSet<u32> = p.rules.iter().map(|r| r.ct_mark).collect();
+            let gone: Vec<u32> = prev
+                .rule_marks
+                .iter()
+                .filter(|m| !now.contains(m))
+                .map(|m| prev.mark | m)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !gone.is_empty() {
+                c.push(revoke_command(&gone));
+            }
         }
+    }
+    if !ch.unrevoke.is_empty() {
+        c.push(elem_cmd(
+            "delete",
+            "inet",
+            "revoked",
+            ch.unrevoke.iter().map(|m| json!(m)).collect(),
+        ));
+    }
+    drop_chain_commands(&mut c, &ch.drop_chains);
+    if ch.previous.is_some_and(|p| p.legacy) {
+        legacy_commands(&mut c, &p.name);
     }
     c
 }
 
-/// Adds conntrack marks to the `revoked` set (with a timeout), cutting
-/// every session that carries them.
-pub fn revoke_command(marks: &[u32]) -> Value {
-    let elems: Vec<Value> = marks
-        .iter()
-        .map(|m| json!({"elem": {"val": m, "timeout": REVOKE_TIMEOUT_S}}))
-        .collect();
-    cmd(
-        "add",
-        "element",
-        json!({"family": "inet", "table": INET_TABLE, "name": "revoked", "elem": elems}),
-    )
+/// Deletes what the per-port layout had for a port besides its
+/// security-group chains (those go as unused chains).
+fn legacy_commands(c: &mut Vec<Value>, name: &str) {
+    c.push(elem_cmd("delete", "bridge", "antispoof", vec![json!(name)]));
+    let ch = chain("bridge", BRIDGE_TABLE, &format!("as-{name}"));
+    c.push(cmd("flush", "chain", ch.clone()));
+    c.push(cmd("delete", "chain", ch));
 }
 
-/// Commands that remove a port: map entries first (they reference the
-/// chains), then the chains, and its sessions' marks are revoked.
-pub fn remove_port_commands(name: &str, mark: u32, ct_marks: &[u32]) -> Vec<Value> {
+/// Adds session marks (port | rule) to the `revoked` set (with a
+/// timeout), cutting every session that carries them.
+pub fn revoke_command(marks: &[u32]) -> Value {
+    elem_cmd("add", "inet", "revoked", timed(marks))
+}
+
+/// Commands that remove a port: its elements (the verdict-map entries
+/// first: they reference the chains), every session of its mark revoked
+/// (`revoked_ports`), and the chains of `drop_chains` deleted.
+pub fn remove_port_commands(name: &str, prev: &PortState, drop_chains: &[String]) -> Vec<Value> {
     let mut c = vec![
-        cmd(
-            "delete",
-            "element",
-            json!({"family": "bridge", "table": BRIDGE_TABLE, "name": "antispoof", "elem": [name]}),
-        ),
-        cmd(
-            "delete",
-            "element",
-            json!({"family": "bridge", "table": BRIDGE_TABLE, "name": "port_mark", "elem": [name]}),
-        ),
-        cmd(
-            "delete",
-            "element",
-            json!({"family": "inet", "table": INET_TABLE, "name": "egress", "elem": [mark]}),
-        ),
-        cmd(
-            "delete",
-            "element",
-            json!({"family": "inet", "table": INET_TABLE, "name": "ingress", "elem": [mark]}),
-        ),
+        elem_cmd("delete", "inet", "egress", vec![json!(prev.mark)]),
+        elem_cmd("delete", "inet", "ingress", vec![json!(prev.mark)]),
+        elem_cmd("delete", "bridge", "port_mark", vec![json!(name)]),
     ];
-    for (fam, table, ch) in [
-        ("inet", INET_TABLE, egress_chain(name)),
-        ("inet", INET_TABLE, ingress_chain(name)),
-        ("bridge", BRIDGE_TABLE, antispoof_chain(name)),
-    ] {
-        // add + flush + delete: works whether or not the chain is there
-        // (nft 1.0.6 has no "destroy").
-        c.push(cmd("add", "chain", chain(fam, table, &ch)));
-        c.push(cmd("flush", "chain", chain(fam, table, &ch)));
-        c.push(cmd("delete", "chain", chain(fam, table, &ch)));
+    if !prev.legacy {
+        c.push(elem_cmd("delete", "bridge", "secured", vec![json!(name)]));
     }
-    if !ct_marks.is_empty() {
-        c.push(revoke_command(ct_marks));
+    for (set, e) in prev.elems.per_set(name) {
+        c.push(elem_cmd("delete", "bridge", set, e));
     }
+    c.push(elem_cmd(
+        "add",
+        "inet",
+        "revoked_ports",
+        timed(&[prev.mark]),
+    ));
+    drop_chain_commands(&mut c, drop_chains);
+    if prev.legacy {
+        legacy_commands(&mut c, name);
+    }
+    c
+}
+
+/// Deletes chains no port uses (left by a crash between transactions
+/// that cannot happen with one transaction per change, or by an older
+/// agent).
+pub fn drop_chains_commands(ids: &[String]) -> Vec<Value> {
+    let mut c = Vec::new();
+    drop_chain_commands(&mut c, ids);
     c
 }
 

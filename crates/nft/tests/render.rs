@@ -3,7 +3,7 @@
 //! refreshes the snapshots after an intended change.
 
 use expect_test::{expect, Expect};
-use nft::render::{self, port_commands, router_commands};
+use nft::render::{self, port_commands, router_commands, AntispoofElems, PortChange, PortState};
 use nft::{
     AllowedPair, Direction, EtherType, Fake, Firewall, FloatingIp, InternalLeg, PortRules,
     Protocol, Remote, RemoteGroup, RouterNat, SgRule,
@@ -20,7 +20,7 @@ fn check(cmds: Vec<serde_json::Value>, e: Expect) {
 fn sample() -> PortRules {
     PortRules {
         name: "tap3f1c2a4b-5d".into(),
-        mark: 7,
+        mark: 7 << 16,
         mac: "fa:16:3e:00:0a:01".parse().unwrap(),
         fixed_ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
         allowed_pairs: vec![
@@ -28,7 +28,8 @@ fn sample() -> PortRules {
                 ip: "10.0.1.0/24".parse().unwrap(),
                 mac: Some("fa:16:3e:00:0b:01".parse().unwrap()),
             },
-            // Inside the prefix above: merged away, nft refuses overlaps.
+            // Inside the prefix above: a host address (as_ip4), not an
+            // overlap in the interval set (nft refuses those).
             AllowedPair {
                 ip: "10.0.1.7/32".parse().unwrap(),
                 mac: None,
@@ -72,62 +73,174 @@ fn sample() -> PortRules {
     }
 }
 
+fn new_port(p: &PortRules, create_chains: bool) -> Vec<serde_json::Value> {
+    port_commands(&PortChange {
+        port: p,
+        previous: None,
+        create_chains,
+        drop_chains: vec![],
+        unrevoke: vec![],
+    })
+}
+
+fn installed(p: &PortRules) -> PortState {
+    PortState {
+        mark: p.mark,
+        digest: p.digest(),
+        chains: render::sg_chains_id(p),
+        rule_marks: p.rules.iter().map(|r| r.ct_mark).collect(),
+        elems: AntispoofElems::of(p),
+        legacy: false,
+    }
+}
+
+/// The verb and object of each command ("add element", "add chain" …).
+fn verbs(cmds: &[serde_json::Value]) -> Vec<String> {
+    cmds.iter()
+        .map(|c| {
+            let (verb, body) = c.as_object().unwrap().iter().next().unwrap();
+            let obj = body.as_object().unwrap().keys().next().unwrap();
+            format!("{verb} {obj}")
+        })
+        .collect()
+}
+
 #[test]
 fn port_renders_to_the_expected_transaction() {
     check(
-        port_commands(&sample(), None),
+        new_port(&sample(), true),
         expect![[r#"
             {"add":{"set":{"family":"inet","flags":["interval"],"name":"rg4-5e1f","table":"fs_sg","type":"ipv4_addr"}}}
-            {"add":{"chain":{"family":"inet","name":"eg-tap3f1c2a4b-5d","table":"fs_sg"}}}
-            {"flush":{"chain":{"family":"inet","name":"eg-tap3f1c2a4b-5d","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":68}},{"match":{"left":{"payload":{"field":"dport","protocol":"udp"}},"op":"==","right":67}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":546}},{"match":{"left":{"payload":{"field":"dport","protocol":"udp"}},"op":"==","right":547}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"match":{"left":{"payload":{"field":"type","protocol":"icmpv6"}},"op":"==","right":{"set":["nd-router-solicit","nd-neighbor-solicit","nd-neighbor-advert","mld-listener-report","mld2-listener-report"]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":17}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":{"set":[67,547]}}},{"drop":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":260}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-tap3f1c2a4b-5d","comment":"fs-digest:4f9ef54e20ff627c","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"chain":{"family":"inet","name":"in-tap3f1c2a4b-5d","table":"fs_sg"}}}
-            {"flush":{"chain":{"family":"inet","name":"in-tap3f1c2a4b-5d","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":67}},{"match":{"left":{"payload":{"field":"dport","protocol":"udp"}},"op":"==","right":68}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":547}},{"match":{"left":{"payload":{"field":"dport","protocol":"udp"}},"op":"==","right":546}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"match":{"left":{"payload":{"field":"type","protocol":"icmpv6"}},"op":"==","right":{"set":["nd-router-advert","nd-neighbor-solicit","nd-neighbor-advert","mld-listener-query"]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":257}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rg4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":258}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":259}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-tap3f1c2a4b-5d","comment":"fs-digest:4f9ef54e20ff627c","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"chain":{"family":"bridge","name":"as-tap3f1c2a4b-5d","table":"fs_port"}}}
-            {"flush":{"chain":{"family":"bridge","name":"as-tap3f1c2a4b-5d","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr","protocol":"ether"}},"op":"!=","right":{"set":["fa:16:3e:00:0a:01","fa:16:3e:00:0b:01"]}}},{"drop":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr ether","protocol":"arp"}},"op":"!=","right":{"set":["fa:16:3e:00:0a:01","fa:16:3e:00:0b:01"]}}},{"drop":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr ip","protocol":"arp"}},"op":"!=","right":{"set":["10.0.0.5",{"prefix":{"addr":"10.0.1.0","len":24}}]}}},{"drop":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"type","protocol":"ether"}},"op":"==","right":"arp"}},{"accept":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":{"set":[67,547]}}},{"drop":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"0.0.0.0"}},{"match":{"left":{"payload":{"field":"daddr","protocol":"ip"}},"op":"==","right":"255.255.255.255"}},{"match":{"left":{"payload":{"field":"sport","protocol":"udp"}},"op":"==","right":68}},{"match":{"left":{"payload":{"field":"dport","protocol":"udp"}},"op":"==","right":67}},{"accept":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"set":["10.0.0.5",{"prefix":{"addr":"10.0.1.0","len":24}}]}}},{"accept":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr","protocol":"ip6"}},"op":"==","right":"::"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"accept":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"match":{"left":{"payload":{"field":"saddr","protocol":"ip6"}},"op":"==","right":{"set":["fd00::5","fe80::f816:3eff:fe00:a01","fe80::f816:3eff:fe00:b01"]}}},{"accept":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"rule":{"chain":"as-tap3f1c2a4b-5d","expr":[{"drop":null}],"family":"bridge","table":"fs_port"}}}
-            {"add":{"element":{"elem":[["tap3f1c2a4b-5d",7]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
-            {"add":{"element":{"elem":[["tap3f1c2a4b-5d",{"jump":{"target":"as-tap3f1c2a4b-5d"}}]],"family":"bridge","name":"antispoof","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[7,{"jump":{"target":"eg-tap3f1c2a4b-5d"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
-            {"add":{"element":{"elem":[[7,{"jump":{"target":"in-tap3f1c2a4b-5d"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
+            {"add":{"chain":{"family":"inet","name":"eg-5a920552ed76","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"jump":{"target":"sg_eg_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},260]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"chain":{"family":"inet","name":"in-5a920552ed76","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"jump":{"target":"sg_in_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},257]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rg4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},258]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},259]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"secured","table":"fs_port"}}}
+            {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.5"]},{"concat":["tap3f1c2a4b-5d","10.0.1.7"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
+            {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:a01"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:b01"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
+            {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0a:01"]},{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0b:01"]}],"family":"bridge","name":"as_mac","table":"fs_port"}}}
+            {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d",{"prefix":{"addr":"10.0.1.0","len":24}}]}],"family":"bridge","name":"as_net4","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:0ca379da39663d26","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"eg-5a920552ed76"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"in-5a920552ed76"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
         "#]],
     );
 }
 
 #[test]
-fn changed_port_replaces_map_entries_and_revokes_dropped_rules() {
+fn a_port_whose_security_groups_are_installed_is_elements_only() {
+    // The chains of its security-group set exist (another port has the
+    // same groups): adding the port, changing its addresses, removing it
+    // touch nothing but elements, whatever the number of ports.
+    let p = sample();
+    let add = new_port(&p, false);
+    assert!(
+        verbs(&add).iter().all(|v| v == "add element"),
+        "{:?}",
+        verbs(&add)
+    );
+    let mut moved = p.clone();
+    moved.fixed_ips = vec!["10.0.0.9".parse().unwrap()];
+    moved.allowed_pairs.pop();
+    let prev = installed(&p);
+    let upd = port_commands(&PortChange {
+        port: &moved,
+        previous: Some(&prev),
+        create_chains: false,
+        drop_chains: vec![],
+        unrevoke: vec![],
+    });
+    assert!(
+        verbs(&upd)
+            .iter()
+            .all(|v| v == "add element" || v == "delete element"),
+        "{:?}",
+        verbs(&upd)
+    );
+    check(
+        upd,
+        expect![[r#"
+            {"delete":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.5"]},{"concat":["tap3f1c2a4b-5d","10.0.1.7"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
+            {"delete":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
+            {"delete":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.9"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:ee3633f996687cd7","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+        "#]],
+    );
+    let rm = render::remove_port_commands(&p.name, &prev, &[]);
+    assert!(verbs(&rm)
+        .iter()
+        .all(|v| v == "add element" || v == "delete element"));
+    // No anonymous set anywhere: nft reads each with its elements before
+    // every transaction.
+    for c in new_port(&p, true).iter().chain(&rm).map(|c| c.to_string()) {
+        assert!(!c.contains(r#"{"set":["#), "{c}");
+    }
+    assert!(!render::base_script().contains("{ 67"));
+}
+
+#[test]
+fn ports_with_the_same_rules_share_chains_whatever_their_order() {
+    let a = sample();
+    let mut b = sample();
+    b.name = "tapother".into();
+    b.mark = 8 << 16;
+    b.rules.reverse();
+    b.fixed_ips = vec!["10.0.0.77".parse().unwrap()];
+    assert_eq!(render::sg_chains_id(&a), render::sg_chains_id(&b));
+    b.rules.pop();
+    assert_ne!(render::sg_chains_id(&a), render::sg_chains_id(&b));
+}
+
+#[test]
+fn changed_port_replaces_map_entries_revokes_dropped_rules_and_collects_chains() {
+    let old = sample();
+    let prev = installed(&old);
     let mut p = sample();
     p.rules.truncate(1);
-    let cmds = port_commands(&p, Some((6, &[0x101, 0x102, 0x103])));
+    let cmds = port_commands(&PortChange {
+        port: &p,
+        previous: Some(&prev),
+        create_chains: true,
+        drop_chains: vec![prev.chains.clone()],
+        unrevoke: vec![(7 << 16) | 0x105],
+    });
     let text = lines(cmds);
     assert!(
         text.contains(
-            r#"{"delete":{"element":{"elem":[6],"family":"inet","name":"egress","table":"fs_sg"}}}"#
+            r#"{"delete":{"element":{"elem":[458752],"family":"inet","name":"egress","table":"fs_sg"}}}"#
         ),
         "{text}"
     );
-    assert!(text.ends_with("{\"add\":{\"element\":{\"elem\":[{\"elem\":{\"timeout\":432000,\"val\":258}},{\"elem\":{\"timeout\":432000,\"val\":259}}],\"family\":\"inet\",\"name\":\"revoked\",\"table\":\"fs_sg\"}}}\n"), "{text}");
+    // (7 << 16) | 0x102 … 0x104
+    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":459010}},{"elem":{"timeout":432000,"val":459011}},{"elem":{"timeout":432000,"val":459012}}],"family":"inet","name":"revoked","table":"fs_sg"}}}"#), "{text}");
+    assert!(text.contains(r#"{"delete":{"element":{"elem":[459013],"family":"inet","name":"revoked","table":"fs_sg"}}}"#), "{text}");
+    let old_eg = format!("eg-{}", prev.chains);
+    assert!(
+        text.ends_with(&format!(
+            "{{\"delete\":{{\"chain\":{{\"family\":\"inet\",\"name\":\"in-{}\",\"table\":\"fs_sg\"}}}}}}\n",
+            prev.chains
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&old_eg));
+    // A new mark: every session of the old one goes.
+    let mut q = sample();
+    q.mark = 9 << 16;
+    let text = lines(port_commands(&PortChange {
+        port: &q,
+        previous: Some(&prev),
+        create_chains: false,
+        drop_chains: vec![],
+        unrevoke: vec![],
+    }));
+    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":458752}}],"family":"inet","name":"revoked_ports","table":"fs_sg"}}}"#), "{text}");
 }
 
 #[test]
@@ -173,8 +286,32 @@ fn base_script_is_stable() {
     expect![[r#"
         table bridge fs_port {
           map port_mark { type ifname : mark; }
-          map antispoof { type ifname : verdict; }
-          chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname vmap @antispoof; }
+          set secured { type ifname; }
+          set as_mac { type ifname . ether_addr; }
+          set as_ip4 { type ifname . ipv4_addr; }
+          set as_ip6 { type ifname . ipv6_addr; }
+          set as_net4 { type ifname . ipv4_addr; flags interval; }
+          set as_net6 { type ifname . ipv6_addr; flags interval; }
+          chain antispoof {
+            iifname . ether saddr != @as_mac drop
+            ether type arp jump antispoof_arp
+            udp sport 67 drop
+            udp sport 547 drop
+            ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept
+            iifname . ip saddr @as_ip4 accept
+            iifname . ip saddr @as_net4 accept
+            ip6 saddr :: meta l4proto ipv6-icmp accept
+            iifname . ip6 saddr @as_ip6 accept
+            iifname . ip6 saddr @as_net6 accept
+            drop
+          }
+          chain antispoof_arp {
+            iifname . arp saddr ether != @as_mac drop
+            iifname . arp saddr ip @as_ip4 accept
+            iifname . arp saddr ip @as_net4 accept
+            drop
+          }
+          chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }
           chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }
           chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }
         }
@@ -185,12 +322,45 @@ fn base_script_is_stable() {
           }
           map egress { type mark : verdict; }
           map ingress { type mark : verdict; }
+          set revoked_ports { type mark; flags timeout; }
+          set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
+          set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
+          chain sg_eg_common {
+            meta nfproto ipv4 udp sport 68 udp dport 67 accept
+            meta nfproto ipv6 udp sport 546 udp dport 547 accept
+            meta l4proto ipv6-icmp icmpv6 type @nd_out accept
+            meta l4proto udp udp sport 67 drop
+            meta l4proto udp udp sport 547 drop
+          }
+          chain sg_in_common {
+            meta nfproto ipv4 udp sport 67 udp dport 68 accept
+            meta nfproto ipv6 udp sport 547 udp dport 546 accept
+            meta l4proto ipv6-icmp icmpv6 type @nd_in accept
+          }
           chain zone_raw { type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }
           chain sg_pre { type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }
-          chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
+          chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct mark and 0xffff0000 @revoked_ports drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
         }
     "#]]
     .assert_eq(&render::base_script());
+}
+
+#[test]
+fn the_per_port_layout_is_completed_in_place() {
+    let up = render::upgrade_script();
+    assert!(up.ends_with(
+        "add rule bridge fs_port antispoof_pre iifname @secured jump antispoof\n\
+         insert rule inet fs_sg sg_fwd ct mark and 0xffff0000 @revoked_ports drop\n"
+    ));
+    // Only what that layout lacks: its hook chains and sets stay.
+    for kept in [
+        "chain sg_fwd {",
+        "chain antispoof_pre {",
+        "set revoked {",
+        "map egress",
+    ] {
+        assert!(!up.contains(kept), "{kept}");
+    }
 }
 
 #[test]
@@ -219,7 +389,17 @@ fn malformed_ports_are_refused_before_rendering() {
     let mut p = sample();
     p.mark = 0;
     assert!(fw.upsert_port(&p).is_err());
-    assert_eq!(fw.transactions(), 1);
+    // The low half of a mark is the rules'.
+    p.mark = (7 << 16) | 1;
+    assert!(fw.upsert_port(&p).is_err());
+    let mut p = sample();
+    p.rules[0].ct_mark = 0x1_0000;
+    assert!(fw.upsert_port(&p).is_err());
+    p.mark = 0xffff << 16;
+    p.rules[0].ct_mark = 0xffff;
+    fw.upsert_port(&p).unwrap();
+    fw.remove_port(&p.name).unwrap();
+    assert_eq!(fw.transactions(), 3);
 }
 
 #[test]
@@ -240,17 +420,39 @@ fn fake_is_idempotent_revokes_and_drops_ports_without_port_security() {
     fw.upsert_network("fsb-1", 3).unwrap();
     assert_eq!(fw.transactions(), n, "unchanged state must apply nothing");
     let listed = fw.list_ports().unwrap();
-    assert_eq!(listed[0].ct_marks, vec![0x101, 0x102, 0x103, 0x104]);
+    let m = 7 << 16;
+    assert_eq!(
+        listed[0].ct_marks,
+        vec![m | 0x101, m | 0x102, m | 0x103, m | 0x104]
+    );
     assert_eq!(listed[0].digest, sample().digest());
     assert!(fw.remove_remote_group("5e1f").is_err(), "in use");
+    // 300 ports with the same groups: one chain pair.
+    for i in 0..300u32 {
+        let mut q = sample();
+        q.name = format!("tapq{i}");
+        q.mark = (100 + i) << 16;
+        fw.upsert_port(&q).unwrap();
+    }
+    assert_eq!(fw.chains().len(), 1);
+    for i in 0..300u32 {
+        fw.remove_port(&format!("tapq{i}")).unwrap();
+    }
     let mut p = sample();
     p.rules.remove(0);
     fw.upsert_port(&p).unwrap();
-    assert_eq!(fw.revoked(), vec![0x101]);
+    assert_eq!(fw.revoked(), vec![m | 0x101]);
+    assert_eq!(fw.chains().len(), 1, "the old set's chains are collected");
+    // The rule comes back: its sessions are admitted again.
+    fw.upsert_port(&sample()).unwrap();
+    assert!(fw.revoked().is_empty());
+    fw.upsert_port(&p).unwrap();
     p.port_security = false;
     fw.upsert_port(&p).unwrap();
     assert!(fw.list_ports().unwrap().is_empty());
-    assert_eq!(fw.revoked(), vec![0x101, 0x102, 0x103, 0x104]);
+    assert!(fw.chains().is_empty());
+    assert_eq!(fw.revoked(), vec![m | 0x101]);
+    assert!(fw.revoked_ports().contains(&m));
     fw.remove_port("tap3f1c2a4b-5d").unwrap();
     fw.remove_remote_group("5e1f").unwrap();
     fw.delete_all().unwrap();

@@ -156,14 +156,14 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     fw.upsert_network("fsb-a", 1).unwrap();
     let pa = port(
         "tap-a",
-        1,
+        1 << 16,
         "fa:16:3e:00:0a:01",
         "10.0.0.5",
         allow_all_egress(0x100),
     );
     let mut pb = port(
         "tap-b",
-        2,
+        2 << 16,
         "fa:16:3e:00:0a:02",
         "10.0.0.6",
         allow_all_egress(0x200),
@@ -211,7 +211,8 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     );
     let listed = fw.list_ports().unwrap();
     assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1].ct_marks, vec![0x200, 0x201, 0x210]);
+    let mb: u32 = 2 << 16;
+    assert_eq!(listed[1].ct_marks, vec![mb | 0x200, mb | 0x201, mb | 0x210]);
     assert_eq!(listed[1].digest, pb.digest());
     // A fresh driver (an agent restart) reads the same state back.
     assert_eq!(Nft::new(lab.host.clone()).list_ports().unwrap(), listed);
@@ -229,7 +230,7 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     // …and is cut once the rule is deleted.
     pb2.rules.retain(|r| r.ct_mark != 0x210);
     fw.upsert_port(&pb2).unwrap();
-    assert!(fw.revoked().unwrap().contains(&0x210));
+    assert!(fw.revoked().unwrap().contains(&(mb | 0x210)));
     assert!(
         !stream_alive(&mut s, Duration::from_millis(700)),
         "deleted rule must cut the session"
@@ -244,6 +245,16 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     fw.remove_port("tap-a").unwrap();
     fw.remove_port("tap-a").unwrap();
     assert_eq!(fw.list_ports().unwrap().len(), 1);
+    // Removing a port cuts the sessions its rules let in.
+    tcp_echo_server(&b, sa("10.0.0.6:7002"));
+    let mut s2 = tcp_connect_in(&a, sa("10.0.0.6:7002"), T).unwrap();
+    assert!(stream_alive(&mut s2, T));
+    fw.remove_port("tap-b").unwrap();
+    assert!(fw.revoked_ports().unwrap().contains(&mb));
+    assert!(
+        !stream_alive(&mut s2, Duration::from_millis(700)),
+        "a removed port's sessions must be cut"
+    );
     fw.delete_all().unwrap();
     fw.delete_all().unwrap();
     let rs = netns::run_in(&lab.host, || {
@@ -281,14 +292,14 @@ fn anti_spoofing_drops_a_foreign_source_unless_port_security_is_off() {
     };
     let pa = port(
         "tap-a",
-        1,
+        1 << 16,
         "fa:16:3e:00:0a:01",
         "10.0.0.5",
         allow_all_egress(0x100),
     );
     let mut pb = port(
         "tap-b",
-        2,
+        2 << 16,
         "fa:16:3e:00:0a:02",
         "10.0.0.6",
         allow_all_egress(0x200),
@@ -376,7 +387,7 @@ fn conntrack_zones_keep_overlapping_tenants_apart() {
     };
     fw.upsert_port(&port(
         "tap-a1",
-        1,
+        1 << 16,
         "fa:16:3e:00:0a:01",
         "10.0.0.5",
         allow_all_egress(0x100),
@@ -384,7 +395,7 @@ fn conntrack_zones_keep_overlapping_tenants_apart() {
     .unwrap();
     let mut pa2 = port(
         "tap-a2",
-        2,
+        2 << 16,
         "fa:16:3e:00:0a:02",
         "10.0.0.6",
         allow_all_egress(0x200),
@@ -393,7 +404,7 @@ fn conntrack_zones_keep_overlapping_tenants_apart() {
     fw.upsert_port(&pa2).unwrap();
     fw.upsert_port(&port(
         "tap-b1",
-        3,
+        3 << 16,
         "fa:16:3e:00:0a:01",
         "10.0.0.5",
         allow_all_egress(0x300),
@@ -402,7 +413,7 @@ fn conntrack_zones_keep_overlapping_tenants_apart() {
     // b2 admits nothing.
     fw.upsert_port(&port(
         "tap-b2",
-        4,
+        4 << 16,
         "fa:16:3e:00:0a:02",
         "10.0.0.6",
         allow_all_egress(0x400),
@@ -509,4 +520,286 @@ fn router_nat_applies_in_its_namespace_idempotently() {
     fw.remove_router(&rname).unwrap();
     assert_eq!(text(), "");
     assert_eq!(fw.router_nat_digest(&rname).unwrap(), None);
+}
+
+/// Chains, and anonymous sets in rules, of the whole namespace: what nft
+/// reads before every transaction that adds an element or a rule.
+fn chains_and_anonymous_sets(ns: &Netns) -> (usize, usize) {
+    let out = netns::run_in(ns, || {
+        std::process::Command::new("nft")
+            .args(["-j", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let objs = v["nftables"].as_array().unwrap();
+    let chains = objs.iter().filter(|o| o.get("chain").is_some()).count();
+    let anon = objs
+        .iter()
+        .filter(|o| o.get("rule").is_some())
+        .map(|o| o.to_string().matches(r#""set":["#).count())
+        .sum();
+    (chains, anon)
+}
+
+#[test]
+fn the_number_of_chains_does_not_grow_with_the_number_of_ports() {
+    if !require_root("the_number_of_chains_does_not_grow_with_the_number_of_ports") {
+        return;
+    }
+    let lab = Lab::new();
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    let (base, anon) = chains_and_anonymous_sets(&lab.host);
+    assert_eq!(anon, 0, "the base has anonymous sets");
+    let mut web = allow_all_egress(0x100);
+    web.push(tcp_in(0x110, 22));
+    let db = vec![tcp_in(0x120, 5432)];
+    let n = 300u32;
+    let port_n = |i: u32| {
+        let mut p = port(
+            &format!("tapn{i}"),
+            (i + 1) << 16,
+            &format!("fa:16:3e:00:{:02x}:{:02x}", i >> 8, i & 0xff),
+            &format!("10.1.{}.{}", i / 250, i % 250 + 2),
+            if i % 2 == 0 { web.clone() } else { db.clone() },
+        );
+        p.allowed_pairs.push(nft::AllowedPair {
+            ip: format!("10.2.{}.0/24", i % 250).parse().unwrap(),
+            mac: None,
+        });
+        p
+    };
+    for i in 0..n {
+        fw.upsert_port(&port_n(i)).unwrap();
+    }
+    let (chains, anon) = chains_and_anonymous_sets(&lab.host);
+    // One chain pair per security-group set, not three chains per port.
+    assert_eq!(chains, base + 4, "{n} ports, two security-group sets");
+    assert_eq!(anon, 0);
+    // A fresh driver (an agent restart) reads the same ports back and
+    // finds nothing to do.
+    let listed = fw.list_ports().unwrap();
+    assert_eq!(listed.len(), n as usize);
+    let again = Nft::new(lab.host.clone());
+    assert_eq!(again.list_ports().unwrap(), listed);
+    let before = netns::run_in(&lab.host, || {
+        std::process::Command::new("nft")
+            .args(["-a", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    for i in 0..n {
+        again.upsert_port(&port_n(i)).unwrap();
+    }
+    // Moving a port to the other group set and back, changing its
+    // addresses: elements only, the chains stay as they are.
+    let mut p = port_n(0);
+    p.rules = db.clone();
+    again.upsert_port(&p).unwrap();
+    p.fixed_ips = vec!["10.1.9.9".parse().unwrap()];
+    again.upsert_port(&p).unwrap();
+    again.upsert_port(&port_n(0)).unwrap();
+    let after = netns::run_in(&lab.host, || {
+        std::process::Command::new("nft")
+            .args(["-a", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout
+    })
+    .unwrap();
+    let chain_lines = |b: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .filter(|l| l.trim_start().starts_with("chain "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(chain_lines(&before), chain_lines(&after));
+    // A third set appears and goes with its only port.
+    let mut lone = port_n(n);
+    lone.rules = vec![tcp_in(0xffff, 443)];
+    lone.mark = 0xffff << 16; // the highest marks
+    let listed_before = again.list_ports().unwrap().len();
+    again.upsert_port(&lone).unwrap();
+    assert_eq!(chains_and_anonymous_sets(&lab.host).0, base + 6);
+    let l = again.list_ports().unwrap();
+    assert_eq!(l.len(), listed_before + 1);
+    let got = l.iter().find(|p| p.name == lone.name).unwrap();
+    assert_eq!(
+        (got.mark, got.ct_marks.clone()),
+        (0xffff_0000, vec![u32::MAX])
+    );
+    again.remove_port(&lone.name).unwrap();
+    assert!(again.revoked_ports().unwrap().contains(&0xffff_0000));
+    assert_eq!(chains_and_anonymous_sets(&lab.host).0, base + 4);
+    for i in 0..n {
+        again.remove_port(&format!("tapn{i}")).unwrap();
+    }
+    assert_eq!(chains_and_anonymous_sets(&lab.host).0, base);
+    assert!(again.list_ports().unwrap().is_empty());
+}
+
+/// An older agent's tables: a chain of each kind per port, an
+/// `antispoof` verdict map, ports marked 1, 2, a revoked session mark.
+const PER_PORT_LAYOUT: &str = r#"table bridge fs_port {
+  chain as-tap-a {
+    ether saddr != fa:16:3e:00:0a:01 drop
+    arp saddr ether != fa:16:3e:00:0a:01 drop
+    arp saddr ip != 10.0.0.5 drop
+    ether type arp accept
+    udp sport { 67, 547 } drop
+    ip saddr 10.0.0.5 accept
+    drop
+  }
+  chain as-tap-b {
+    ether saddr != fa:16:3e:00:0a:02 drop
+    arp saddr ether != fa:16:3e:00:0a:02 drop
+    arp saddr ip != 10.0.0.6 drop
+    ether type arp accept
+    udp sport { 67, 547 } drop
+    ip saddr 10.0.0.6 accept
+    drop
+  }
+  map port_mark { type ifname : mark; elements = { "tap-a" : 1, "tap-b" : 2 }; }
+  map antispoof { type ifname : verdict; elements = { "tap-a" : jump as-tap-a, "tap-b" : jump as-tap-b }; }
+  chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname vmap @antispoof; }
+  chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }
+  chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }
+}
+table inet fs_sg {
+  set revoked { type mark; flags timeout; elements = { 77 timeout 5d }; }
+  map zones {
+    typeof iifname : ct zone
+    elements = { "fsb-a" : 1 }
+  }
+  chain eg-tap-a { meta nfproto ipv4 ct mark set 0x100 accept; drop; }
+  chain in-tap-a { drop; }
+  chain eg-tap-b { meta nfproto ipv4 ct mark set 0x200 accept; drop; }
+  chain in-tap-b { meta nfproto ipv4 udp dport 6000 ct mark set 0x210 accept comment "fs-digest:0"; drop; }
+  map egress { type mark : verdict; elements = { 1 : jump eg-tap-a, 2 : jump eg-tap-b }; }
+  map ingress { type mark : verdict; elements = { 1 : jump in-tap-a, 2 : jump in-tap-b }; }
+  chain zone_raw { type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }
+  chain sg_pre { type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }
+  chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
+}
+"#;
+
+fn nft_text(ns: &Netns, args: &[&str], input: &str) -> String {
+    let (args, input) = (
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        input.to_string(),
+    );
+    let out = netns::run_in(ns, move || {
+        use std::io::Write;
+        let mut c = std::process::Command::new("nft")
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    })
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_older_agents_per_port_tables_are_taken_over_in_place() {
+    if !require_root("an_older_agents_per_port_tables_are_taken_over_in_place") {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    nft_text(&lab.host, &["-f", "-"], PER_PORT_LAYOUT);
+    let filtered = |what: &str| {
+        assert!(
+            udp_delivered(&a, "10.0.0.5:5000", &b, "10.0.0.6:6000"),
+            "{what}: allowed"
+        );
+        assert!(
+            !udp_delivered(&a, "10.0.0.5:5001", &b, "10.0.0.6:6001"),
+            "{what}: not allowed"
+        );
+    };
+    filtered("the older layout");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    // Still filtered by the older chains until the ports move over.
+    filtered("upgraded base");
+    let listed = fw.list_ports().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|p| p.digest.is_empty()), "{listed:?}");
+    let pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(0x100),
+    );
+    let mut pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(0x200),
+    );
+    pb.rules.push(SgRule {
+        ct_mark: 0x210,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::UDP),
+        port_range: Some((6000, 6000)),
+        remote: Remote::Any,
+    });
+    fw.upsert_port(&pa).unwrap();
+    filtered("one port moved");
+    fw.upsert_port(&pb).unwrap();
+    filtered("both moved");
+    let chains = nft_text(&lab.host, &["list", "chains"], "");
+    for old in ["as-tap", "eg-tap", "in-tap"] {
+        assert!(!chains.contains(old), "{old} left:\n{chains}");
+    }
+    assert!(
+        fw.revoked().unwrap().contains(&77),
+        "older revocations stay"
+    );
+    // The upgraded base is this layout: nothing more to do, for this
+    // driver or a fresh one.
+    // (Without the revocations' countdowns.)
+    let ruleset = || {
+        nft_text(&lab.host, &["-a", "list", "ruleset"], "")
+            .split(' ')
+            .scan(false, |skip, w| {
+                let out = (!*skip && w != "expires").then_some(w.to_string());
+                *skip = w == "expires";
+                Some(out)
+            })
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let before = ruleset();
+    fw.ensure_base().unwrap();
+    let again = Nft::new(lab.host.clone());
+    again.ensure_base().unwrap();
+    assert_eq!(again.list_ports().unwrap(), fw.list_ports().unwrap());
+    again.upsert_port(&pa).unwrap();
+    again.upsert_port(&pb).unwrap();
+    assert_eq!(ruleset(), before);
+    fw.remove_port("tap-b").unwrap();
+    assert!(!udp_delivered(&b, "10.0.0.6:5000", &a, "10.0.0.5:6000"));
 }

@@ -102,10 +102,11 @@ fn throughput(server: &Netns, addr: SocketAddr, client: &Netns, secs: u64) -> f6
 
 /// Milliseconds one small `nft` transaction that adds a rule takes in `ns`
 /// (median of 5), outside the agent's tables: nft's fixed cost per change,
-/// which grows with the rule set already loaded (it reads it all first).
+/// which grows with the number of chains and anonymous sets already loaded
+/// (it reads them all first).
 fn nft_probe(ns: &Netns, dir: &std::path::Path) -> f64 {
-    // A table of its own with one chain, rewritten like a port's chains
-    // are (flush, then add rules): the same cache nft must read first.
+    // A table of its own with one chain, rewritten (flush, then add a
+    // rule): the same cache nft must read before any port's change.
     let f = dir.join("probe.nft");
     let _ = std::fs::write(
         &f,
@@ -446,7 +447,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "  a one-rule nft transaction outside the agent's tables: {probe_before:.1} ms with 3 ports loaded, \
-         {probe_after:.1} ms with {} (nft 1.0.6 reads the whole rule set before every change)",
+         {probe_after:.1} ms with {} (nft 1.0.6 reads every chain and anonymous set before every change)",
         args.ports + 3
     );
     println!();

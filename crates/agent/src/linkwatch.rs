@@ -55,6 +55,15 @@ pub async fn spawn(
                 // so.
                 while let Some((msg, _)) = rx.next().await {
                     let (name, gone) = match msg.payload {
+                        // A device that is up and on a bridge is how the
+                        // agent leaves a port: the events its own wiring
+                        // raises need no second look (drift of a wired
+                        // port is caught by the periodic pass).
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l))
+                            if settled(&l) =>
+                        {
+                            continue
+                        }
                         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
                             (link_name(&l), false)
                         }
@@ -102,6 +111,17 @@ pub async fn spawn(
             }))
         }
     }
+}
+
+/// Up and enslaved to a bridge.
+fn settled(l: &netlink_packet_route::link::LinkMessage) -> bool {
+    l.header
+        .flags
+        .contains(netlink_packet_route::link::LinkFlags::Up)
+        && l
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(_)))
 }
 
 fn link_name(l: &netlink_packet_route::link::LinkMessage) -> Option<String> {

@@ -118,8 +118,7 @@ fn settled(l: &netlink_packet_route::link::LinkMessage) -> bool {
     l.header
         .flags
         .contains(netlink_packet_route::link::LinkFlags::Up)
-        && l
-            .attributes
+        && l.attributes
             .iter()
             .any(|a| matches!(a, LinkAttribute::Controller(_)))
 }

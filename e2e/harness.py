@@ -127,6 +127,25 @@ def _wants_json(args: tuple[str, ...]) -> bool:
     return not any(a in _NO_FORMAT_WORDS for a in args[:4])
 
 
+def cli_key(key: str) -> str:
+    """A column name as the CLI prints it ('Fixed IP Address') or as the
+    API names it ('fixed_ip_address'), normalized."""
+    return key.lower().replace(" ", "_").replace("-", "_")
+
+
+def field(obj: dict, name: str):
+    """obj[name], matching 'Project ID', 'project_id' and 'project id' alike."""
+    want = cli_key(name)
+    for k, v in obj.items():
+        if cli_key(k) == want:
+            return v
+    raise KeyError(f"{name!r} not in {sorted(obj)}: {obj}")
+
+
+def column(rows: list[dict], name: str) -> list:
+    return [field(r, name) for r in rows]
+
+
 # --------------------------------------------------------------------------
 # Raw HTTP
 # --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from harness import Server, check
+from harness import Server, check, cli_key, column, field
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -20,23 +20,6 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def _nk(key: str) -> str:
-    return key.lower().replace(" ", "_").replace("-", "_")
-
-
-def field(obj: dict, name: str):
-    """obj[name], matching 'Project ID', 'project_id' and 'project id' alike."""
-    want = _nk(name)
-    for k, v in obj.items():
-        if _nk(k) == want:
-            return v
-    raise KeyError(f"{name!r} not in {sorted(obj)}: {obj}")
-
-
-def column(rows: list[dict], name: str) -> list:
-    return [field(r, name) for r in rows]
 
 
 def implied_closure(pairs: set[tuple[str, str]], role: str) -> set[str]:
@@ -501,7 +484,7 @@ def test_application_credential_with_role_subset_authenticates(srv, os_, uniq):
     assert name in column(os_("application", "credential", "list"), "name")
     shown = os_("application", "credential", "show", name)
     assert field(shown, "id") == field(cred, "id")
-    assert "secret" not in {_nk(k) for k in shown}, f"show reveals the secret: {shown}"
+    assert "secret" not in {cli_key(k) for k in shown}, f"show reveals the secret: {shown}"
 
     clouds = srv.write_clouds({"appcred": _appcred_cloud(cred)})
     tok = srv.openstack("token", "issue", cloud="appcred", config=clouds)

@@ -20,27 +20,10 @@ from typing import Iterator
 import pytest
 
 from conftest import ServerFactory
-from harness import Server, check
+from harness import Server, check, column, field
 
 HOST = "e2e-node"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def _nk(key: str) -> str:
-    return key.lower().replace(" ", "_").replace("-", "_")
-
-
-def field(obj: dict, name: str):
-    """obj[name], matching 'Fixed IP Address', 'fixed_ip_address' alike."""
-    want = _nk(name)
-    for k, v in obj.items():
-        if _nk(k) == want:
-            return v
-    raise KeyError(f"{name!r} not in {sorted(obj)}: {obj}")
-
-
-def column(rows: list[dict], name: str) -> list:
-    return [field(r, name) for r in rows]
 
 
 def assert_status_in_output(result, status: int) -> None:

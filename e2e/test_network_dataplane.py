@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 
 from conftest import ServerFactory
-from harness import Server, check
+from harness import Server, check, field
 from netlab import Lab, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, bridges, nftables")
@@ -31,18 +31,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespace
 HOST = "e2e-dp-node"
 EXT_IF = "ext0"
 OUTSIDE = "203.0.113.1"
-
-
-def _nk(key: str) -> str:
-    return key.lower().replace(" ", "_").replace("-", "_")
-
-
-def field(obj: dict, name: str):
-    want = _nk(name)
-    for k, v in obj.items():
-        if _nk(k) == want:
-            return v
-    raise KeyError(f"{name!r} not in {sorted(obj)}")
 
 
 class Cloud:

@@ -92,6 +92,15 @@ impl std::fmt::Display for Chain<'_> {
 #[derive(Debug)]
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Aborts the task and waits until it is gone (with everything it
+    /// owned: listeners, sockets).
+    pub async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();

@@ -27,7 +27,8 @@ pub const DHCP_NS_LEG_PREFIX: &str = "ns-";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope(String);
 
-fn is_id(s: &str) -> bool {
+/// Lowercase hex digits and dashes: what resource ids are made of.
+pub(crate) fn is_id(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-')

@@ -64,7 +64,9 @@ async fn answer(stream: UnixStream, explainer: &Explainer) -> std::io::Result<()
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
     let reply = match line.trim_end_matches('\n').split_once(' ') {
-        Some(("explain-port", id)) if is_port_id(id) => explainer.explain_port(id),
+        Some(("explain-port", id)) if id.len() == 36 && crate::names::is_id(id) => {
+            explainer.explain_port(id)
+        }
         Some(("explain-port", _)) => {
             "error: a port id is 36 characters of hex digits and dashes\n".to_string()
         }
@@ -72,12 +74,6 @@ async fn answer(stream: UnixStream, explainer: &Explainer) -> std::io::Result<()
     };
     w.write_all(reply.as_bytes()).await?;
     w.shutdown().await
-}
-
-fn is_port_id(s: &str) -> bool {
-    s.len() == 36
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-')
 }
 
 /// Errors of [`explain_port`].

@@ -156,8 +156,7 @@ impl Running {
         // What the agent built stays on the host: the data plane keeps
         // forwarding, and the next start picks it up.
         if let Some(a) = self.agent.take() {
-            a.task.0.abort();
-            let _ = (&mut { a.task }.0).await;
+            a.task.stop().await;
         }
         Ok(())
     }

@@ -822,16 +822,16 @@ fn fip_guard_rules(r: &RouterNat) -> Vec<Value> {
     let ct = |key: &str, dir: &str| json!({"ct": {"key": key, "dir": dir}});
     let status = |s: &str| m("in", json!({"ct": {"key": "status"}}), json!(s));
     // `first . second` is not one of the floating → fixed pairs.
+    let pairs: Vec<Value> = r
+        .floating_ips
+        .iter()
+        .map(|f| json!({"concat": [f.floating.to_string(), f.fixed.to_string()]}))
+        .collect();
     let not_a_pair = |first: Value, second: Value| {
-        let elems: Vec<Value> = r
-            .floating_ips
-            .iter()
-            .map(|f| json!({"concat": [f.floating.to_string(), f.fixed.to_string()]}))
-            .collect();
         m(
             "!=",
             json!({"concat": [first, second]}),
-            json!({"set": elems}),
+            json!({"set": pairs.clone()}),
         )
     };
     let mut dnat = vec![

@@ -51,8 +51,7 @@ impl RunningAgent {
     /// owned) is gone.
     pub async fn stop(mut self) {
         if let Some(t) = self.task.take() {
-            t.0.abort();
-            let _ = (&mut { t }.0).await;
+            t.stop().await;
         }
     }
 }

@@ -108,6 +108,22 @@ impl Reconciler {
             self.net.delete_link(&rns, name).await?;
         }
 
+        // NAT before addresses: a floating IP's address must never be up
+        // without its translation (the router would answer for it itself).
+        if self.applied_nat.get(&rp.netns) != Some(&rp.nat) {
+            let nat = rp.nat.clone();
+            let unchanged = {
+                let (n, d) = (nat.netns.clone(), nat.digest());
+                self.fw(move |f| f.router_nat_digest(&n)).await? == Some(d)
+            };
+            if !unchanged {
+                self.changes += 1;
+                let n = nat.clone();
+                self.fw(move |f| f.upsert_router_nat(&n)).await?;
+            }
+            self.applied_nat.insert(rp.netns.clone(), nat);
+        }
+
         // Addresses.
         let have: BTreeSet<(String, IpNet)> = self
             .net
@@ -151,21 +167,6 @@ impl Reconciler {
         for dest in have.keys().filter(|d| !want.contains_key(*d)) {
             self.changes += 1;
             self.net.delete_route(&rns, *dest).await?;
-        }
-
-        // NAT.
-        if self.applied_nat.get(&rp.netns) != Some(&rp.nat) {
-            let nat = rp.nat.clone();
-            let unchanged = {
-                let (n, d) = (nat.netns.clone(), nat.digest());
-                self.fw(move |f| f.router_nat_digest(&n)).await? == Some(d)
-            };
-            if !unchanged {
-                self.changes += 1;
-                let n = nat.clone();
-                self.fw(move |f| f.upsert_router_nat(&n)).await?;
-            }
-            self.applied_nat.insert(rp.netns.clone(), nat);
         }
 
         // Metadata: one listener per namespace, told which leg is which.

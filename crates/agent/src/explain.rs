@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use netmodel::{HostState, PortStatus};
 
-use crate::marks::MarkState;
+use std::collections::BTreeMap;
+
+use crate::marks::{MarkStore, PortMarks};
 use crate::plan::{Plan, PlanSettings, L2};
 use crate::reconcile::PassReport;
 
@@ -16,8 +18,16 @@ use crate::reconcile::PassReport;
 struct Snapshot {
     /// Shared with the agent's loop: no copy of 2,000 ports per pass.
     state: Arc<HostState>,
-    report: PassReport,
-    marks: Option<MarkState>,
+    known: Known,
+}
+
+/// What an agent knows of its ports beyond the desired state.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    /// Last status by port id.
+    pub statuses: BTreeMap<String, (PortStatus, Option<String>)>,
+    /// Marks by device.
+    pub marks: BTreeMap<String, PortMarks>,
 }
 
 /// Explains ports from the last state an agent applied. Cheap to clone.
@@ -35,25 +45,40 @@ impl Explainer {
         }
     }
 
-    pub(crate) fn update(&self, state: &Arc<HostState>, report: &PassReport, marks: &MarkState) {
+    /// Takes a pass's outcome: a partial report (a light pass) changes
+    /// just the ports it names, so the cost follows the change, not the
+    /// number of ports.
+    pub(crate) fn update(&self, state: &Arc<HostState>, report: &PassReport, marks: &MarkStore) {
         let mut s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
-        if s.state.revision != state.revision || report.changes > 0 || s.marks.is_none() {
-            s.state = state.clone();
-            s.marks = Some(marks.clone());
+        s.state = state.clone();
+        let k = &mut s.known;
+        if report.partial {
+            for id in &report.removed {
+                k.statuses.remove(id);
+            }
+            for (id, st) in &report.statuses {
+                k.statuses.insert(id.clone(), st.clone());
+            }
+            for d in report.devices.values() {
+                match marks.get(d) {
+                    Some(m) => k.marks.insert(d.clone(), m),
+                    None => k.marks.remove(d),
+                };
+            }
+        } else {
+            k.statuses = report.statuses.clone();
+            k.marks = marks
+                .devices()
+                .into_iter()
+                .filter_map(|d| marks.get(&d).map(|m| (d, m)))
+                .collect();
         }
-        s.report = report.clone();
     }
 
     /// The data path of a port, in words.
     pub fn explain_port(&self, port_id: &str) -> String {
         let s = self.snap.lock().unwrap_or_else(|p| p.into_inner());
-        explain_port(
-            &s.state,
-            &self.settings,
-            s.marks.as_ref(),
-            Some(&s.report),
-            port_id,
-        )
+        explain_port(&s.state, &self.settings, Some(&s.known), port_id)
     }
 }
 
@@ -62,8 +87,7 @@ impl Explainer {
 pub fn explain_port(
     state: &HostState,
     settings: &PlanSettings,
-    marks: Option<&MarkState>,
-    report: Option<&PassReport>,
+    known: Option<&Known>,
     port_id: &str,
 ) -> String {
     let plan = Plan::build(state, settings);
@@ -89,7 +113,7 @@ pub fn explain_port(
     );
     let ips: Vec<String> = port.fixed_ips.iter().map(|f| f.ip.to_string()).collect();
     let _ = writeln!(o, "  MAC {}, addresses {}", port.mac, ips.join(", "));
-    if let Some((st, msg)) = report.and_then(|r| r.statuses.get(port_id)) {
+    if let Some((st, msg)) = known.and_then(|k| k.statuses.get(port_id)) {
         let st = match st {
             PortStatus::Active => "ACTIVE",
             PortStatus::Down => "DOWN",
@@ -155,8 +179,7 @@ pub fn explain_port(
             );
         }
         Some(r) => {
-            let pm = marks.and_then(|m| m.port(&pp.device));
-            let pm = pm.as_ref();
+            let pm = known.and_then(|k| k.marks.get(&pp.device));
             let mark = pm
                 .map(|m| format!("{:#x}", m.mark))
                 .unwrap_or_else(|| "not yet allocated".into());

@@ -38,7 +38,7 @@ mod secgroups;
 pub mod socket;
 pub mod testing;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -264,38 +264,59 @@ impl Agent {
         Ok(r)
     }
 
+    /// Every port's status after the last pass, by port id (a light
+    /// pass's report names only the ports it looked at).
+    pub fn statuses(&self) -> &BTreeMap<String, (PortStatus, Option<String>)> {
+        self.rec.statuses()
+    }
+
     fn take_events(&mut self) -> std::collections::HashSet<String> {
         std::mem::take(&mut self.watched.lock().unwrap_or_else(|p| p.into_inner()).seen)
     }
 
     /// Updates what explains ports and which devices the link watcher
-    /// waits for.
+    /// waits for (after a light pass, for the ports it looked at only).
     fn after_pass(&mut self, state: &Arc<HostState>, r: &PassReport) {
-        self.explainer.update(state, r, self.rec.marks.state());
+        self.explainer.update(state, r, &self.rec.marks);
         let mut w = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        w.waiting.clear();
-        w.wired.clear();
-        let devices: HashMap<&str, &str> = state
-            .ports
-            .iter()
-            .map(|p| (p.id.as_str(), p.device_name.as_str()))
-            .collect();
-        for (id, (st, _)) in &r.statuses {
-            let Some(dev) = devices.get(id.as_str()).filter(|d| !d.is_empty()) else {
-                continue;
-            };
-            if *st == PortStatus::Active {
-                w.wired.insert(dev.to_string());
-            } else {
-                w.waiting.insert(dev.to_string());
+        let w = &mut *w;
+        if r.partial {
+            for id in &r.removed {
+                if let Some(dev) = r.devices.get(id) {
+                    w.waiting.remove(dev);
+                    w.wired.remove(dev);
+                }
+            }
+            for (id, (st, _)) in &r.statuses {
+                if let Some(dev) = r.devices.get(id).filter(|d| !d.is_empty()) {
+                    w.note(dev, *st == PortStatus::Active);
+                }
+            }
+        } else {
+            w.waiting.clear();
+            w.wired.clear();
+            let devices: HashMap<&str, &str> = state
+                .ports
+                .iter()
+                .map(|p| (p.id.as_str(), p.device_name.as_str()))
+                .collect();
+            for (id, (st, _)) in &r.statuses {
+                if let Some(dev) = devices.get(id.as_str()).filter(|d| !d.is_empty()) {
+                    w.note(dev, *st == PortStatus::Active);
+                }
             }
         }
         // A device that appeared during the pass, too late for it.
-        self.retrigger = w.waiting.iter().any(|d| w.seen.contains(d));
+        self.retrigger = w.seen.iter().any(|d| w.waiting.contains(d));
     }
 
     /// Reports statuses that changed since the last successful report.
     async fn report(&mut self, r: &PassReport) {
+        if r.partial {
+            for id in &r.removed {
+                self.reported.remove(id);
+            }
+        }
         let changed: Vec<PortReport> = r
             .statuses
             .iter()
@@ -306,6 +327,9 @@ impl Agent {
                 message: message.clone(),
             })
             .collect();
+        if !r.partial {
+            self.reported.retain(|id, _| r.statuses.contains_key(id));
+        }
         if changed.is_empty() {
             return;
         }
@@ -317,7 +341,6 @@ impl Agent {
             }
             Err(e) => tracing::warn!("reporting port status: {}", crate::Chain(&e)),
         }
-        self.reported.retain(|id, _| r.statuses.contains_key(id));
     }
 
     /// Runs until the future is dropped (which stops every listener and

@@ -33,6 +33,21 @@ pub struct Watched {
     pub seen: HashSet<String>,
 }
 
+impl Watched {
+    /// Records a desired device as wired or still awaited.
+    pub fn note(&mut self, device: &str, wired: bool) {
+        let (to, from) = if wired {
+            (&mut self.wired, &mut self.waiting)
+        } else {
+            (&mut self.waiting, &mut self.wired)
+        };
+        from.remove(device);
+        if !to.contains(device) {
+            to.insert(device.to_string());
+        }
+    }
+}
+
 /// Starts watching the host namespace. `trigger` is notified when a
 /// watched name changes.
 pub async fn spawn(

@@ -50,6 +50,23 @@ pub struct Plan {
     pub dhcp: BTreeMap<String, DhcpPlan>,
     /// Networks that cannot be built, with why (their ports report ERROR).
     pub network_errors: BTreeMap<String, String>,
+    /// Subnets with a router leg here → the leg's address (where their
+    /// metadata goes), kept for [`Plan::apply_ports`].
+    pub(crate) routed: BTreeMap<String, Ipv4Addr>,
+    /// Remote group → how many ports' rules reference it.
+    pub(crate) group_refs: BTreeMap<String, usize>,
+}
+
+/// What [`Plan::apply_ports`] changed.
+#[derive(Debug, Default)]
+pub struct PortDelta {
+    /// Devices of ports added or changed, with their plan before (`None`
+    /// for a new port).
+    pub changed: Vec<(String, Option<PortPlan>)>,
+    /// Plans of ports that left.
+    pub removed: Vec<PortPlan>,
+    /// DHCP namespaces whose leases changed.
+    pub dhcp: BTreeSet<String>,
 }
 
 /// How a network's bridge is joined to the rest of the world.
@@ -349,25 +366,213 @@ impl Plan {
             .collect();
         for p in &state.ports {
             let pp = port_plan(p, &networks, &plan, &groups);
-            if let Some(r) = &pp.rules {
-                for rule in &r.rules {
-                    if let nft::Remote::Group(g) = &rule.remote {
-                        plan.groups.entry(g.clone()).or_insert_with(|| {
-                            let members = groups
-                                .get(g.as_str())
-                                .map(|sg| sg.member_ips.iter().map(|ip| host_net(*ip)).collect())
-                                .unwrap_or_default();
-                            nft::RemoteGroup {
-                                id: g.clone(),
-                                members,
-                            }
-                        });
-                    }
+            plan.add_group_refs(&pp, &groups);
+            if let Some(old) = plan.ports.insert(pp.device.clone(), pp) {
+                plan.drop_group_refs(&old);
+            }
+        }
+        plan.routed = routed;
+        plan
+    }
+
+    /// Counts the remote groups `pp`'s rules use, adding the sets of
+    /// groups used for the first time.
+    fn add_group_refs(&mut self, pp: &PortPlan, groups: &BTreeMap<&str, &netmodel::SecurityGroup>) {
+        for g in remote_groups(pp) {
+            let n = self.group_refs.entry(g.to_string()).or_default();
+            *n += 1;
+            if *n == 1 {
+                let members = groups
+                    .get(g)
+                    .map(|sg| group_members(sg))
+                    .unwrap_or_default();
+                self.groups.insert(
+                    g.to_string(),
+                    nft::RemoteGroup {
+                        id: g.to_string(),
+                        members,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The opposite of [`Plan::add_group_refs`].
+    fn drop_group_refs(&mut self, pp: &PortPlan) {
+        for g in remote_groups(pp) {
+            if let Some(n) = self.group_refs.get_mut(g) {
+                *n -= 1;
+                if *n == 0 {
+                    self.group_refs.remove(g);
+                    self.groups.remove(g);
                 }
             }
-            plan.ports.insert(pp.device.clone(), pp);
         }
-        plan
+    }
+
+    /// Brings a plan built from `prev` up to `state` when only ports (not
+    /// the network's own) and remote groups' members differ, touching only
+    /// what changed: the cost is one comparison per port, not a plan per
+    /// port. `None` (the plan untouched) when anything else changed, or a
+    /// change is one this shortcut does not follow: then
+    /// [`Plan::build`] is due. The result equals `Plan::build(state)`.
+    pub fn apply_ports(
+        &mut self,
+        prev: &HostState,
+        state: &HostState,
+        s: &PlanSettings,
+    ) -> Option<PortDelta> {
+        if prev.networks != state.networks
+            || prev.routers != state.routers
+            || prev.security_groups.len() != state.security_groups.len()
+            || prev
+                .security_groups
+                .iter()
+                .zip(&state.security_groups)
+                .any(|(a, b)| a.id != b.id || a.rules != b.rules)
+        {
+            return None;
+        }
+        // Ports that changed, in order (most often one, appended).
+        let mut changed: Vec<&Port> = Vec::new();
+        let mut removed: Vec<&Port> = Vec::new();
+        let same_prefix = prev
+            .ports
+            .iter()
+            .zip(&state.ports)
+            .take_while(|(a, b)| a.id == b.id)
+            .count();
+        for (a, b) in prev.ports[..same_prefix]
+            .iter()
+            .zip(&state.ports[..same_prefix])
+        {
+            if a != b {
+                removed.push(a);
+                changed.push(b);
+            }
+        }
+        let (rest_a, rest_b) = (&prev.ports[same_prefix..], &state.ports[same_prefix..]);
+        if !rest_a.is_empty() || !rest_b.is_empty() {
+            let before: std::collections::HashMap<&str, &Port> =
+                rest_a.iter().map(|p| (p.id.as_str(), p)).collect();
+            let after: std::collections::HashMap<&str, &Port> =
+                rest_b.iter().map(|p| (p.id.as_str(), p)).collect();
+            for b in rest_b {
+                match before.get(b.id.as_str()) {
+                    Some(a) if *a == b => {}
+                    Some(a) => {
+                        removed.push(a);
+                        changed.push(b);
+                    }
+                    None => changed.push(b),
+                }
+            }
+            removed.extend(rest_a.iter().filter(|a| !after.contains_key(a.id.as_str())));
+        }
+        // The network's own ports shape DHCP and routers: a full build.
+        if changed.iter().chain(&removed).any(|p| is_trusted(p)) {
+            return None;
+        }
+        let devices: Option<Vec<String>> = removed.iter().map(|p| device_of(p).ok()).collect();
+        let new_devices: Option<Vec<String>> = changed.iter().map(|p| device_of(p).ok()).collect();
+        let (devices, new_devices) = (devices?, new_devices?);
+        // A device two ports claim, or one passed from port to port: the
+        // full build decides.
+        let leaving: BTreeMap<&str, &str> = devices
+            .iter()
+            .zip(&removed)
+            .map(|(d, p)| (d.as_str(), p.id.as_str()))
+            .collect();
+        let mut arriving = BTreeSet::new();
+        for (d, p) in new_devices.iter().zip(&changed) {
+            if !arriving.insert(d.as_str()) {
+                return None;
+            }
+            if leaving.get(d.as_str()).is_some_and(|id| *id != p.id) {
+                return None;
+            }
+            if let Some(other) = self.ports.get(d) {
+                if other.port_id != p.id && !leaving.contains_key(d.as_str()) {
+                    return None;
+                }
+            }
+        }
+        let networks: BTreeMap<&str, &Network> =
+            state.networks.iter().map(|n| (n.id.as_str(), n)).collect();
+        let groups: BTreeMap<&str, &netmodel::SecurityGroup> = state
+            .security_groups
+            .iter()
+            .map(|g| (g.id.as_str(), g))
+            .collect();
+        let mut delta = PortDelta::default();
+        // Members of remote groups in use.
+        for (a, b) in prev.security_groups.iter().zip(&state.security_groups) {
+            if a.member_ips != b.member_ips {
+                if let Some(g) = self.groups.get_mut(&b.id) {
+                    g.members = group_members(b);
+                }
+            }
+        }
+        let mut olds: BTreeMap<String, PortPlan> = BTreeMap::new();
+        for (p, d) in removed.iter().zip(&devices) {
+            if let Some(old) = self.ports.remove(d) {
+                self.drop_group_refs(&old);
+                olds.insert(old.port_id.clone(), old);
+            }
+            self.lease(p, &networks, s, false, &mut delta.dhcp);
+        }
+        for p in &changed {
+            let pp = port_plan(p, &networks, self, &groups);
+            self.add_group_refs(&pp, &groups);
+            self.lease(p, &networks, s, true, &mut delta.dhcp);
+            // A port whose device changed leaves its old device (removed)
+            // and arrives on the new one.
+            let old = match olds.remove(&p.id) {
+                Some(o) if o.device == pp.device => Some(o),
+                Some(o) => {
+                    delta.removed.push(o);
+                    None
+                }
+                None => None,
+            };
+            delta.changed.push((pp.device.clone(), old));
+            self.ports.insert(pp.device.clone(), pp);
+        }
+        delta.removed.extend(olds.into_values());
+        Some(delta)
+    }
+
+    /// Removes (`add` false) or adds a port's DHCP lease, noting the
+    /// namespace.
+    fn lease(
+        &mut self,
+        p: &Port,
+        networks: &BTreeMap<&str, &Network>,
+        s: &PlanSettings,
+        add: bool,
+        touched: &mut BTreeSet<String>,
+    ) {
+        let Some(n) = networks.get(p.network_id.as_str()) else {
+            return;
+        };
+        let Ok(netns) = s.scope.dhcp_netns(&n.id) else {
+            return;
+        };
+        let Some(dp) = self.dhcp.get_mut(&netns) else {
+            return;
+        };
+        let subnets = dhcp_subnets(n);
+        let Some((mac, lease)) = lease_of(p, n, &subnets, &self.routed, s) else {
+            return;
+        };
+        if add {
+            dp.leases.insert(mac, lease);
+        } else if dp.leases.get(&mac) == Some(&lease) {
+            dp.leases.remove(&mac);
+        } else {
+            return;
+        }
+        touched.insert(netns);
     }
 
     /// Every `tap` device the plan wants on a bridge: ports and router
@@ -586,6 +791,15 @@ fn router_plan(
     })
 }
 
+/// A network's IPv4 subnets with DHCP, each with its server address.
+fn dhcp_subnets(n: &Network) -> Vec<(&Subnet, Ipv4Addr)> {
+    n.subnets
+        .iter()
+        .filter(|sn| sn.enable_dhcp && sn.cidr.is_ipv4())
+        .filter_map(|sn| sn.dhcp_server_ip.and_then(v4).map(|ip| (sn, ip)))
+        .collect()
+}
+
 fn dhcp_plan(
     n: &Network,
     np: &NetPlan,
@@ -593,12 +807,7 @@ fn dhcp_plan(
     routed: &BTreeMap<String, Ipv4Addr>,
     s: &PlanSettings,
 ) -> Option<DhcpPlan> {
-    let subnets: Vec<(&Subnet, Ipv4Addr)> = n
-        .subnets
-        .iter()
-        .filter(|sn| sn.enable_dhcp && sn.cidr.is_ipv4())
-        .filter_map(|sn| sn.dhcp_server_ip.and_then(v4).map(|ip| (sn, ip)))
-        .collect();
+    let subnets = dhcp_subnets(n);
     if subnets.is_empty() || !n.admin_state_up {
         return None;
     }
@@ -617,61 +826,12 @@ fn dhcp_plan(
         .find(|p| p.network_id == n.id && p.device_owner == "network:dhcp")
         .and_then(|p| p.mac.parse().ok())
         .unwrap_or_else(|| derived_mac(&n.id));
-    let mut leases = BTreeMap::new();
-    for p in state
+    let leases = state
         .ports
         .iter()
-        .filter(|p| p.network_id == n.id && !is_trusted(p))
-    {
-        let Ok(mac) = p.mac.parse::<MacAddr>() else {
-            continue;
-        };
-        // The first IPv4 address on a DHCP subnet is the lease.
-        let Some((sn, server, ip)) = p.fixed_ips.iter().find_map(|f| {
-            let ip = v4(f.ip)?;
-            let (sn, server) = subnets.iter().find(|(sn, _)| sn.id == f.subnet_id)?;
-            Some((*sn, *server, ip))
-        }) else {
-            continue;
-        };
-        let router = sn.gateway_ip.and_then(v4);
-        let mut routes: Vec<(Ipv4Addr, u8, Ipv4Addr)> = Vec::new();
-        // Metadata: through the router when the subnet has one here, else
-        // to the DHCP namespace, which answers it.
-        let md_via = routed.get(&sn.id).copied().unwrap_or(server);
-        routes.push((METADATA_IP, 32, md_via));
-        for hr in &sn.host_routes {
-            if let (Some(d), Some(nh)) = (v4(hr.destination.addr), v4(hr.nexthop)) {
-                let dn = net(hr.destination).network();
-                if let IpAddr::V4(d0) = dn.addr() {
-                    let _ = d;
-                    routes.push((d0, dn.prefix(), nh));
-                }
-            }
-        }
-        // RFC 3442 clients ignore option 3 when 121 is present: the default
-        // route goes in 121 too.
-        if let Some(gw) = router {
-            routes.push((Ipv4Addr::UNSPECIFIED, 0, gw));
-        }
-        let mut dns: Vec<Ipv4Addr> = sn.dns_nameservers.iter().filter_map(|d| v4(*d)).collect();
-        dns.dedup();
-        leases.insert(
-            mac,
-            Lease {
-                mac,
-                ip,
-                prefix: sn.cidr.prefix,
-                server,
-                router,
-                dns,
-                routes,
-                hostname: clean_hostname(&p.hostname),
-                mtu: u16::try_from(n.mtu).unwrap_or(u16::MAX),
-                lease_time: s.lease_time,
-            },
-        );
-    }
+        .filter(|p| p.network_id == n.id)
+        .filter_map(|p| lease_of(p, n, &subnets, routed, s))
+        .collect();
     Some(DhcpPlan {
         network_id: n.id.clone(),
         netns,
@@ -684,6 +844,94 @@ fn dhcp_plan(
         metadata,
         leases,
     })
+}
+
+/// The static lease of a port of network `n` (its first IPv4 address on
+/// a DHCP subnet), keyed by its MAC; none for the network's own ports.
+fn lease_of(
+    p: &Port,
+    n: &Network,
+    subnets: &[(&Subnet, Ipv4Addr)],
+    routed: &BTreeMap<String, Ipv4Addr>,
+    s: &PlanSettings,
+) -> Option<(MacAddr, Lease)> {
+    if is_trusted(p) {
+        return None;
+    }
+    let mac = p.mac.parse::<MacAddr>().ok()?;
+    let (sn, server, ip) = p.fixed_ips.iter().find_map(|f| {
+        let ip = v4(f.ip)?;
+        let (sn, server) = subnets.iter().find(|(sn, _)| sn.id == f.subnet_id)?;
+        Some((*sn, *server, ip))
+    })?;
+    let router = sn.gateway_ip.and_then(v4);
+    let mut routes: Vec<(Ipv4Addr, u8, Ipv4Addr)> = Vec::new();
+    // Metadata: through the router when the subnet has one here, else
+    // to the DHCP namespace, which answers it.
+    let md_via = routed.get(&sn.id).copied().unwrap_or(server);
+    routes.push((METADATA_IP, 32, md_via));
+    for hr in &sn.host_routes {
+        if let (Some(d), Some(nh)) = (v4(hr.destination.addr), v4(hr.nexthop)) {
+            let dn = net(hr.destination).network();
+            if let IpAddr::V4(d0) = dn.addr() {
+                let _ = d;
+                routes.push((d0, dn.prefix(), nh));
+            }
+        }
+    }
+    // RFC 3442 clients ignore option 3 when 121 is present: the default
+    // route goes in 121 too.
+    if let Some(gw) = router {
+        routes.push((Ipv4Addr::UNSPECIFIED, 0, gw));
+    }
+    let mut dns: Vec<Ipv4Addr> = sn.dns_nameservers.iter().filter_map(|d| v4(*d)).collect();
+    dns.dedup();
+    Some((
+        mac,
+        Lease {
+            mac,
+            ip,
+            prefix: sn.cidr.prefix,
+            server,
+            router,
+            dns,
+            routes,
+            hostname: clean_hostname(&p.hostname),
+            mtu: u16::try_from(n.mtu).unwrap_or(u16::MAX),
+            lease_time: s.lease_time,
+        },
+    ))
+}
+
+/// The host device a port is wired through.
+fn device_of(p: &Port) -> Result<String, String> {
+    let r = if p.device_owner == "network:dhcp" {
+        names::dhcp_host_leg(&p.network_id)
+    } else if p.device_name.is_empty() {
+        hn::tap_name(&p.id)
+    } else {
+        hn::validate_ifname(&p.device_name).map(|()| p.device_name.clone())
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Remote groups a port's rules match.
+fn remote_groups(pp: &PortPlan) -> impl Iterator<Item = &str> {
+    pp.rules
+        .iter()
+        .flat_map(|r| r.rules.iter())
+        .filter_map(|r| match &r.remote {
+            nft::Remote::Group(g) => Some(g.as_str()),
+            _ => None,
+        })
+}
+
+/// A group's member set, sorted and without duplicates.
+fn group_members(sg: &netmodel::SecurityGroup) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = sg.member_ips.iter().map(|ip| host_net(*ip)).collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 fn port_plan(
@@ -702,14 +950,7 @@ fn port_plan(
         error = Some(format!("network {}: {e}", p.network_id));
     }
     let dhcp_leg = p.device_owner == "network:dhcp";
-    let device = if dhcp_leg {
-        names::dhcp_host_leg(&p.network_id)
-    } else if p.device_name.is_empty() {
-        hn::tap_name(&p.id)
-    } else {
-        hn::validate_ifname(&p.device_name).map(|()| p.device_name.clone())
-    };
-    let device = match device {
+    let device = match device_of(p) {
         Ok(d) => d,
         Err(e) => {
             error.get_or_insert(format!("device name: {e}"));
@@ -996,5 +1237,113 @@ mod tests {
         bad.ethertype = "IPv5".into();
         assert!(sg_rule(&bad).is_err());
         assert_eq!(clean_hostname("\n\t"), None);
+    }
+
+    /// Applies `st` → `next` incrementally and checks the result is the
+    /// full build's; returns the delta.
+    fn apply(plan: &mut Plan, st: &HostState, next: &HostState) -> PortDelta {
+        let d = plan
+            .apply_ports(st, next, &settings())
+            .expect("a port-only change");
+        assert_eq!(*plan, Plan::build(next, &settings()));
+        d
+    }
+
+    #[test]
+    fn port_changes_update_the_plan_as_a_full_build_would() {
+        let (mut st, n, s) = state();
+        let (g, rg) = (new_id(), new_id());
+        let mut remote = rule(netmodel::Direction::Ingress, None, None, None);
+        remote.remote_group_id = Some(rg.clone());
+        st.security_groups = vec![
+            sg(
+                &g,
+                vec![rule(netmodel::Direction::Egress, None, None, None)],
+            ),
+            sg(&rg, vec![remote]),
+        ];
+        st.security_groups[1].member_ips = vec!["10.0.0.5".parse().unwrap()];
+        let mut plan = Plan::build(&st, &settings());
+        let dhcp_ns = settings().scope.dhcp_netns(&n).unwrap();
+
+        // A new port (appended): planned, with its lease.
+        let mut next = st.clone();
+        let p2 = vm_port(&new_id(), &n, &s, &mac(2), "10.0.0.6", &[&g]);
+        next.ports.push(p2.clone());
+        let d = apply(&mut plan, &st, &next);
+        assert_eq!(d.changed.len(), 1);
+        assert!(d.changed[0].1.is_none(), "new");
+        assert!(d.removed.is_empty());
+        assert_eq!(d.dhcp, BTreeSet::from([dhcp_ns.clone()]));
+        st = next;
+
+        // A port that takes a remote group: the group's set comes in.
+        let mut next = st.clone();
+        next.ports[1].security_group_ids.push(rg.clone());
+        next.ports[1].hostname = "renamed".into();
+        let d = apply(&mut plan, &st, &next);
+        assert!(plan.groups.contains_key(&rg));
+        assert!(d.changed[0].1.is_some(), "changed, with its plan before");
+        st = next;
+
+        // The group's members move (a port elsewhere): the set follows.
+        let mut next = st.clone();
+        next.security_groups[1]
+            .member_ips
+            .push("10.9.9.9".parse().unwrap());
+        let d = apply(&mut plan, &st, &next);
+        assert!(d.changed.is_empty() && d.removed.is_empty());
+        assert_eq!(plan.groups[&rg].members.len(), 2);
+        st = next;
+
+        // Reordered and one removed: the rest are recognised by id.
+        let mut next = st.clone();
+        let p3 = vm_port(&new_id(), &n, &s, &mac(3), "10.0.0.7", &[&rg]);
+        next.ports.insert(0, p3);
+        next.ports.retain(|p| p.id != p2.id);
+        let d = apply(&mut plan, &st, &next);
+        assert_eq!(d.removed.len(), 1);
+        assert_eq!(d.removed[0].port_id, p2.id);
+        assert_eq!(d.changed.len(), 1);
+        st = next;
+
+        // The last port using the remote group leaves: its set goes.
+        let mut next = st.clone();
+        next.ports.retain(|p| !p.security_group_ids.contains(&rg));
+        apply(&mut plan, &st, &next);
+        assert!(!plan.groups.contains_key(&rg));
+        st = next;
+
+        // A port's device renamed: it leaves the old one and arrives on
+        // the new one.
+        let mut next = st.clone();
+        let old_dev = next.ports[0].device_name.clone();
+        next.ports[0].device_name = "tapnewname-00".into();
+        let d = apply(&mut plan, &st, &next);
+        assert_eq!(d.removed.len(), 1);
+        assert_eq!(d.removed[0].device, old_dev);
+        assert_eq!(d.changed[0].0, "tapnewname-00");
+        assert!(d.changed[0].1.is_none());
+        st = next;
+
+        // What the shortcut does not follow: rules, networks, the
+        // network's own ports, a device two ports claim.
+        let mut next = st.clone();
+        next.security_groups[0].rules.clear();
+        assert!(plan.apply_ports(&st, &next, &settings()).is_none());
+        let mut next = st.clone();
+        next.networks[0].mtu = 1400;
+        assert!(plan.apply_ports(&st, &next, &settings()).is_none());
+        let mut next = st.clone();
+        let mut dhcp = vm_port(&new_id(), &n, &s, &mac(4), "10.0.0.2", &[]);
+        dhcp.device_owner = "network:dhcp".into();
+        next.ports.push(dhcp);
+        assert!(plan.apply_ports(&st, &next, &settings()).is_none());
+        let mut next = st.clone();
+        let mut twin = vm_port(&new_id(), &n, &s, &mac(5), "10.0.0.9", &[]);
+        twin.device_name = st.ports[0].device_name.clone();
+        next.ports.push(twin);
+        assert!(plan.apply_ports(&st, &next, &settings()).is_none());
+        assert_eq!(plan, Plan::build(&st, &settings()), "left as it was");
     }
 }

@@ -267,15 +267,11 @@ impl Reconciler {
             }
             return admin_down();
         }
-        let r: Result<(), Error> = async {
-            self.net.set_mtu(&ns, &pp.device, pp.mtu).await?;
-            self.net
-                .set_master(&ns, &pp.device, Some(&pp.bridge))
-                .await?;
-            self.net.set_up(&ns, &pp.device, true).await?;
-            Ok(())
-        }
-        .await;
+        let r = self
+            .net
+            .wire_port(&ns, &pp.device, &pp.bridge, pp.mtu)
+            .await
+            .map_err(Error::from);
         outcome(pp, r)
     }
 

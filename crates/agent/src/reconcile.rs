@@ -41,8 +41,18 @@ pub(crate) struct Observed {
 pub struct PassReport {
     /// Mutating driver calls made (0 when the host already matched).
     pub changes: usize,
-    /// Status of every port of the plan, by port id.
+    /// Status of every port of the plan, by port id — or, in a `partial`
+    /// report, of the ports the pass looked at.
     pub statuses: BTreeMap<String, (PortStatus, Option<String>)>,
+    /// A light pass's report: `statuses` holds only the ports it looked
+    /// at, `removed` the ports that left; every other port kept its
+    /// status ([`Reconciler::statuses`] has them all).
+    pub partial: bool,
+    /// Ports that left the plan (partial reports).
+    pub removed: Vec<String>,
+    /// Port id → device of the ports in `statuses` and `removed`
+    /// (partial reports).
+    pub devices: BTreeMap<String, String>,
     /// Problems that are not any one port's (a router leg on an absent
     /// network, a failed garbage collection …).
     pub warnings: Vec<String>,
@@ -72,8 +82,10 @@ pub(crate) struct Reconciler {
     pub warnings: Vec<String>,
     pub serve_dhcp: bool,
     pub passes: u64,
-    /// The plan of the last pass, and what it found.
+    /// The plan of the last pass, the state it was built from, and what
+    /// it found.
     pub last_plan: Option<Plan>,
+    pub last_state: Option<Arc<HostState>>,
     /// Revision of the state `last_plan` was built from.
     pub last_revision: Option<u64>,
     pub last_statuses: BTreeMap<String, (PortStatus, Option<String>)>,
@@ -110,6 +122,7 @@ impl Reconciler {
             serve_dhcp: true,
             passes: 0,
             last_plan: None,
+            last_state: None,
             last_revision: None,
             last_statuses: BTreeMap::new(),
             last_net_errors: BTreeMap::new(),
@@ -192,7 +205,7 @@ impl Reconciler {
 
     /// One pass. Per-object failures become port statuses or warnings; an
     /// error is returned only when the host cannot be read at all.
-    pub async fn pass(&mut self, state: &HostState, deep: bool) -> Result<PassReport, Error> {
+    pub async fn pass(&mut self, state: &Arc<HostState>, deep: bool) -> Result<PassReport, Error> {
         self.changes = 0;
         self.warnings.clear();
         if deep {
@@ -264,10 +277,60 @@ impl Reconciler {
         self.last_net_errors = net_errors;
         self.last_statuses = statuses.clone();
         self.last_plan = Some(plan);
+        self.last_state = Some(state.clone());
         self.last_revision = Some(state.revision);
         Ok(PassReport {
             changes: self.changes,
             statuses,
+            warnings: std::mem::take(&mut self.warnings),
+            ..PassReport::default()
+        })
+    }
+
+    /// Every port's status after the last pass, by port id.
+    pub fn statuses(&self) -> &BTreeMap<String, (PortStatus, Option<String>)> {
+        &self.last_statuses
+    }
+
+    /// Converges `touched` (light and device passes), keeps the statuses
+    /// and builds the partial report. On an error the plan is dropped:
+    /// the next pass is a full one.
+    async fn partial_pass(
+        &mut self,
+        plan: Plan,
+        touched: &[String],
+        removed: Vec<crate::plan::PortPlan>,
+    ) -> Result<PassReport, Error> {
+        let ports: Vec<&crate::plan::PortPlan> =
+            touched.iter().filter_map(|d| plan.ports.get(d)).collect();
+        let net_errors = std::mem::take(&mut self.last_net_errors);
+        let r = self.reconcile_ports(&ports, None, &net_errors, false).await;
+        self.last_net_errors = net_errors;
+        let updated = r?;
+        let mut devices: BTreeMap<String, String> = ports
+            .iter()
+            .map(|pp| (pp.port_id.clone(), pp.device.clone()))
+            .collect();
+        let mut gone = Vec::new();
+        for pp in &removed {
+            self.drop_port(pp).await;
+            // A port whose device changed is both removed and updated.
+            if !updated.contains_key(&pp.port_id) {
+                self.last_statuses.remove(&pp.port_id);
+                devices.insert(pp.port_id.clone(), pp.device.clone());
+                gone.push(pp.port_id.clone());
+            }
+        }
+        for (id, st) in &updated {
+            self.last_statuses.insert(id.clone(), st.clone());
+        }
+        self.last_plan = Some(plan);
+        Ok(PassReport {
+            changes: self.changes,
+            statuses: updated,
+            partial: true,
+            removed: gone,
+            devices,
             warnings: std::mem::take(&mut self.warnings),
         })
     }
@@ -278,51 +341,104 @@ impl Reconciler {
         self.changes = 0;
         self.warnings.clear();
         let plan = self.last_plan.take().expect("checked by the caller");
-        let touched: Vec<&crate::plan::PortPlan> = plan
-            .ports
-            .values()
-            .filter(|pp| events.contains(&pp.device))
+        let touched: Vec<String> = events
+            .iter()
+            .filter(|d| plan.ports.contains_key(*d))
+            .cloned()
             .collect();
-        let net_errors = self.last_net_errors.clone();
-        let r = self
-            .reconcile_ports(&touched, None, &net_errors, false)
-            .await;
-        let updated = match r {
-            Ok(u) => u,
-            Err(e) => {
-                self.last_plan = Some(plan);
-                return Err(e);
-            }
-        };
-        self.last_statuses.extend(updated);
-        self.last_plan = Some(plan);
-        Ok(PassReport {
-            changes: self.changes,
-            statuses: self.last_statuses.clone(),
-            warnings: std::mem::take(&mut self.warnings),
-        })
+        self.partial_pass(plan, &touched, Vec::new()).await
     }
 
-    /// A light pass: when only ports and security groups changed since
-    /// the last pass (or devices came and went), converge just the ports
-    /// that changed or whose device had an event, without listing the
-    /// host. Its cost does not grow with the number of ports on the host
-    /// (apart from building the plan, in memory). Returns `None` when
-    /// something else changed: then a full pass is due.
+    /// A light pass: when only ports changed since the last pass (or
+    /// devices came and went, or remote groups' members moved), converge
+    /// just the ports that changed or whose device had an event, without
+    /// listing the host. The plan is brought up to date in place
+    /// ([`Plan::apply_ports`]), so its cost does not grow with the number
+    /// of ports on the host but for one comparison per port. When rules
+    /// changed, the plan is rebuilt; when anything else changed (networks,
+    /// routers, DHCP servers), `None`: a full pass is due.
     pub async fn light_pass(
         &mut self,
-        state: &HostState,
+        state: &Arc<HostState>,
+        events: &HashSet<String>,
+    ) -> Result<Option<PassReport>, Error> {
+        if self.last_plan.is_none() {
+            return Ok(None);
+        }
+        if self.last_revision == Some(state.revision) {
+            return self.device_pass(events).await.map(Some);
+        }
+        let t0 = std::time::Instant::now();
+        let mut plan = self.last_plan.take().expect("checked");
+        let prev_state = self.last_state.clone();
+        let delta = prev_state
+            .as_ref()
+            .and_then(|prev| plan.apply_ports(prev, state, &self.settings));
+        let Some(delta) = delta else {
+            self.last_plan = Some(plan);
+            return self.rebuilt_light_pass(state, events).await;
+        };
+        let t_plan = t0.elapsed();
+        self.changes = 0;
+        self.warnings.clear();
+        self.reconcile_groups(&plan).await;
+        for ns in &delta.dhcp {
+            if let (Some(s), Some(dp)) = (self.dhcp.get(ns), plan.dhcp.get(ns)) {
+                s.update(&dp.leases);
+            }
+        }
+        let mut touched: BTreeSet<String> = delta
+            .changed
+            .iter()
+            .filter(|(d, old)| {
+                old.as_ref() != plan.ports.get(d)
+                    || plan
+                        .ports
+                        .get(d)
+                        .is_some_and(|pp| !self.last_statuses.contains_key(&pp.port_id))
+            })
+            .map(|(d, _)| d.clone())
+            .collect();
+        touched.extend(
+            events
+                .iter()
+                .filter(|d| plan.ports.contains_key(*d))
+                .cloned(),
+        );
+        let touched: Vec<String> = touched.into_iter().collect();
+        let t_pre = t0.elapsed();
+        self.last_state = Some(state.clone());
+        self.last_revision = Some(state.revision);
+        let r = self.partial_pass(plan, &touched, delta.removed).await;
+        if r.is_err() {
+            self.last_state = None;
+        }
+        let mut r = r?;
+        let t_ports = t0.elapsed();
+        if let Some(plan) = self.last_plan.take() {
+            self.collect_groups(&plan).await;
+            self.last_plan = Some(plan);
+        }
+        if let Err(e) = self.marks.save() {
+            self.warn(format!("saving marks: {}", crate::Chain(&e)));
+        }
+        r.changes = self.changes;
+        r.warnings.append(&mut self.warnings);
+        tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
+        Ok(Some(r))
+    }
+
+    /// A light pass whose plan had to be rebuilt (rules changed): still
+    /// only the ports whose plan changed are converged.
+    async fn rebuilt_light_pass(
+        &mut self,
+        state: &Arc<HostState>,
         events: &HashSet<String>,
     ) -> Result<Option<PassReport>, Error> {
         let Some(prev) = self.last_plan.as_ref() else {
             return Ok(None);
         };
-        if self.last_revision == Some(state.revision) {
-            return self.device_pass(events).await.map(Some);
-        }
-        let t0 = std::time::Instant::now();
         let plan = Plan::build(state, &self.settings);
-        let t_plan = t0.elapsed();
         let same_dhcp = prev.dhcp.len() == plan.dhcp.len()
             && prev
                 .dhcp
@@ -345,7 +461,7 @@ impl Reconciler {
                 s.update(&dp.leases);
             }
         }
-        let touched: Vec<&crate::plan::PortPlan> = plan
+        let touched: Vec<String> = plan
             .ports
             .values()
             .filter(|pp| {
@@ -353,44 +469,42 @@ impl Reconciler {
                     || events.contains(&pp.device)
                     || !self.last_statuses.contains_key(&pp.port_id)
             })
+            .map(|pp| pp.device.clone())
             .collect();
-        let net_errors = self.last_net_errors.clone();
-        let t_pre = t0.elapsed();
-        let updated = match self
-            .reconcile_ports(&touched, None, &net_errors, false)
-            .await
-        {
-            Ok(u) => u,
-            Err(e) => {
-                self.last_plan = Some(prev);
-                return Err(e);
-            }
-        };
-        let mut statuses = std::mem::take(&mut self.last_statuses);
-        let ids: HashSet<&str> = plan.ports.values().map(|p| p.port_id.as_str()).collect();
-        statuses.retain(|id, _| ids.contains(id.as_str()));
-        statuses.extend(updated);
-        for pp in prev
+        let removed: Vec<crate::plan::PortPlan> = prev
             .ports
-            .values()
+            .into_values()
             .filter(|p| !plan.ports.contains_key(&p.device))
-        {
-            self.drop_port(pp).await;
+            .collect();
+        let ids: HashSet<String> = plan.ports.values().map(|p| p.port_id.clone()).collect();
+        self.last_state = Some(state.clone());
+        self.last_revision = Some(state.revision);
+        let r = self.partial_pass(plan, &touched, removed).await;
+        if r.is_err() {
+            self.last_state = None;
         }
-        let t_ports = t0.elapsed();
-        self.collect_groups(&plan).await;
+        let mut r = r?;
+        // A port whose device another port took.
+        let stale: Vec<String> = self
+            .last_statuses
+            .keys()
+            .filter(|id| !ids.contains(*id))
+            .cloned()
+            .collect();
+        for id in stale {
+            self.last_statuses.remove(&id);
+            r.removed.push(id);
+        }
+        if let Some(plan) = self.last_plan.take() {
+            self.collect_groups(&plan).await;
+            self.last_plan = Some(plan);
+        }
         if let Err(e) = self.marks.save() {
             self.warn(format!("saving marks: {}", crate::Chain(&e)));
         }
-        tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
-        self.last_statuses = statuses.clone();
-        self.last_plan = Some(plan);
-        self.last_revision = Some(state.revision);
-        Ok(Some(PassReport {
-            changes: self.changes,
-            statuses,
-            warnings: std::mem::take(&mut self.warnings),
-        }))
+        r.changes = self.changes;
+        r.warnings.append(&mut self.warnings);
+        Ok(Some(r))
     }
 
     /// Tears down every listener and server (the agent is stopping).
@@ -463,20 +577,31 @@ mod tests {
             MarkStore::in_memory(),
         );
         device(&net, &p1.device_name, "vm1").await;
-        let r = rec.pass(&st, true).await.unwrap();
+        let r = rec.pass(&Arc::new(st.clone()), true).await.unwrap();
         assert_eq!(r.statuses[&p1.id].0, PortStatus::Active);
 
         // A new port: its rules go in, its device is not there yet.
         st.ports.push(p2.clone());
         st.revision = 2;
-        let r = rec.light_pass(&st, &HashSet::new()).await.unwrap().unwrap();
+        let r = rec
+            .light_pass(&Arc::new(st.clone()), &HashSet::new())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.statuses[&p2.id].0, PortStatus::Down);
-        assert_eq!(r.statuses[&p1.id].0, PortStatus::Active, "kept");
+        assert!(r.partial);
+        assert!(!r.statuses.contains_key(&p1.id), "only what it looked at");
+        assert_eq!(r.devices[&p2.id], p2.device_name);
+        assert_eq!(rec.statuses()[&p1.id].0, PortStatus::Active, "kept");
         assert_eq!(fw.list_ports().unwrap().len(), 2);
         // Its device appears (an event for it): same revision, a device pass.
         device(&net, &p2.device_name, "vm2").await;
         let ev: HashSet<String> = [p2.device_name.clone()].into_iter().collect();
-        let r = rec.light_pass(&st, &ev).await.unwrap().unwrap();
+        let r = rec
+            .light_pass(&Arc::new(st.clone()), &ev)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.statuses[&p2.id].0, PortStatus::Active);
         let links = net.list_links(&Netns::Current).await.unwrap();
         let tap2 = links.iter().find(|l| l.name == p2.device_name).unwrap();
@@ -487,8 +612,13 @@ mod tests {
         // A port leaves: rules gone, its tap detached (not deleted).
         st.ports.retain(|p| p.id != p1.id);
         st.revision = 3;
-        let r = rec.light_pass(&st, &HashSet::new()).await.unwrap().unwrap();
-        assert!(!r.statuses.contains_key(&p1.id));
+        let r = rec
+            .light_pass(&Arc::new(st.clone()), &HashSet::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.removed, vec![p1.id.clone()]);
+        assert!(!rec.statuses().contains_key(&p1.id));
         assert_eq!(fw.list_ports().unwrap().len(), 1);
         let links = net.list_links(&Netns::Current).await.unwrap();
         let tap1 = links.iter().find(|l| l.name == p1.device_name).unwrap();
@@ -497,11 +627,11 @@ mod tests {
         st.networks[0].mtu = 1400;
         st.revision = 4;
         assert!(rec
-            .light_pass(&st, &HashSet::new())
+            .light_pass(&Arc::new(st.clone()), &HashSet::new())
             .await
             .unwrap()
             .is_none());
-        let r = rec.pass(&st, false).await.unwrap();
+        let r = rec.pass(&Arc::new(st.clone()), false).await.unwrap();
         assert_eq!(r.statuses[&p2.id].0, PortStatus::Active);
         let links = net.list_links(&Netns::Current).await.unwrap();
         assert_eq!(

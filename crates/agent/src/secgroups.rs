@@ -11,12 +11,11 @@ impl Reconciler {
     /// references (before the ports: a rule needs its set).
     pub(crate) async fn reconcile_groups(&mut self, plan: &Plan) {
         for g in plan.groups.values() {
-            let mut want = g.clone();
-            want.members.sort();
-            want.members.dedup();
-            if self.applied_groups.get(&g.id) == Some(&want) {
+            // The plan's members are sorted and unique.
+            if self.applied_groups.get(&g.id) == Some(g) {
                 continue;
             }
+            let want = g.clone();
             self.changes += 1;
             // Noted first: a crash right after the set is made must not
             // leave a set nobody knows about.

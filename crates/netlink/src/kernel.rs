@@ -496,6 +496,41 @@ impl HostNet for Kernel {
         ))
     }
 
+    /// One namespace handle and at most one change message for the
+    /// three settings (a port is wired with two lookups and one set).
+    async fn wire_port(&self, ns: &Netns, link: &str, master: &str, mtu: u32) -> Result<()> {
+        let h = netns::handle(ns).await?;
+        let l = need_link(&h, ns, link).await?;
+        let mi = need_link(&h, ns, master).await?.header.index;
+        let cur = parse_link(&l, &HashMap::new());
+        let on_master = l
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(i) if *i == mi));
+        let mut b = LinkUnspec::new_with_index(l.header.index);
+        let mut changed = false;
+        if cur.mtu != mtu {
+            b = b.mtu(mtu);
+            changed = true;
+        }
+        if !on_master {
+            b = b.controller(mi);
+            changed = true;
+        }
+        if !cur.up {
+            b = b.up();
+            changed = true;
+        }
+        if !changed {
+            return Ok(());
+        }
+        h.link().set(b.build()).execute().await.map_err(nl(
+            "wire",
+            format!("link {link} to {master}"),
+            ns,
+        ))
+    }
+
     async fn set_mtu(&self, ns: &Netns, link: &str, mtu: u32) -> Result<()> {
         let h = netns::handle(ns).await?;
         let l = need_link(&h, ns, link).await?;

@@ -90,6 +90,13 @@ pub trait HostNet: Send + Sync {
     async fn set_up(&self, netns: &Netns, link: &str, up: bool) -> Result<()>;
     /// Sets the MTU.
     async fn set_mtu(&self, netns: &Netns, link: &str, mtu: u32) -> Result<()>;
+    /// Converges a bridge port in one go: MTU `mtu`, on bridge `master`,
+    /// up. Does nothing when it already is.
+    async fn wire_port(&self, netns: &Netns, link: &str, master: &str, mtu: u32) -> Result<()> {
+        self.set_mtu(netns, link, mtu).await?;
+        self.set_master(netns, link, Some(master)).await?;
+        self.set_up(netns, link, true).await
+    }
     /// Sets the MAC.
     async fn set_mac(&self, netns: &Netns, link: &str, mac: MacAddr) -> Result<()>;
     /// Deletes the link (a veth takes its peer with it). Absent is fine.

@@ -63,7 +63,12 @@ async fn build(d: &dyn HostNet, p: &str) -> hostlink::Result<()> {
             },
         )
         .await?;
-        d.set_master(&h, tap, Some("fsb-0a")).await?;
+        if tap == "tap-b" {
+            // The agent's one-call wiring (MTU, bridge, up).
+            d.wire_port(&h, tap, "fsb-0a", 1450).await?;
+        } else {
+            d.set_master(&h, tap, Some("fsb-0a")).await?;
+        }
         d.ensure_address(vm, "eth0", net(addr)).await?;
     }
     d.ensure_address(&a, "eth0", net("fd00::5/64")).await?;

@@ -2,12 +2,14 @@
 //! subnet (`qr-…` inside, `tap…` on the network's bridge) and a gateway
 //! leg (`qg-…`) on the external network's bridge; addresses (floating IPs
 //! as /32s on `qg-`, which is what lets the outside reach them — recipe
-//! §5); the default route via the external gateway and static routes;
+//! §5 — and new IPv4 ones on `qg-` announced by gratuitous ARP); the
+//! default route via the external gateway and static routes;
 //! forwarding sysctls; NAT in nftables (SNAT, floating IPs, hairpin, the
 //! metadata redirect); and the metadata proxy's listener inside.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use hostlink::names as hn;
 use hostlink::{IpNet, LinkKind, Netns, Route, VethSpec};
@@ -27,6 +29,12 @@ const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.conf.all.arp_announce", "2"),
     ("net.ipv4.conf.default.arp_announce", "2"),
 ];
+
+/// Gratuitous ARP rounds for a gateway leg's new address: three, like
+/// Neutron's L3 agent, so a neighbour that misses one gets another.
+const GARP_ROUNDS: u32 = 3;
+/// Time between two rounds.
+const GARP_INTERVAL: Duration = Duration::from_millis(500);
 
 fn is_leg(name: &str) -> bool {
     name.starts_with(hn::ROUTER_INTERNAL_PREFIX) || name.starts_with(hn::ROUTER_GATEWAY_PREFIX)
@@ -144,9 +152,28 @@ impl Reconciler {
                 self.net.delete_address(&rns, link, *a).await?;
             }
         }
+        // New IPv4 addresses of the gateway leg (its own, floating IPs)
+        // are announced, even when a later address fails to go in: the
+        // next pass sees them as present and would not announce them.
+        let gateway = rp.legs.iter().find(|l| l.gateway);
+        let mut added: Vec<Ipv4Addr> = Vec::new();
+        let mut failed = None;
         for (link, a) in want.difference(&have) {
             self.changes += 1;
-            self.net.ensure_address(&rns, link, *a).await?;
+            if let Err(e) = self.net.ensure_address(&rns, link, *a).await {
+                failed = Some(e);
+                break;
+            }
+            match a.addr() {
+                IpAddr::V4(ip) if gateway.is_some_and(|g| g.name == *link) => added.push(ip),
+                _ => {}
+            }
+        }
+        if let (Some(g), false) = (gateway, added.is_empty()) {
+            self.announce(&rns, &g.name, g.mac, added);
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
         }
 
         // Routes.
@@ -195,6 +222,27 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// Announces addresses just added to a router leg with gratuitous
+    /// ARP, [`GARP_ROUNDS`] rounds [`GARP_INTERVAL`] apart, on a task of
+    /// its own: the pass does not wait, and a failure is a warning in the
+    /// log, never the pass's.
+    fn announce(&self, ns: &Netns, leg: &str, mac: hostlink::MacAddr, ips: Vec<Ipv4Addr>) {
+        let (net, ns, leg) = (self.net.clone(), ns.clone(), leg.to_string());
+        tokio::spawn(async move {
+            let r = net
+                .announce_ipv4(&ns, &leg, mac, &ips, GARP_ROUNDS, GARP_INTERVAL)
+                .await;
+            if let Err(e) = r {
+                let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
+                tracing::warn!(
+                    "gratuitous ARP for {} on {leg} in {ns}: {}",
+                    ips.join(", "),
+                    crate::Chain(&e)
+                );
+            }
+        });
     }
 
     /// Starts (or updates) the metadata listener of a namespace.

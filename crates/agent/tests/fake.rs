@@ -312,3 +312,63 @@ async fn a_bad_port_fails_alone() {
     assert!(r.statuses[&w.vm[0]].1.as_ref().unwrap().contains("bogus"));
     assert_eq!(r.statuses[&w.vm[1]].0, PortStatus::Down, "just no device");
 }
+
+/// The fake's announcements once the agent's announcing tasks (spawned,
+/// and immediate over the fake) have run.
+async fn announced(net: &hostlink::Fake) -> Vec<hostlink::Announcement> {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    net.announcements()
+}
+
+#[tokio::test]
+async fn new_gateway_addresses_and_floating_ips_are_announced_once() {
+    let w = world().await;
+    let mut a = agent(&w);
+    a.reconcile(&w.state, true).await.unwrap();
+    let got = announced(&w.net).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let g = &got[0];
+    assert!(
+        g.netns.name().is_some_and(|n| n.starts_with("fsr-")),
+        "{g:?}"
+    );
+    assert!(g.link.starts_with("qg-"), "{g:?}");
+    assert_eq!(g.mac.to_string(), mac(100));
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    assert_eq!(g.ips, [ip("203.0.113.10"), ip("203.0.113.20")]);
+    assert_eq!(
+        (g.rounds, g.interval),
+        (3, std::time::Duration::from_millis(500))
+    );
+    // The same state again, in a full and a deep pass: nothing new.
+    a.reconcile(&w.state, false).await.unwrap();
+    a.reconcile(&w.state, true).await.unwrap();
+    assert_eq!(announced(&w.net).await.len(), 1);
+    // A second floating IP: just it.
+    let mut s = w.state.clone();
+    s.revision = 2;
+    s.routers[0].floating_ips.push(FloatingIp {
+        id: new_id(),
+        floating_ip: "203.0.113.21".parse().unwrap(),
+        fixed_ip: "10.0.0.6".parse().unwrap(),
+        port_id: w.vm[1].clone(),
+    });
+    a.reconcile(&s, false).await.unwrap();
+    let got = announced(&w.net).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1].ips, [ip("203.0.113.21")]);
+    assert_eq!((&got[1].link, got[1].mac), (&got[0].link, got[0].mac));
+    a.reconcile(&s, false).await.unwrap();
+    // Disassociated: nothing to announce. A restarted agent finds the
+    // addresses in place and announces nothing either.
+    a.reconcile(&w.state, false).await.unwrap();
+    drop(a);
+    let mut b = agent(&w);
+    b.reconcile(&w.state, true).await.unwrap();
+    assert_eq!(announced(&w.net).await.len(), 2);
+    // Internal legs (`qr-`) are never announced.
+    assert!(announced(&w.net)
+        .await
+        .iter()
+        .all(|g| g.link.starts_with("qg-")));
+}

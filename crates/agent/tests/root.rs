@@ -399,6 +399,87 @@ async fn t2_router_snat_and_floating_ip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t2b_a_new_floating_ip_is_announced_to_the_outside_by_gratuitous_arp() {
+    if !require_root("t2b_a_new_floating_ip_is_announced_to_the_outside_by_gratuitous_arp") {
+        return;
+    }
+    bounded(Duration::from_secs(60), "t2b gratuitous arp", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        let rid = router(&mut st, &ext, "203.0.113.10", &[&n], 200);
+        let leg_mac = mac(200);
+        let out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        assert!(
+            eventually(T, || ping(&out, "203.0.113.10")).await,
+            "the router's gateway address answers"
+        );
+        // The outside believes the floating IP is at some other MAC (where
+        // it was before it moved, say): a stale entry, last updated over a
+        // second ago (the neighbour lock time, within which Linux keeps
+        // the first answer it got).
+        let wrong = "02:00:00:00:00:99";
+        let o = out.clone();
+        let set = blocking(move || {
+            lab::exec(
+                &o,
+                Duration::from_secs(5),
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    "203.0.113.20",
+                    "lladdr",
+                    wrong,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "stale",
+                ],
+            )
+        })
+        .await;
+        assert!(set.status.success(), "{set:?}");
+        assert_eq!(
+            arp_entry(&out, "203.0.113.20").await.as_deref(),
+            Some(wrong)
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // The floating IP comes to this router; the outside sends nothing
+        // to it, so only an announcement can correct its entry.
+        ctl.update(|s| {
+            let r = s.routers.iter_mut().find(|r| r.id == rid).unwrap();
+            r.floating_ips.push(FloatingIp {
+                id: new_id(),
+                floating_ip: "203.0.113.20".parse().unwrap(),
+                fixed_ip: "10.0.0.5".parse().unwrap(),
+                port_id: p1.id.clone(),
+            });
+        });
+        let t0 = Instant::now();
+        let learnt = eventually(Duration::from_secs(5), || async {
+            arp_entry(&out, "203.0.113.20").await.as_deref() == Some(leg_mac.as_str())
+        })
+        .await;
+        assert!(
+            learnt,
+            "the outside still has {:?} for the floating IP, not the gateway leg's {leg_mac}",
+            arp_entry(&out, "203.0.113.20").await
+        );
+        eprintln!(
+            "the outside learnt the floating IP's MAC {:?} after the change",
+            t0.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t3_metadata_identifies_callers_by_network_and_source_only() {
     if !require_root("t3_metadata_identifies_callers_by_network_and_source_only") {
         return;

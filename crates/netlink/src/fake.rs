@@ -7,15 +7,17 @@
 //! deleting a link takes its addresses, routes, neighbours and FDB entries
 //! with it and detaches its bridge ports; the same mistakes fail with the
 //! same error variants (and, for kernel refusals, the same errno) as
-//! [`crate::Kernel`]. What it does not model: packets, IPv6 link-local
-//! addresses and the kernel's connected routes (the listings leave both
-//! out anyway), and MACs the kernel would pick at random (the fake picks
-//! them from a counter).
+//! [`crate::Kernel`]. Gratuitous ARP announcements are recorded
+//! ([`Fake::announcements`]) instead of sent. What it does not model:
+//! packets, IPv6 link-local addresses and the kernel's connected routes
+//! (the listings leave both out anyway), and MACs the kernel would pick at
+//! random (the fake picks them from a counter).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroI32;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::names::{validate_ifname, validate_netns_name};
 use crate::{
@@ -30,11 +32,29 @@ pub struct Fake {
     state: Mutex<World>,
 }
 
+/// One [`HostNet::announce_ipv4`] call, as the fake recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// Namespace of the link.
+    pub netns: Netns,
+    /// The link the frames would have gone out of.
+    pub link: String,
+    /// The MAC announced.
+    pub mac: MacAddr,
+    /// The addresses announced, in the order given.
+    pub ips: Vec<Ipv4Addr>,
+    /// Rounds asked for.
+    pub rounds: u32,
+    /// Interval between rounds asked for.
+    pub interval: Duration,
+}
+
 #[derive(Debug, Default)]
 struct World {
     current: Space,
     named: BTreeMap<String, Space>,
     next_mac: u32,
+    announcements: Vec<Announcement>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +227,12 @@ impl Fake {
     /// An empty world: a current namespace with only `lo`, no named ones.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every gratuitous ARP announcement asked for so far, in order.
+    pub fn announcements(&self) -> Vec<Announcement> {
+        self.with(|w| Ok(w.announcements.clone()))
+            .unwrap_or_default()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut World) -> Result<T>) -> Result<T> {
@@ -587,6 +613,31 @@ impl HostNet for Fake {
                     mac: *mac,
                 })
                 .collect())
+        })
+    }
+
+    /// Recorded, not sent, and at once: the fake does not wait between
+    /// rounds.
+    async fn announce_ipv4(
+        &self,
+        ns: &Netns,
+        link: &str,
+        mac: MacAddr,
+        ips: &[Ipv4Addr],
+        rounds: u32,
+        interval: Duration,
+    ) -> Result<()> {
+        self.with(|w| {
+            w.link(ns, link)?;
+            w.announcements.push(Announcement {
+                netns: ns.clone(),
+                link: link.to_string(),
+                mac,
+                ips: ips.to_vec(),
+                rounds,
+                interval,
+            });
+            Ok(())
         })
     }
 

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
@@ -33,8 +34,8 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessag
 
 use crate::names::validate_ifname;
 use crate::{
-    netns, AddressInfo, BridgeSpec, Error, FdbEntry, HostNet, IpNet, LinkInfo, LinkKind, MacAddr,
-    Neighbour, Netns, Result, Route, VethSpec, VxlanInfo, VxlanSpec,
+    arp, netns, AddressInfo, BridgeSpec, Error, FdbEntry, HostNet, IpNet, LinkInfo, LinkKind,
+    MacAddr, Neighbour, Netns, Result, Route, VethSpec, VxlanInfo, VxlanSpec,
 };
 
 const ENOENT: i32 = 2;
@@ -759,6 +760,29 @@ impl HostNet for Kernel {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    /// One short-lived thread in the namespace opens the packet socket and
+    /// sends every round, sleeping between them (it is no pooled thread).
+    async fn announce_ipv4(
+        &self,
+        ns: &Netns,
+        link: &str,
+        mac: MacAddr,
+        ips: &[Ipv4Addr],
+        rounds: u32,
+        interval: Duration,
+    ) -> Result<()> {
+        validate_ifname(link)?;
+        let frames: Vec<[u8; arp::FRAME_LEN]> = ips
+            .iter()
+            .map(|ip| arp::gratuitous_request(mac, *ip))
+            .collect();
+        let (ns2, link) = (ns.clone(), link.to_string());
+        netns::run_in_async(ns, move || {
+            arp::send(&ns2, &link, &frames, rounds, interval)
+        })
+        .await?
     }
 
     async fn append_fdb(&self, ns: &Netns, dev: &str, e: &FdbEntry) -> Result<()> {

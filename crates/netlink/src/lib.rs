@@ -4,7 +4,8 @@
 //! firewall rule lives here: named network namespaces (router namespaces,
 //! test "hosts" and "VMs"), links (bridges, veth pairs, VXLAN devices),
 //! addresses, routes, permanent neighbours and VXLAN forwarding (FDB)
-//! entries.
+//! entries; and gratuitous ARP, which announces a new address to a link's
+//! neighbours ([`arp`]).
 //!
 //! * [`HostNet`] is the driver interface. Its operations are idempotent:
 //!   `ensure_*` of what already exists with the same settings succeeds and
@@ -18,10 +19,12 @@
 //! * [`names`] derives every interface and namespace name from resource
 //!   ids, within the kernel's 15-byte limit.
 //!
-//! **Nothing here shells out to `ip` or `bridge`:** netlink does all of it,
-//! and the namespace plumbing is `unshare`/`setns`/bind mounts, the same
+//! **Nothing here shells out to `ip`, `bridge` or `arping`:** netlink does
+//! all of it (gratuitous ARP frames go out on a packet socket), and the
+//! namespace plumbing is `unshare`/`setns`/bind mounts, the same
 //! as iproute2's, so `ip netns` sees our namespaces and we see its.
 
+pub mod arp;
 mod error;
 pub mod fake;
 pub mod kernel;
@@ -30,10 +33,11 @@ pub mod netns;
 pub mod testing;
 mod types;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 pub use error::Error;
-pub use fake::Fake;
+pub use fake::{Announcement, Fake};
 pub use kernel::Kernel;
 pub use types::{
     AddressInfo, BridgeSpec, FdbEntry, IpNet, LinkInfo, LinkKind, MacAddr, Neighbour, Netns, Route,
@@ -132,6 +136,23 @@ pub trait HostNet: Send + Sync {
     async fn delete_neighbour(&self, netns: &Netns, link: &str, ip: IpAddr) -> Result<()>;
     /// Every permanent neighbour entry in the namespace, sorted.
     async fn list_neighbours(&self, netns: &Netns) -> Result<Vec<Neighbour>>;
+    /// Tells the neighbours on `link` that each of `ips` is at `mac`, with
+    /// gratuitous ARP ([`arp::gratuitous_request`], what `arping -U`
+    /// sends): `rounds` rounds `interval` apart, one frame per address in
+    /// each. A neighbour that has an entry for the address takes the new
+    /// MAC at once; one without an entry ignores it (Linux's default
+    /// `arp_accept=0`). The addresses are not checked against the link's.
+    /// Returns when the last round is out, so a caller that must not wait
+    /// for `(rounds - 1) × interval` spawns it. Changes nothing on the host.
+    async fn announce_ipv4(
+        &self,
+        netns: &Netns,
+        link: &str,
+        mac: MacAddr,
+        ips: &[Ipv4Addr],
+        rounds: u32,
+        interval: Duration,
+    ) -> Result<()>;
 
     // ----- VXLAN forwarding database -----
 

@@ -398,6 +398,23 @@ async fn mistakes_fail_alike_and_name_the_object() {
             .await
             .unwrap_err();
         assert_eq!(e.errno(), Some(101), "{e}");
+        // Gratuitous ARP out of a link that is not there.
+        let garp = |ns: Netns, link: &'static str| async move {
+            d.announce_ipv4(
+                &ns,
+                link,
+                mac("fa:16:3e:00:00:01"),
+                &["10.0.0.1".parse().unwrap()],
+                1,
+                Duration::ZERO,
+            )
+            .await
+            .unwrap_err()
+        };
+        let e = garp(h.clone(), "nope").await;
+        assert!(matches!(e, hostlink::Error::NoSuchLink { .. }), "{e}");
+        let e = garp(Netns::Named(format!("{p}-absent")), "v0").await;
+        assert!(matches!(e, hostlink::Error::NoSuchNetns(_)), "{e}");
         let e = d.ensure_netns("../etc").await.unwrap_err();
         assert!(matches!(e, hostlink::Error::InvalidName { .. }));
         assert!(matches!(
@@ -619,4 +636,105 @@ async fn netns_services_sysctls_and_listeners_work_inside() {
     assert_eq!(links.lines().count(), 3, "only lo inside: {links}");
     d.delete_netns(r.name().unwrap()).await.unwrap();
     assert!(!netns::exists(r.name().unwrap()));
+}
+
+/// Ethernet frames of type ARP arriving on `link` in `ns` until `n` came
+/// or `limit` passed, on a thread inside the namespace; `ready` is told
+/// once the capture is open.
+fn capture_arp(
+    ns: Netns,
+    link: &'static str,
+    n: usize,
+    limit: Duration,
+    ready: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        netns::run_in(&ns, move || {
+            let iface = pnet_datalink::interfaces()
+                .into_iter()
+                .find(|i| i.name == link)
+                .expect("capture link");
+            let config = pnet_datalink::Config {
+                read_timeout: Some(Duration::from_millis(100)),
+                promiscuous: false,
+                ..Default::default()
+            };
+            let Ok(pnet_datalink::Channel::Ethernet(_tx, mut rx)) =
+                pnet_datalink::channel(&iface, config)
+            else {
+                panic!("capture channel on {link}");
+            };
+            ready.send(()).unwrap();
+            let start = Instant::now();
+            let mut got = Vec::new();
+            while got.len() < n && start.elapsed() < limit {
+                if let Ok(f) = rx.next() {
+                    if f.len() >= 14 && f[12..14] == [0x08, 0x06] {
+                        got.push(f.to_vec());
+                    }
+                }
+            }
+            got
+        })
+        .expect("enter netns")
+    })
+}
+
+#[tokio::test]
+async fn gratuitous_arp_leaves_by_the_link_in_its_namespace() {
+    if !require_root("gratuitous_arp_leaves_by_the_link_in_its_namespace") {
+        return;
+    }
+    let p = unique_prefix();
+    let mut g = NetnsGuard::new();
+    let d = Kernel::new();
+    let (a, b) = (g.adopt(&format!("{p}-a")), g.adopt(&format!("{p}-b")));
+    tokio::time::timeout(LIMIT, async {
+        for n in [&a, &b] {
+            d.ensure_netns(n.name().unwrap()).await.unwrap();
+        }
+        d.ensure_veth(
+            &a,
+            &VethSpec {
+                name: "qg-x".into(),
+                peer: "eth0".into(),
+                peer_netns: b.clone(),
+                mtu: 1500,
+                peer_mac: None,
+            },
+        )
+        .await
+        .unwrap();
+        let m = mac("fa:16:3e:00:00:c8");
+        let ips: Vec<std::net::Ipv4Addr> = ["203.0.113.10", "203.0.113.20"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cap = capture_arp(b.clone(), "eth0", 6, Duration::from_secs(5), tx);
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("capture open");
+        let t0 = Instant::now();
+        d.announce_ipv4(&a, "qg-x", m, &ips, 3, Duration::from_millis(100))
+            .await
+            .unwrap();
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(200), "rounds apart: {took:?}");
+        let got = tokio::task::spawn_blocking(move || cap.join().unwrap())
+            .await
+            .unwrap();
+        // Three rounds, one frame per address in each, as built (a veth
+        // does not pad short frames).
+        let want: Vec<Vec<u8>> = (0..3)
+            .flat_map(|_| &ips)
+            .map(|ip| hostlink::arp::gratuitous_request(m, *ip).to_vec())
+            .collect();
+        assert_eq!(got, want);
+        // Nothing to announce: fine, nothing sent.
+        d.announce_ipv4(&a, "qg-x", m, &[], 3, Duration::from_secs(10))
+            .await
+            .unwrap();
+    })
+    .await
+    .expect("test took too long");
 }

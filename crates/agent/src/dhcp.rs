@@ -269,6 +269,7 @@ impl Reconciler {
                 peer_netns: ns.clone(),
                 mtu: dp.mtu,
                 peer_mac: Some(dp.mac),
+                up: true,
             };
             if self.net.ensure_veth(&host, &spec).await.is_err() {
                 self.changes += 2;

@@ -533,6 +533,7 @@ mod tests {
                 peer_netns: Netns::Named(ns.into()),
                 mtu: 1500,
                 peer_mac: None,
+                up: true,
             },
         )
         .await

@@ -84,6 +84,7 @@ impl Reconciler {
                     peer_netns: rns.clone(),
                     mtu: leg.mtu,
                     peer_mac: Some(leg.mac),
+                    up: true,
                 };
                 if let Err(e) = self.net.ensure_veth(&host, &spec).await {
                     // A half pair (or a stranger with the name) cannot be

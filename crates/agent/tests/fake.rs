@@ -31,6 +31,7 @@ async fn vm_tap(net: &hostlink::Fake, tap: &str, ns: &str) {
             peer_netns: Netns::Named(ns.into()),
             mtu: 1500,
             peer_mac: None,
+            up: true,
         },
     )
     .await
@@ -125,6 +126,7 @@ async fn world() -> World {
             peer_netns: Netns::Named("out".into()),
             mtu: 1500,
             peer_mac: None,
+            up: true,
         },
     )
     .await

@@ -220,6 +220,19 @@ async fn t1_two_vms_get_leases_ping_each_other_and_go_active() {
             "both ports ACTIVE {:?} after their devices appeared",
             t0.elapsed()
         );
+        // The taps came down (as a hypervisor leaves them); the agent
+        // turned IPv6 off on them before bringing them up: a bridge port
+        // has no address of its own.
+        for p in [&p1, &p2] {
+            let key = format!("net.ipv6.conf.{}.disable_ipv6", p.device_name);
+            assert_eq!(lab.net.get_sysctl(&lab.host, &key).await.unwrap(), "1");
+            let addrs = lab.net.list_addresses(&lab.host).await.unwrap();
+            assert!(
+                addrs.iter().all(|a| a.link != p.device_name),
+                "{} has addresses: {addrs:?}",
+                p.device_name
+            );
+        }
         let l1 = dhcp(&lab, &vm1, "vm1").await;
         let l2 = dhcp(&lab, &vm2, "vm2").await;
         assert_eq!(l1.ip.to_string(), "10.0.0.5");
@@ -804,7 +817,12 @@ async fn t5a_security_group_rules_apply_change_and_cut_sessions() {
         for port in [22, 23, 80] {
             echo_server(&vm2, &format!("10.0.0.6:{port}"));
         }
-        assert!(echo_ok(&vm1, "10.0.0.6:22").await, "allowed port");
+        // A tap a hypervisor left down comes up when it is wired; its
+        // first frames can take up to a second to pass.
+        assert!(
+            eventually(T, || echo_ok(&vm1, "10.0.0.6:22")).await,
+            "allowed port"
+        );
         assert!(!echo_ok(&vm1, "10.0.0.6:23").await, "port without a rule");
         // A rule added takes effect.
         ctl.update(|s| {
@@ -1407,6 +1425,7 @@ async fn t8_two_hosts_share_a_vxlan_network() {
                         peer_netns: lab2.host.clone(),
                         mtu: 1500,
                         peer_mac: None,
+                        up: true,
                     },
                 )
                 .await

@@ -389,7 +389,7 @@ impl HostNet for Fake {
             }
             let l = w.link(ns, &spec.name)?;
             l.info.mtu = spec.mtu;
-            l.info.up = true;
+            l.info.up |= spec.up;
             let p = w.link(&spec.peer_netns, &spec.peer)?;
             p.info.mtu = spec.mtu;
             p.info.up = true;

@@ -401,7 +401,7 @@ impl HostNet for Kernel {
             }
         }
         let l = need_link(&h, ns, &spec.name).await?;
-        converge_link(&h, ns, &l, Some(spec.mtu), None, true).await?;
+        converge_link(&h, ns, &l, Some(spec.mtu), None, spec.up).await?;
         let p = need_link(&ph, &spec.peer_netns, &spec.peer).await?;
         converge_link(
             &ph,
@@ -519,6 +519,15 @@ impl HostNet for Kernel {
             changed = true;
         }
         if !cur.up {
+            // A bridge port needs no address of its own: with IPv6 off
+            // before it comes up, it gets no link-local address and no
+            // fe80::/64 route, whose insertion and lookups walk every
+            // interface of the namespace (thousands of taps on a host).
+            // Best effort: a kernel without IPv6 has no such file.
+            if !link.contains('.') {
+                let key = format!("net.ipv6.conf.{link}.disable_ipv6");
+                let _ = self.set_sysctl(ns, &key, "1").await;
+            }
             b = b.up();
             changed = true;
         }

@@ -262,6 +262,10 @@ pub struct VethSpec {
     pub mtu: u32,
     /// MAC of the peer end (a VM-like end wants a fixed `fa:16:3e:…` MAC).
     pub peer_mac: Option<MacAddr>,
+    /// Whether the end in the target namespace is brought up (the peer
+    /// always is). Left down, it is what a hypervisor's tap is until the
+    /// agent wires it.
+    pub up: bool,
 }
 
 /// Desired settings of a VXLAN device.

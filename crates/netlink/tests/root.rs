@@ -60,6 +60,7 @@ async fn build(d: &dyn HostNet, p: &str) -> hostlink::Result<()> {
                 peer_netns: vm.clone(),
                 mtu: 1450,
                 peer_mac: Some(mac(m)),
+                up: true,
             },
         )
         .await?;
@@ -109,6 +110,7 @@ async fn build(d: &dyn HostNet, p: &str) -> hostlink::Result<()> {
             peer_netns: u.clone(),
             mtu: 1500,
             peer_mac: None,
+            up: true,
         },
     )
     .await?;
@@ -345,6 +347,7 @@ async fn mistakes_fail_alike_and_name_the_object() {
                 peer_netns: h.clone(),
                 mtu: 1500,
                 peer_mac: None,
+                up: true,
             },
         )
         .await
@@ -454,6 +457,7 @@ async fn vxlan_carries_traffic_between_two_hosts_with_programmed_fdb() {
                 peer_netns: h2.clone(),
                 mtu: 1500,
                 peer_mac: None,
+                up: true,
             },
         )
         .await
@@ -501,6 +505,7 @@ async fn vxlan_carries_traffic_between_two_hosts_with_programmed_fdb() {
                     peer_netns: vm.clone(),
                     mtu: 1450,
                     peer_mac: Some(mac(vm_mac)),
+                    up: true,
                 },
             )
             .await
@@ -701,6 +706,7 @@ async fn gratuitous_arp_leaves_by_the_link_in_its_namespace() {
                 peer_netns: b.clone(),
                 mtu: 1500,
                 peer_mac: None,
+                up: true,
             },
         )
         .await

@@ -71,6 +71,7 @@ impl Lab {
                     peer_netns: ns.clone(),
                     mtu: 1500,
                     peer_mac: Some(mac.parse().unwrap()),
+                    up: true,
                 },
             )
             .await
@@ -463,6 +464,7 @@ fn router_nat_applies_in_its_namespace_idempotently() {
                         peer_netns: lab.host.clone(),
                         mtu: 1500,
                         peer_mac: None,
+                        up: true,
                     },
                 )
                 .await

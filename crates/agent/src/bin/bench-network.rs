@@ -269,7 +269,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (host, dir) = (lab.host.clone(), lab.dir().to_path_buf());
     let probe_before = tokio::task::spawn_blocking(move || nft_probe(&host, &dir)).await?;
     // 1. Wiring latency.
+    // The VMs' ends share one namespace here; real VMs each have their
+    // own stack, so IPv6 (whose per-interface routes walk every interface
+    // of a namespace) is off in it.
     let pool = lab.netns("pool");
+    for k in ["all", "default"] {
+        lab.net
+            .set_sysctl(&pool, &format!("net.ipv6.conf.{k}.disable_ipv6"), "1")
+            .await?;
+    }
     let mut lat: Vec<f64> = Vec::with_capacity(args.ports);
     let mut probes: Vec<f64> = Vec::new();
     let started = Instant::now();
@@ -290,7 +298,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         });
-        lab.plug_as(
+        lab.plug_tap(
             &pool,
             &p.device_name,
             &format!("v{i}"),
@@ -344,6 +352,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 peer_netns: bare_b.clone(),
                 mtu: 1500,
                 peer_mac: None,
+                up: true,
             },
         )
         .await?;

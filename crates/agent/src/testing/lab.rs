@@ -130,14 +130,21 @@ impl Lab {
     /// with the port's MAC. No address: DHCP or [`Lab::address`] gives one.
     pub async fn vm(&mut self, name: &str, port: &Port) -> Netns {
         let ns = self.guard.create(&format!("{}-{name}", self.prefix));
-        self.plug(
+        self.plug_tap(
             &ns,
             &port.device_name,
+            "eth0",
             &port.mac.parse().expect("mac"),
             1500,
         )
         .await;
         ns
+    }
+
+    /// Plugs a VM's device as a hypervisor does: the host end `tap` stays
+    /// down until the agent wires it; `peer` in `ns` is up with `mac`.
+    pub async fn plug_tap(&self, ns: &Netns, tap: &str, peer: &str, mac: &MacAddr, mtu: u32) {
+        self.veth(ns, tap, peer, mac, mtu, false).await
     }
 
     /// Plugs a veth `tap` (host end) / `eth0` (in `ns`) with MAC `mac`.
@@ -147,6 +154,10 @@ impl Lab {
 
     /// Plugs a veth `tap` (host end) / `peer` (in `ns`) with MAC `mac`.
     pub async fn plug_as(&self, ns: &Netns, tap: &str, peer: &str, mac: &MacAddr, mtu: u32) {
+        self.veth(ns, tap, peer, mac, mtu, true).await
+    }
+
+    async fn veth(&self, ns: &Netns, tap: &str, peer: &str, mac: &MacAddr, mtu: u32, up: bool) {
         self.net
             .ensure_veth(
                 &self.host,
@@ -156,6 +167,7 @@ impl Lab {
                     peer_netns: ns.clone(),
                     mtu,
                     peer_mac: Some(*mac),
+                    up,
                 },
             )
             .await

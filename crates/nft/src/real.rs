@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hostlink::{netns, Netns};
+use hostlink::{netns, IpNet, Netns};
 use serde_json::Value;
 
 use crate::model::{
@@ -31,6 +31,10 @@ pub struct Nft {
     nft: String,
     installed: Mutex<Option<Mem>>,
     zones: Mutex<BTreeMap<String, u16>>,
+    /// Remote groups' members as this process last wrote them (merged):
+    /// later changes go in as element deltas. Unknown after a restart,
+    /// so a group's first update replaces its sets whole.
+    groups: Mutex<BTreeMap<String, Vec<IpNet>>>,
 }
 
 /// The base tables found on the host.
@@ -94,6 +98,7 @@ impl Nft {
             nft: "nft".into(),
             installed: Mutex::new(None),
             zones: Mutex::new(BTreeMap::new()),
+            groups: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -464,15 +469,33 @@ impl Firewall for Nft {
 
     fn upsert_remote_group(&self, group: &RemoteGroup) -> Result<()> {
         check_group_id(&group.id)?;
-        self.apply(
-            &self.host,
-            &format!("update remote group {}", group.id),
-            render::group_commands(group),
-        )
+        let want = render::merged(group.members.iter().copied());
+        let mut known = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let op = format!("update remote group {}", group.id);
+        if let Some(before) = known.get(&group.id) {
+            let delta = render::group_delta_commands(&group.id, before, &want);
+            if delta.is_empty() {
+                return Ok(());
+            }
+            // A refused delta (the sets changed behind our back) falls
+            // back to replacing them whole.
+            if self.apply(&self.host, &op, delta).is_ok() {
+                known.insert(group.id.clone(), want);
+                return Ok(());
+            }
+        }
+        known.remove(&group.id);
+        self.apply(&self.host, &op, render::group_commands(group))?;
+        known.insert(group.id.clone(), want);
+        Ok(())
     }
 
     fn remove_remote_group(&self, id: &str) -> Result<()> {
         check_group_id(id)?;
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         let mut c = Vec::new();
         for v6 in [false, true] {
             let s = serde_json::json!({"family": "inet", "table": INET_TABLE, "name": render::group_set(id, v6), "type": if v6 {"ipv6_addr"} else {"ipv4_addr"}, "flags": ["interval"]});
@@ -588,6 +611,10 @@ impl Firewall for Nft {
         )?;
         *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Mem::default());
         self.zones.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 }

@@ -198,23 +198,26 @@ pub fn group_set(id: &str, v6: bool) -> String {
 pub const AS_SETS: [&str; 5] = ["as_mac", "as_ip4", "as_ip6", "as_net4", "as_net6"];
 
 /// Drops prefixes contained in others, so an interval set never gets
-/// overlapping elements (nft refuses those).
-fn merged(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
-    let mut v: Vec<IpNet> = nets
-        .into_iter()
-        .map(|n| n.network())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    v.sort_by_key(|n| n.prefix());
+/// overlapping elements (nft refuses those). Members are mostly host
+/// addresses: each is checked against the shorter prefixes only.
+pub fn merged(nets: impl IntoIterator<Item = IpNet>) -> Vec<IpNet> {
+    let all: BTreeSet<IpNet> = nets.into_iter().map(|n| n.network()).collect();
+    let mut by_len: Vec<IpNet> = all.iter().copied().collect();
+    by_len.sort_by_key(|n| n.prefix());
+    let mut shorter: Vec<IpNet> = Vec::new();
     let mut out: Vec<IpNet> = Vec::new();
-    for n in v {
-        if !out
+    for n in by_len {
+        if shorter
             .iter()
             .any(|o| o.contains(n.addr()) && o.prefix() <= n.prefix())
         {
-            out.push(n);
+            continue;
         }
+        let host = n.prefix() == if n.addr().is_ipv4() { 32 } else { 128 };
+        if !host {
+            shorter.push(n);
+        }
+        out.push(n);
     }
     out.sort();
     out
@@ -670,6 +673,38 @@ pub fn drop_chains_commands(ids: &[String]) -> Vec<Value> {
 fn group_set_decl(id: &str, v6: bool) -> Value {
     json!({"family": "inet", "table": INET_TABLE, "name": group_set(id, v6),
            "type": if v6 { "ipv6_addr" } else { "ipv4_addr" }, "flags": ["interval"]})
+}
+
+/// Changes a remote group's member sets from `before` to `after` (both
+/// already [`merged`]) by elements: what left is deleted, what came is
+/// added — a change of one member is one element whatever the group's
+/// size. Empty when nothing changed.
+pub fn group_delta_commands(id: &str, before: &[IpNet], after: &[IpNet]) -> Vec<Value> {
+    let (b, a): (BTreeSet<&IpNet>, BTreeSet<&IpNet>) =
+        (before.iter().collect(), after.iter().collect());
+    let mut c = Vec::new();
+    for v6 in [false, true] {
+        let gone: Vec<Value> = b
+            .difference(&a)
+            .filter(|n| n.addr().is_ipv4() != v6)
+            .map(|n| addr(n))
+            .collect();
+        let new: Vec<Value> = a
+            .difference(&b)
+            .filter(|n| n.addr().is_ipv4() != v6)
+            .map(|n| addr(n))
+            .collect();
+        for (verb, elems) in [("delete", gone), ("add", new)] {
+            if !elems.is_empty() {
+                c.push(cmd(
+                    verb,
+                    "element",
+                    json!({"family": "inet", "table": INET_TABLE, "name": group_set(id, v6), "elem": elems}),
+                ));
+            }
+        }
+    }
+    c
 }
 
 /// Replaces a remote group's member sets (both families) atomically.

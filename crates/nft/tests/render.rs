@@ -458,3 +458,34 @@ fn fake_is_idempotent_revokes_and_drops_ports_without_port_security() {
     fw.delete_all().unwrap();
     assert_eq!(fw.zone("fsb-1"), None);
 }
+
+#[test]
+fn a_remote_group_member_change_is_one_element() {
+    let n = |s: &str| s.parse::<hostlink::IpNet>().unwrap();
+    let before: Vec<_> = (1..=500)
+        .map(|i| n(&format!("10.0.{}.{}/32", i / 250, i % 250 + 1)))
+        .collect();
+    let mut after = before.clone();
+    after.remove(7);
+    after.push(n("10.9.9.9/32"));
+    after.push(n("fd00::9/128"));
+    check(
+        render::group_delta_commands("g1", &before, &after),
+        expect![[r#"
+            {"delete":{"element":{"elem":["10.0.0.9"],"family":"inet","name":"rg4-g1","table":"fs_sg"}}}
+            {"add":{"element":{"elem":["10.9.9.9"],"family":"inet","name":"rg4-g1","table":"fs_sg"}}}
+            {"add":{"element":{"elem":["fd00::9"],"family":"inet","name":"rg6-g1","table":"fs_sg"}}}
+        "#]],
+    );
+    assert!(render::group_delta_commands("g1", &after, &after).is_empty());
+    // Contained prefixes go; host addresses are kept as they are.
+    assert_eq!(
+        render::merged([
+            n("10.0.0.0/24"),
+            n("10.0.0.5/32"),
+            n("10.1.0.5/32"),
+            n("10.1.0.5/32")
+        ]),
+        vec![n("10.0.0.0/24"), n("10.1.0.5/32")]
+    );
+}

@@ -805,3 +805,82 @@ fn an_older_agents_per_port_tables_are_taken_over_in_place() {
     fw.remove_port("tap-b").unwrap();
     assert!(!udp_delivered(&b, "10.0.0.6:5000", &a, "10.0.0.5:6000"));
 }
+
+/// The elements of a remote group's IPv4 set, as the kernel has them.
+fn group_members4(ns: &Netns, id: &str) -> Vec<String> {
+    let out = nft_text(
+        ns,
+        &[
+            "-j",
+            "list",
+            "set",
+            "inet",
+            "fs_sg",
+            &nft::render::group_set(id, false),
+        ],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut m: Vec<String> = v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .map(|e| match e.as_str() {
+            Some(s) => s.to_string(),
+            None => e.to_string(),
+        })
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn remote_group_members_change_by_elements_and_recover_from_outside_changes() {
+    if !require_root("remote_group_members_change_by_elements_and_recover_from_outside_changes") {
+        return;
+    }
+    const G: &str = "3f1c2a4b-5d6e-4f70-8192-a3b4c5d6e7f8";
+    let lab = Lab::new();
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    let ip = |i: u32| format!("10.0.{}.{}", i / 200, i % 200 + 1);
+    let mut g = nft::RemoteGroup {
+        id: G.into(),
+        members: (0..300)
+            .map(|i| format!("{}/32", ip(i)).parse().unwrap())
+            .collect(),
+    };
+    let want = |g: &nft::RemoteGroup| {
+        let mut v: Vec<String> = g.members.iter().map(|n| n.addr().to_string()).collect();
+        v.sort();
+        v
+    };
+    fw.upsert_remote_group(&g).unwrap();
+    assert_eq!(group_members4(&lab.host, G), want(&g));
+    // One member in, one out: the sets follow (a delta of two elements).
+    g.members.remove(10);
+    g.members.push("10.9.9.9/32".parse().unwrap());
+    fw.upsert_remote_group(&g).unwrap();
+    assert_eq!(group_members4(&lab.host, G), want(&g));
+    // Changed behind the driver's back: its delta is refused and it
+    // replaces the sets whole.
+    nft_text(
+        &lab.host,
+        &["-f", "-"],
+        &format!(
+            "flush set inet fs_sg {}\n",
+            nft::render::group_set(G, false)
+        ),
+    );
+    g.members.remove(0);
+    fw.upsert_remote_group(&g).unwrap();
+    assert_eq!(group_members4(&lab.host, G), want(&g));
+    // A new driver (an agent restart) knows nothing: it replaces whole.
+    let fw2 = Nft::new(lab.host.clone());
+    g.members.push("10.9.9.10/32".parse().unwrap());
+    fw2.upsert_remote_group(&g).unwrap();
+    assert_eq!(group_members4(&lab.host, G), want(&g));
+    fw2.delete_all().unwrap();
+}

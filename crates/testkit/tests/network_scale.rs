@@ -1,0 +1,99 @@
+//! The control plane's side of "port created → wired", measured (not a
+//! test: `#[ignore]`, it asserts nothing about time and only prints).
+//!
+//! `cargo test --release -p testkit --test network_scale -- --ignored --nocapture`
+//!
+//! Creates N ports bound to one host through the API (as admin, on one
+//! network) and prints, per bucket of ports, the p50 of the create call
+//! and the time the network service takes to build that host's desired
+//! state (`Network::host_state`, what every agent watch returns after a
+//! change): the work the control plane does per revision, which the agent
+//! benchmark (`scripts/bench-network`) leaves out.
+
+use std::time::Instant;
+
+use serde_json::json;
+use testkit::Stack;
+
+const HOST: &str = "node-1";
+
+fn p50(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn host_state_cost_per_revision_as_ports_grow() {
+    let n: usize = std::env::var("PORTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let bucket = 250;
+    let s = Stack::start_with(|st| st.host = HOST.into()).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let projects = c.get("/identity/v3/projects?name=admin", &admin).await;
+    let pid = projects.body["projects"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let q = c
+        .call(
+            hyper::Method::PUT,
+            &format!("/network/v2.0/quotas/{pid}"),
+            Some(&admin),
+            &[],
+            Some(json!({"quota": {"port": -1}})),
+        )
+        .await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    let net = c
+        .post(
+            "/network/v2.0/networks",
+            &admin,
+            json!({"network": {"name": "scale"}}),
+        )
+        .await;
+    let net_id = net.body["network"]["id"].as_str().unwrap().to_string();
+    let sub = c
+        .post(
+            "/network/v2.0/subnets",
+            &admin,
+            json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}}),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    let ctl = s.network();
+    println!("ports   create p50   host_state p50 (ms)");
+    let mut creates = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let r = c
+            .post(
+                "/network/v2.0/ports",
+                &admin,
+                json!({"port": {"network_id": net_id, "device_owner": "compute:nova",
+                                "binding:host_id": HOST}}),
+            )
+            .await;
+        creates.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 201, "{}", r.body);
+        if (i + 1) % bucket == 0 {
+            let mut hs = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let st = ctl.host_state(HOST).await.unwrap();
+                hs.push(t.elapsed().as_secs_f64() * 1000.0);
+                assert!(st.ports.len() > i, "every port is in the state");
+            }
+            println!(
+                "{:>5}   {:>10.1}   {:>14.1}",
+                i + 1,
+                p50(&mut creates),
+                p50(&mut hs)
+            );
+            creates.clear();
+        }
+    }
+}

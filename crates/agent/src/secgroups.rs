@@ -1,5 +1,5 @@
 //! Security groups as seen from the host: the member sets of remote
-//! groups (`rg4-<sg>`/`rg6-<sg>`), which remote-group rules of port
+//! groups (`rh4-<sg>`/`rh6-<sg>`), which remote-group rules of port
 //! chains match. A group's set exists while some port's rule uses it; the
 //! port rules themselves are installed by [`crate::ports`].
 

@@ -163,7 +163,7 @@ impl Firewall for Fake {
     }
 
     fn upsert_remote_group(&self, group: &RemoteGroup) -> Result<()> {
-        check_group_id(&group.id)?;
+        group.validate()?;
         self.with(|s| {
             need_base(s)?;
             s.groups.insert(group.id.clone(), group.clone());

@@ -50,7 +50,7 @@
 //!   chain eg-<12 hex> / in-<12 hex>     one pair per security-group set: jump
 //!                                       sg_*_common; rules (ct mark set meta mark
 //!                                       | <rule mark> accept); drop
-//!   sets rg4-<sg> / rg6-<sg>            members of a remote group
+//!   sets rh4-<sg> / rh6-<sg>            members of a remote group (plain sets of host addresses)
 //! table ip fs_nat         in each router namespace
 //!   chain nat-pre dstnat · fip-post srcnat-10 · nat-post srcnat
 //! ```

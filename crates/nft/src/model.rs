@@ -167,7 +167,8 @@ pub struct PortRules {
 pub struct RemoteGroup {
     /// Security group id (lowercase hex and dashes).
     pub id: String,
-    /// Member addresses (fixed IPs and allowed-pair prefixes of its ports).
+    /// Member addresses: host addresses of its ports (fixed IPs and
+    /// host-sized allowed pairs), one element each.
     pub members: Vec<IpNet>,
 }
 
@@ -329,7 +330,29 @@ impl PortRules {
     /// so a reconciler (and `upsert_port` itself) can tell an unchanged
     /// port without touching nftables.
     pub fn digest(&self) -> String {
-        fnv(&serde_json::to_string(self).unwrap_or_default())
+        fnv(&format!(
+            "{}:{}",
+            crate::render::CHAIN_RENDER_VERSION,
+            serde_json::to_string(self).unwrap_or_default()
+        ))
+    }
+}
+
+impl RemoteGroup {
+    /// Members are host addresses (plain sets hold them; a prefix is
+    /// refused by name).
+    pub fn validate(&self) -> Result<(), Error> {
+        check_group_id(&self.id)?;
+        for m in &self.members {
+            let host = if m.addr().is_ipv4() { 32 } else { 128 };
+            if m.prefix() != host {
+                return Err(Error::Invalid {
+                    object: format!("security group {} member {m}", self.id),
+                    reason: "members are host addresses".into(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,9 @@ struct Mem {
     chains: BTreeMap<String, usize>,
     /// Revoked session marks → when their entry expires.
     revoked: BTreeMap<u32, Instant>,
+    /// Remote-group interval sets of an older agent
+    /// ([`render::legacy_group_set`]), deleted once no chain uses them.
+    legacy_sets: BTreeSet<String>,
 }
 
 impl Mem {
@@ -259,6 +262,11 @@ impl Nft {
         let mut rule_marks: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
         let now = Instant::now();
         for o in &inet {
+            if let Some(name) = o["set"]["name"].as_str() {
+                if name.starts_with("rg4-") || name.starts_with("rg6-") {
+                    mem.legacy_sets.insert(name.to_string());
+                }
+            }
             if let Some(name) = o["chain"]["name"].as_str() {
                 if let Some(id) = name
                     .strip_prefix("eg-")
@@ -468,7 +476,7 @@ impl Firewall for Nft {
     }
 
     fn upsert_remote_group(&self, group: &RemoteGroup) -> Result<()> {
-        check_group_id(&group.id)?;
+        group.validate()?;
         let want = render::merged(group.members.iter().copied());
         let mut known = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let op = format!("update remote group {}", group.id);
@@ -498,7 +506,7 @@ impl Firewall for Nft {
             .remove(id);
         let mut c = Vec::new();
         for v6 in [false, true] {
-            let s = serde_json::json!({"family": "inet", "table": INET_TABLE, "name": render::group_set(id, v6), "type": if v6 {"ipv6_addr"} else {"ipv4_addr"}, "flags": ["interval"]});
+            let s = serde_json::json!({"family": "inet", "table": INET_TABLE, "name": render::group_set(id, v6), "type": if v6 {"ipv6_addr"} else {"ipv4_addr"}});
             c.push(serde_json::json!({"add": {"set": s.clone()}}));
             c.push(serde_json::json!({"delete": {"set": s}}));
         }
@@ -532,8 +540,12 @@ impl Firewall for Nft {
             )?;
             let p = mem.ports.remove(name).expect("present");
             mem.unuse(&p.chains);
+            let dropped = !drop.is_empty();
             for id in drop {
                 mem.chains.remove(&id);
+            }
+            if dropped {
+                self.drop_legacy_sets(mem);
             }
             Ok(())
         })
@@ -620,6 +632,26 @@ impl Firewall for Nft {
 }
 
 impl Nft {
+    /// Deletes an older agent's remote-group sets that no chain uses any
+    /// more, each in its own transaction (one still in use is refused and
+    /// stays for the next time chains go).
+    fn drop_legacy_sets(&self, mem: &mut Mem) {
+        let sets: Vec<String> = mem.legacy_sets.iter().cloned().collect();
+        for name in sets {
+            let cmd = serde_json::json!({"delete": {"set": {"family": "inet", "table": INET_TABLE, "name": name}}});
+            if self
+                .apply(
+                    &self.host,
+                    &format!("delete the older set {name}"),
+                    vec![cmd],
+                )
+                .is_ok()
+            {
+                mem.legacy_sets.remove(&name);
+            }
+        }
+    }
+
     fn upsert_port_once(&self, port: &PortRules) -> Result<()> {
         let digest = port.digest();
         let id = render::sg_chains_id(port);
@@ -663,8 +695,12 @@ impl Nft {
             for m in unrevoke {
                 mem.revoked.remove(&m);
             }
+            let dropped = !drop.is_empty();
             for d in drop {
                 mem.chains.remove(&d);
+            }
+            if dropped {
+                self.drop_legacy_sets(mem);
             }
             *mem.chains.entry(id.clone()).or_default() += 1;
             mem.ports.insert(

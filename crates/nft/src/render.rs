@@ -191,8 +191,24 @@ fn chain(family: &str, table: &str, name: &str) -> Value {
 
 /// The named set holding a remote group's members of one family.
 pub fn group_set(id: &str, v6: bool) -> String {
+    format!("rh{}-{id}", if v6 { 6 } else { 4 })
+}
+
+/// The interval sets an older agent kept a group's members in
+/// (`rg4-`/`rg6-`). nft 1.0.6 reads the elements of every interval set
+/// of a table before any element change in it, so with 2,000 members
+/// every port's change paid for them; members are host addresses, so
+/// plain sets (`rh4-`/`rh6-`) do. The old sets go once no chain uses
+/// them.
+pub fn legacy_group_set(id: &str, v6: bool) -> String {
     format!("rg{}-{id}", if v6 { 6 } else { 4 })
 }
+
+/// Bumped whenever the shared security-group chains render differently
+/// for the same rules. It is part of their id, so an upgraded agent makes
+/// new chains and moves each port over (its digest, see
+/// [`PortRules::digest`], changes with it).
+pub const CHAIN_RENDER_VERSION: u32 = 2;
 
 /// The sets of the anti-spoofing chain, keyed by interface name.
 pub const AS_SETS: [&str; 5] = ["as_mac", "as_ip4", "as_ip6", "as_net4", "as_net6"];
@@ -331,7 +347,10 @@ impl AntispoofElems {
 pub fn sg_chains_id(p: &PortRules) -> String {
     let mut rules: Vec<&SgRule> = p.rules.iter().collect();
     rules.sort_by_key(|r| r.ct_mark);
-    let h = fnv(&serde_json::to_string(&rules).unwrap_or_default());
+    let h = fnv(&format!(
+        "{CHAIN_RENDER_VERSION}:{}",
+        serde_json::to_string(&rules).unwrap_or_default()
+    ));
     h[..12].to_string()
 }
 
@@ -672,7 +691,7 @@ pub fn drop_chains_commands(ids: &[String]) -> Vec<Value> {
 
 fn group_set_decl(id: &str, v6: bool) -> Value {
     json!({"family": "inet", "table": INET_TABLE, "name": group_set(id, v6),
-           "type": if v6 { "ipv6_addr" } else { "ipv4_addr" }, "flags": ["interval"]})
+           "type": if v6 { "ipv6_addr" } else { "ipv4_addr" }})
 }
 
 /// Changes a remote group's member sets from `before` to `after` (both

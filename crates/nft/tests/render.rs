@@ -110,25 +110,25 @@ fn port_renders_to_the_expected_transaction() {
     check(
         new_port(&sample(), true),
         expect![[r#"
-            {"add":{"set":{"family":"inet","flags":["interval"],"name":"rg4-5e1f","table":"fs_sg","type":"ipv4_addr"}}}
-            {"add":{"chain":{"family":"inet","name":"eg-5a920552ed76","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"jump":{"target":"sg_eg_common"}}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},260]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-5a920552ed76","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"chain":{"family":"inet","name":"in-5a920552ed76","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"jump":{"target":"sg_in_common"}}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},257]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rg4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},258]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},259]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-5a920552ed76","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"set":{"family":"inet","name":"rh4-5e1f","table":"fs_sg","type":"ipv4_addr"}}}
+            {"add":{"chain":{"family":"inet","name":"eg-51ccb6ae6e1e","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"jump":{"target":"sg_eg_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},260]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"chain":{"family":"inet","name":"in-51ccb6ae6e1e","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"jump":{"target":"sg_in_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},257]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rh4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},258]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},259]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
             {"add":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"secured","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.5"]},{"concat":["tap3f1c2a4b-5d","10.0.1.7"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:a01"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:b01"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0a:01"]},{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0b:01"]}],"family":"bridge","name":"as_mac","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d",{"prefix":{"addr":"10.0.1.0","len":24}}]}],"family":"bridge","name":"as_net4","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:0ca379da39663d26","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[458752,{"jump":{"target":"eg-5a920552ed76"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
-            {"add":{"element":{"elem":[[458752,{"jump":{"target":"in-5a920552ed76"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:bb9dbe764b20c1ee","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"eg-51ccb6ae6e1e"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"in-51ccb6ae6e1e"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
         "#]],
     );
 }
@@ -170,7 +170,7 @@ fn a_port_whose_security_groups_are_installed_is_elements_only() {
             {"delete":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
             {"delete":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"port_mark","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.9"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:ee3633f996687cd7","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:af2ef7432449d08f","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
         "#]],
     );
     let rm = render::remove_port_commands(&p.name, &prev, &[]);
@@ -472,9 +472,9 @@ fn a_remote_group_member_change_is_one_element() {
     check(
         render::group_delta_commands("g1", &before, &after),
         expect![[r#"
-            {"delete":{"element":{"elem":["10.0.0.9"],"family":"inet","name":"rg4-g1","table":"fs_sg"}}}
-            {"add":{"element":{"elem":["10.9.9.9"],"family":"inet","name":"rg4-g1","table":"fs_sg"}}}
-            {"add":{"element":{"elem":["fd00::9"],"family":"inet","name":"rg6-g1","table":"fs_sg"}}}
+            {"delete":{"element":{"elem":["10.0.0.9"],"family":"inet","name":"rh4-g1","table":"fs_sg"}}}
+            {"add":{"element":{"elem":["10.9.9.9"],"family":"inet","name":"rh4-g1","table":"fs_sg"}}}
+            {"add":{"element":{"elem":["fd00::9"],"family":"inet","name":"rh6-g1","table":"fs_sg"}}}
         "#]],
     );
     assert!(render::group_delta_commands("g1", &after, &after).is_empty());

@@ -884,3 +884,149 @@ fn remote_group_members_change_by_elements_and_recover_from_outside_changes() {
     assert_eq!(group_members4(&lab.host, G), want(&g));
     fw2.delete_all().unwrap();
 }
+
+/// Chain names of `fs_sg` and set names, from `nft -j list table`.
+fn sg_objects(ns: &Netns) -> (Vec<String>, Vec<String>) {
+    let out = nft_text(ns, &["-j", "list", "table", "inet", "fs_sg"], "");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (mut chains, mut sets) = (Vec::new(), Vec::new());
+    for o in v["nftables"].as_array().unwrap() {
+        if let Some(n) = o["chain"]["name"].as_str() {
+            chains.push(n.to_string());
+        }
+        if let Some(n) = o["set"]["name"].as_str() {
+            sets.push(n.to_string());
+        }
+    }
+    (chains, sets)
+}
+
+#[test]
+fn an_older_agents_interval_member_sets_are_replaced_by_plain_ones_in_place() {
+    if !require_root("an_older_agents_interval_member_sets_are_replaced_by_plain_ones_in_place") {
+        return;
+    }
+    const G: &str = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+    let mut lab = Lab::new();
+    lab.bridge("fsb-a");
+    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    netns::write_sysctl(&lab.host, "net.netfilter.nf_conntrack_tcp_loose", "0").unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let mut group = nft::RemoteGroup {
+        id: G.into(),
+        members: vec!["10.0.0.6/32".parse().unwrap()],
+    };
+    let mut pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        allow_all_egress(1),
+    );
+    let mut from_group = tcp_in(2, 7000);
+    from_group.remote = Remote::Group(G.into());
+    pa.rules.push(from_group);
+    let pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        allow_all_egress(3),
+    );
+    fw.upsert_remote_group(&group).unwrap();
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+    tcp_echo_server(&a, sa("10.0.0.5:7000"));
+    assert!(tcp_echo_ok(&b, sa("10.0.0.5:7000"), T), "a member gets in");
+
+    // Rewrite it as an older agent left it: the member set an interval
+    // set `rg4-`, chains of another id using it, the port's entries
+    // pointing there with an older digest.
+    let (chains, _) = sg_objects(&lab.host);
+    let new_id = chains
+        .iter()
+        .find_map(|c| c.strip_prefix("in-"))
+        .unwrap()
+        .to_string();
+    let mut script = format!(
+        "add set inet fs_sg {old} {{ type ipv4_addr; flags interval; }}\nadd element inet fs_sg {old} {{ 10.0.0.6 }}\n",
+        old = nft::render::legacy_group_set(G, false)
+    );
+    for dir in ["eg", "in"] {
+        let text = nft_text(
+            &lab.host,
+            &["list", "chain", "inet", "fs_sg", &format!("{dir}-{new_id}")],
+            "",
+        );
+        script.push_str(
+            &text
+                .replace(&format!("{dir}-{new_id}"), &format!("{dir}-0123456789ab"))
+                .replace(
+                    &nft::render::group_set(G, false),
+                    &nft::render::legacy_group_set(G, false),
+                ),
+        );
+    }
+    script.push_str(&format!(
+        "delete element inet fs_sg egress {{ {m} }}\nadd element inet fs_sg egress {{ {m} : jump eg-0123456789ab }}\n\
+         delete element inet fs_sg ingress {{ {m} }}\nadd element inet fs_sg ingress {{ {m} : jump in-0123456789ab }}\n\
+         delete element bridge fs_port port_mark {{ \"tap-a\" }}\n\
+         add element bridge fs_port port_mark {{ \"tap-a\" comment \"fs-digest:0000000000000000\" : {m} }}\n\
+         delete chain inet fs_sg eg-{new_id}\ndelete chain inet fs_sg in-{new_id}\n\
+         delete set inet fs_sg {new}\ndelete set inet fs_sg {new6}\n",
+        m = 1 << 16,
+        new = nft::render::group_set(G, false),
+        new6 = nft::render::group_set(G, true),
+    ));
+    nft_text(&lab.host, &["-f", "-"], &script);
+    let (chains, sets) = sg_objects(&lab.host);
+    assert!(
+        chains.contains(&"in-0123456789ab".to_string()),
+        "{chains:?}"
+    );
+    assert!(
+        sets.contains(&nft::render::legacy_group_set(G, false)),
+        "{sets:?}"
+    );
+    assert!(
+        tcp_echo_ok(&b, sa("10.0.0.5:7000"), T),
+        "the older layout filters too"
+    );
+
+    // The new agent (a restart): groups first, then ports, as it does.
+    let fw2 = Nft::new(lab.host.clone());
+    fw2.ensure_base().unwrap();
+    fw2.upsert_remote_group(&group).unwrap();
+    fw2.upsert_port(&pa).unwrap();
+    fw2.upsert_port(&pb).unwrap();
+    let (chains, sets) = sg_objects(&lab.host);
+    assert!(
+        !chains.iter().any(|c| c.ends_with("0123456789ab")),
+        "older chains go: {chains:?}"
+    );
+    assert!(chains.contains(&format!("in-{new_id}")), "{chains:?}");
+    assert!(
+        !sets.contains(&nft::render::legacy_group_set(G, false)),
+        "older set goes: {sets:?}"
+    );
+    assert!(sets.contains(&nft::render::group_set(G, false)), "{sets:?}");
+    assert!(
+        tcp_echo_ok(&b, sa("10.0.0.5:7000"), T),
+        "a member still gets in"
+    );
+    // The plain set is the one in use: b leaving the group shuts it out.
+    group.members.clear();
+    fw2.upsert_remote_group(&group).unwrap();
+    assert!(
+        !tcp_echo_ok(&b, sa("10.0.0.5:7000"), Duration::from_millis(700)),
+        "no longer a member"
+    );
+    // Members are host addresses.
+    group.members = vec!["10.0.0.0/24".parse().unwrap()];
+    assert!(fw2.upsert_remote_group(&group).is_err());
+    pa.rules.clear();
+    fw2.delete_all().unwrap();
+}

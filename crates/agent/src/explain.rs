@@ -3,12 +3,11 @@
 //! DHCP server that answers it, its router namespace with the NAT rules
 //! that concern it, and where its metadata requests go.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use netmodel::{HostState, PortStatus};
-
-use std::collections::BTreeMap;
 
 use crate::marks::{MarkStore, PortMarks};
 use crate::plan::{Plan, PlanSettings, L2};

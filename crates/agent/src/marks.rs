@@ -1129,45 +1129,4 @@ mod tests {
         s.save().unwrap();
         assert_eq!(s.index, Index::of(&s.state));
     }
-
-    /// Not a check: prints how long `port()` and `save()` take for one
-    /// new port on a store of 2,000–2,500 ports, and `open` after
-    /// (`cargo test -p agent --lib --release -- --ignored --nocapture
-    /// save_timing`).
-    #[test]
-    #[ignore]
-    fn save_timing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = MarkStore::open(dir.path()).unwrap();
-        let rules: Vec<String> = (0..50).map(|i| format!("rule-{i}")).collect();
-        for i in 0..2000 {
-            let ids: Vec<&str> = (0..4).map(|k| rules[(i + k) % 50].as_str()).collect();
-            s.port(&format!("tap{i:011}"), &ids).unwrap();
-        }
-        s.save().unwrap();
-        let (mut saves, mut ports) = (Vec::new(), Vec::new());
-        for i in 0..500 {
-            let t = std::time::Instant::now();
-            s.port(&format!("tapnew{i:08}"), &["rule-1", "rule-2"])
-                .unwrap();
-            ports.push(t.elapsed());
-            let t = std::time::Instant::now();
-            s.save().unwrap();
-            saves.push(t.elapsed());
-        }
-        for (what, mut took) in [("port()", ports), ("save()", saves)] {
-            let total: std::time::Duration = took.iter().sum();
-            took.sort();
-            eprintln!(
-                "{what} of one new port, 2,000-2,500 ports: median {:?}, p99 {:?}, max {:?}, mean {:?}",
-                took[took.len() / 2],
-                took[took.len() * 99 / 100],
-                took[took.len() - 1],
-                total / took.len() as u32
-            );
-        }
-        let t = std::time::Instant::now();
-        let r = MarkStore::open(dir.path()).unwrap();
-        eprintln!("open: {:?} ({} ports)", t.elapsed(), r.state().ports.len());
-    }
 }

@@ -46,7 +46,7 @@ pub struct PassReport {
     pub statuses: BTreeMap<String, (PortStatus, Option<String>)>,
     /// A light pass's report: `statuses` holds only the ports it looked
     /// at, `removed` the ports that left; every other port kept its
-    /// status ([`Reconciler::statuses`] has them all).
+    /// status ([`crate::Agent::statuses`] has them all).
     pub partial: bool,
     /// Ports that left the plan (partial reports).
     pub removed: Vec<String>,
@@ -407,14 +407,31 @@ impl Reconciler {
         );
         let touched: Vec<String> = touched.into_iter().collect();
         let t_pre = t0.elapsed();
+        let r = self
+            .converge_light(state, plan, &touched, delta.removed)
+            .await?;
+        tracing::trace!(?t_plan, ?t_pre, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
+        Ok(Some(r))
+    }
+
+    /// The part of both light passes after planning: converge `touched`,
+    /// drop `removed`, then remote-group garbage and the marks. The state
+    /// becomes the last one only if the ports converged (else the next
+    /// pass is a full one).
+    async fn converge_light(
+        &mut self,
+        state: &Arc<HostState>,
+        plan: Plan,
+        touched: &[String],
+        removed: Vec<crate::plan::PortPlan>,
+    ) -> Result<PassReport, Error> {
         self.last_state = Some(state.clone());
         self.last_revision = Some(state.revision);
-        let r = self.partial_pass(plan, &touched, delta.removed).await;
+        let r = self.partial_pass(plan, touched, removed).await;
         if r.is_err() {
             self.last_state = None;
         }
         let mut r = r?;
-        let t_ports = t0.elapsed();
         if let Some(plan) = self.last_plan.take() {
             self.collect_groups(&plan).await;
             self.last_plan = Some(plan);
@@ -424,8 +441,7 @@ impl Reconciler {
         }
         r.changes = self.changes;
         r.warnings.append(&mut self.warnings);
-        tracing::trace!(?t_plan, ?t_pre, ?t_ports, total = ?t0.elapsed(), touched = touched.len(), "light pass (cumulative)");
-        Ok(Some(r))
+        Ok(r)
     }
 
     /// A light pass whose plan had to be rebuilt (rules changed): still
@@ -477,13 +493,7 @@ impl Reconciler {
             .filter(|p| !plan.ports.contains_key(&p.device))
             .collect();
         let ids: HashSet<String> = plan.ports.values().map(|p| p.port_id.clone()).collect();
-        self.last_state = Some(state.clone());
-        self.last_revision = Some(state.revision);
-        let r = self.partial_pass(plan, &touched, removed).await;
-        if r.is_err() {
-            self.last_state = None;
-        }
-        let mut r = r?;
+        let mut r = self.converge_light(state, plan, &touched, removed).await?;
         // A port whose device another port took.
         let stale: Vec<String> = self
             .last_statuses
@@ -495,15 +505,6 @@ impl Reconciler {
             self.last_statuses.remove(&id);
             r.removed.push(id);
         }
-        if let Some(plan) = self.last_plan.take() {
-            self.collect_groups(&plan).await;
-            self.last_plan = Some(plan);
-        }
-        if let Err(e) = self.marks.save() {
-            self.warn(format!("saving marks: {}", crate::Chain(&e)));
-        }
-        r.changes = self.changes;
-        r.warnings.append(&mut self.warnings);
         Ok(Some(r))
     }
 

@@ -95,7 +95,9 @@ pub trait HostNet: Send + Sync {
     /// Sets the MTU.
     async fn set_mtu(&self, netns: &Netns, link: &str, mtu: u32) -> Result<()>;
     /// Converges a bridge port in one go: MTU `mtu`, on bridge `master`,
-    /// up. Does nothing when it already is.
+    /// up. Does nothing when it already is. The kernel driver turns IPv6
+    /// off on a port it raises (a bridge port needs no address); the
+    /// default, used by the fake, sets the three one by one.
     async fn wire_port(&self, netns: &Netns, link: &str, master: &str, mtu: u32) -> Result<()> {
         self.set_mtu(netns, link, mtu).await?;
         self.set_master(netns, link, Some(master)).await?;

@@ -148,7 +148,13 @@ impl Nft {
 
     /// `nft -j list table`, or `None` when the table does not exist.
     fn list_table(&self, ns: &Netns, family: &str, table: &str) -> Result<Option<Vec<Value>>> {
-        match self.run(ns, "list", &["-j", "list", "table", family, table], "") {
+        self.list_json(ns, table, &["-j", "list", "table", family, table])
+    }
+
+    /// Runs an `nft -j list …` of `table`: its objects, or `None` when the
+    /// table does not exist.
+    fn list_json(&self, ns: &Netns, table: &str, args: &[&str]) -> Result<Option<Vec<Value>>> {
+        match self.run(ns, "list", args, "") {
             Ok(out) => {
                 let v: Value = serde_json::from_str(&out).map_err(|e| Error::Parse {
                     table: table.into(),
@@ -380,25 +386,7 @@ impl Nft {
         table: &str,
         what: &str,
     ) -> Result<Option<Vec<Value>>> {
-        match self.run(
-            ns,
-            "list",
-            &["-j", "list", what, "table", family, table],
-            "",
-        ) {
-            Ok(out) => {
-                let v: Value = serde_json::from_str(&out).map_err(|e| Error::Parse {
-                    table: table.into(),
-                    netns: ns.to_string(),
-                    detail: e.to_string(),
-                })?;
-                Ok(Some(v["nftables"].as_array().cloned().unwrap_or_default()))
-            }
-            Err(Error::Rejected { stderr, .. }) if stderr.contains("No such file or directory") => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        self.list_json(ns, table, &["-j", "list", what, "table", family, table])
     }
 }
 

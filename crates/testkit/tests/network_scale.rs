@@ -1,14 +1,14 @@
-//! The control plane's side of "port created → wired", measured (not a
-//! test: `#[ignore]`, it asserts nothing about time and only prints).
-//!
-//! `cargo test --release -p testkit --test network_scale -- --ignored --nocapture`
+//! The control plane's side of "port created → wired", as ports grow.
 //!
 //! Creates N ports bound to one host through the API (as admin, on one
-//! network) and prints, per bucket of ports, the p50 of the create call
-//! and the time the network service takes to build that host's desired
-//! state (`Network::host_state`, what every agent watch returns after a
-//! change): the work the control plane does per revision, which the agent
-//! benchmark (`scripts/bench-network`) leaves out.
+//! network) and checks that each reaches the host's desired state
+//! (`Network::host_state`, what every agent watch returns after a change),
+//! printing per bucket of ports the p50 of the create call and of building
+//! that state: the control plane's work per revision, which the agent
+//! benchmark (`scripts/bench-network`) leaves out. CI runs it with 200
+//! ports; the figures in `docs/networking.md` come from
+//! `PORTS=2000 cargo test --release -p testkit --test network_scale -- --nocapture`.
+//! Nothing is asserted about time.
 
 use std::time::Instant;
 
@@ -23,13 +23,12 @@ fn p50(v: &mut [f64]) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-async fn host_state_cost_per_revision_as_ports_grow() {
+async fn every_bound_port_reaches_its_hosts_state_as_ports_grow() {
     let n: usize = std::env::var("PORTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
-    let bucket = 250;
+        .unwrap_or(200);
+    let bucket = (n / 8).max(1);
     let s = Stack::start_with(|st| st.host = HOST.into()).await;
     let c = s.client();
     let admin = c.admin_token().await;

@@ -473,7 +473,47 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         routed / bare * 100.0
     );
     println!();
+    mark_store(&lab.dir().join("marks-bench"), args.ports)?;
+    println!();
     println!("one port's path:\n{explain}");
     drop(lab);
+    Ok(())
+}
+
+/// The mark store's share of a new port: `port()` (allocation) and
+/// `save()` (a journal append) of one new port on a store of `ports`
+/// ports, 500 times, then reopening it (snapshot + journal replay).
+fn mark_store(dir: &std::path::Path, ports: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let mut s = agent::marks::MarkStore::open(dir)?;
+    let rules: Vec<String> = (0..50).map(|i| format!("rule-{i}")).collect();
+    for i in 0..ports {
+        let ids: Vec<&str> = (0..4).map(|k| rules[(i + k) % 50].as_str()).collect();
+        s.port(&format!("tap{i:011}"), &ids)?;
+    }
+    s.save()?;
+    let (mut allocs, mut saves) = (Vec::new(), Vec::new());
+    for i in 0..500 {
+        let t = Instant::now();
+        s.port(&format!("tapnew{i:08}"), &["rule-1", "rule-2"])?;
+        allocs.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        s.save()?;
+        saves.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let t = Instant::now();
+    let reopened = agent::marks::MarkStore::open(dir)?;
+    let open_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "mark store, one new port on {ports}–{} ports, µs (p50 / p99)",
+        ports + 500
+    );
+    println!(
+        "  allocate {:.1} / {:.1}   save {:.1} / {:.1}   reopen {open_ms:.1} ms ({} ports)",
+        pct(&mut allocs, 0.5),
+        pct(&mut allocs, 0.99),
+        pct(&mut saves, 0.5),
+        pct(&mut saves, 0.99),
+        reopened.state().ports.len()
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! the host state the agent gets, the simulated agent, metadata, and junk
 //! input. Each test starts its own stack.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,6 +150,26 @@ impl Env {
         let mut b = json!({"network_id": net});
         merge(&mut b, extra);
         self.create(tok, "ports", "port", b).await
+    }
+    /// Router `r1` with its gateway on `ext` and a leg on `sub`.
+    async fn router(&self, tok: &str, ext: &str, sub: &str) -> String {
+        let rid = id(&self
+            .create(
+                tok,
+                "routers",
+                "router",
+                json!({"name": "r1", "external_gateway_info": {"network_id": ext}}),
+            )
+            .await);
+        let r = self
+            .put(
+                tok,
+                &format!("/routers/{rid}/add_router_interface"),
+                json!({"subnet_id": sub}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        rid
     }
     /// The public flat external network with a subnet 203.0.113.0/24
     /// (pool .10–.100), as the admin makes it.
@@ -904,6 +924,97 @@ async fn ipam_under_concurrency_never_hands_out_an_address_twice() {
         .await;
     assert_eq!(avail.body["network_ip_availability"]["total_ips"], 61);
     assert_eq!(avail.body["network_ip_availability"]["used_ips"], 61);
+}
+
+/// IPAM hands out the lowest free address of the pools (counting ranges
+/// of the `(subnet_id, ip_key)` index): released addresses first, around
+/// fixed ones, across pools, until exhaustion; and allocations written
+/// before the key existed are keyed at start.
+#[tokio::test]
+async fn ipam_takes_the_lowest_free_address_of_the_pools() {
+    let e = env().await;
+    let ctl = e.s.network();
+    let net = e.network(&e.alice, "n").await;
+    let sub = id(&e
+        .subnet(
+            &e.alice,
+            &net,
+            "10.1.0.0/24",
+            json!({"enable_dhcp": false, "allocation_pools": [
+                {"start": "10.1.0.20", "end": "10.1.0.30"},
+                {"start": "10.1.0.10", "end": "10.1.0.12"}]}),
+        )
+        .await);
+    let ip_of = |p: &Value| {
+        p["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut ports: HashMap<String, String> = HashMap::new();
+    let new_port = |fixed: Option<&str>| {
+        let (e, net, sub) = (&e, net.clone(), sub.clone());
+        let fixed = fixed.map(str::to_string);
+        async move {
+            let extra = match fixed {
+                Some(ip) => json!({"fixed_ips": [{"subnet_id": sub, "ip_address": ip}]}),
+                None => json!({}),
+            };
+            e.port(&e.alice, &net, extra).await
+        }
+    };
+    let take = async |want: &str, fixed: Option<&str>, ports: &mut HashMap<String, String>| {
+        let p = new_port(fixed).await;
+        assert_eq!(ip_of(&p), want);
+        ports.insert(want.to_string(), id(&p));
+    };
+    for want in [
+        "10.1.0.10",
+        "10.1.0.11",
+        "10.1.0.12",
+        "10.1.0.20",
+        "10.1.0.21",
+    ] {
+        take(want, None, &mut ports).await;
+    }
+    for ip in ["10.1.0.11", "10.1.0.20", "10.1.0.10"] {
+        let pid = ports.remove(ip).unwrap();
+        assert_eq!(
+            e.delete(&e.alice, &format!("/ports/{pid}")).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    for want in ["10.1.0.10", "10.1.0.11", "10.1.0.20", "10.1.0.22"] {
+        take(want, None, &mut ports).await;
+    }
+    take("10.1.0.25", Some("10.1.0.25"), &mut ports).await;
+    take("10.1.0.30", Some("10.1.0.30"), &mut ports).await;
+    for want in ["10.1.0.23", "10.1.0.24", "10.1.0.26"] {
+        take(want, None, &mut ports).await;
+    }
+    // Allocations from before `ip_key`: a controller starting over the
+    // database keys them, and IPAM counts them again.
+    store::sqlx::query("UPDATE ip_allocation SET ip_key = NULL")
+        .execute(&ctl.pool)
+        .await
+        .unwrap();
+    network::app::Network::new(ctl.pool.clone(), ctl.cfg.clone())
+        .await
+        .unwrap();
+    let unkeyed: (i64,) =
+        store::sqlx::query_as("SELECT COUNT(*) FROM ip_allocation WHERE ip_key IS NULL")
+            .fetch_one(&ctl.pool)
+            .await
+            .unwrap();
+    assert_eq!(unkeyed.0, 0);
+    for want in ["10.1.0.27", "10.1.0.28", "10.1.0.29"] {
+        take(want, None, &mut ports).await;
+    }
+    assert_eq!(ports.len(), 14, "every address of both pools");
+    let r = e
+        .post(&e.alice, "/ports", json!({"port": {"network_id": net}}))
+        .await;
+    err(&r, StatusCode::CONFLICT, "IpAddressGenerationFailure");
 }
 
 #[tokio::test]
@@ -1863,21 +1974,7 @@ async fn host_state_is_what_the_agent_must_build() {
             json!({"dns_nameservers": ["10.0.0.53"]}),
         )
         .await);
-    let r = e
-        .create(
-            &e.alice,
-            "routers",
-            "router",
-            json!({"name": "r1", "external_gateway_info": {"network_id": ext}}),
-        )
-        .await;
-    let rid = id(&r);
-    e.put(
-        &e.alice,
-        &format!("/routers/{rid}/add_router_interface"),
-        json!({"subnet_id": sub}),
-    )
-    .await;
+    let rid = e.router(&e.alice, &ext, &sub).await;
     let sg = e.get(&e.alice, "/security-groups").await.body["security_groups"][0].clone();
     let sgid = id(&sg);
     let vm = e
@@ -2054,6 +2151,238 @@ async fn host_state_is_what_the_agent_must_build() {
         .unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(250));
     assert_eq!(idle.revision, woke.revision);
+}
+
+/// The controller computes host states from an in-memory copy that it
+/// brings up to date from the change journal. After every kind of write,
+/// the state from that copy (on this controller, and on a second one
+/// sharing the database that only ever reads the journal) equals the state
+/// computed from every row.
+#[tokio::test]
+async fn the_in_memory_host_state_follows_every_kind_of_write() {
+    let e = env_with(|s| s.tunnel_ip = Some("192.0.2.1".parse().unwrap())).await;
+    let ctl = e.s.network();
+    let other = network::app::Network::new(ctl.pool.clone(), ctl.cfg.clone())
+        .await
+        .unwrap();
+    let hosts = [HOST, "node-2"];
+    let check = |step: &'static str| {
+        let (ctl, other) = (ctl.clone(), other.clone());
+        async move {
+            for h in hosts {
+                let truth = ctl.host_state_from_scratch(h).await.unwrap();
+                assert_eq!(ctl.host_state(h).await.unwrap(), truth, "{step}, {h}");
+                assert_eq!(
+                    other.host_state(h).await.unwrap(),
+                    truth,
+                    "{step}, {h} (other)"
+                );
+            }
+        }
+    };
+    check("empty").await;
+    ctl.register_host("node-2", "192.0.2.2".parse().unwrap())
+        .await
+        .unwrap();
+    let (ext, _) = e.public().await;
+    let net = e.network(&e.alice, "net1").await;
+    let sub = id(&e.subnet(&e.alice, &net, "10.0.0.0/24", json!({})).await);
+    check("networks and subnets").await;
+    let rid = e.router(&e.alice, &ext, &sub).await;
+    check("router with a gateway and a leg").await;
+    let vm = id(&e
+        .port(
+            &e.admin,
+            &net,
+            json!({"project_id": e.demo, "binding:host_id": HOST}),
+        )
+        .await);
+    let remote = id(&e
+        .port(
+            &e.admin,
+            &net,
+            json!({"project_id": e.demo, "binding:host_id": "node-2"}),
+        )
+        .await);
+    check("ports on two hosts").await;
+    let upd = |path: String, body: Value| {
+        let e = &e;
+        async move {
+            let r = e.put(&e.admin, &path, body).await;
+            assert_eq!(r.status, StatusCode::OK, "PUT {path}: {}", r.body);
+        }
+    };
+    upd(
+        format!("/ports/{vm}"),
+        json!({"port": {"allowed_address_pairs": [{"ip_address": "10.0.0.200"}],
+                        "fixed_ips": [{"subnet_id": sub, "ip_address": "10.0.0.77"}]}}),
+    )
+    .await;
+    check("pairs and fixed IPs").await;
+    let sg = e
+        .create(
+            &e.alice,
+            "security-groups",
+            "security_group",
+            json!({"name": "web"}),
+        )
+        .await;
+    let sgid = id(&sg);
+    let rule = e
+        .create(
+            &e.alice,
+            "security-group-rules",
+            "security_group_rule",
+            json!({"security_group_id": sgid, "direction": "ingress", "protocol": "tcp",
+                   "port_range_min": 80, "port_range_max": 80, "remote_group_id": sgid}),
+        )
+        .await;
+    upd(
+        format!("/ports/{vm}"),
+        json!({"port": {"security_groups": [sgid]}}),
+    )
+    .await;
+    upd(
+        format!("/ports/{remote}"),
+        json!({"port": {"security_groups": [sgid]}}),
+    )
+    .await;
+    check("a new group with a remote-group rule, two members").await;
+    assert_eq!(
+        e.delete(&e.alice, &format!("/security-group-rules/{}", id(&rule)))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    check("a rule deleted").await;
+    upd(
+        format!("/ports/{remote}"),
+        json!({"port": {"binding:host_id": HOST}}),
+    )
+    .await;
+    upd(
+        format!("/ports/{vm}"),
+        json!({"port": {"binding:host_id": "node-2", "device_id": "vm-1",
+                        "device_owner": "compute:nova"}}),
+    )
+    .await;
+    check("ports moved between hosts").await;
+    let f = e
+        .create(
+            &e.alice,
+            "floatingips",
+            "floatingip",
+            json!({"floating_network_id": ext, "port_id": remote}),
+        )
+        .await;
+    check("a floating IP").await;
+    upd(
+        format!("/floatingips/{}", id(&f)),
+        json!({"floatingip": {"port_id": null}}),
+    )
+    .await;
+    check("the floating IP disassociated").await;
+    // A status report changes no host's state, and fires nothing.
+    ctl.apply_port_reports(
+        HOST,
+        &[netmodel::PortReport {
+            port_id: remote.clone(),
+            status: netmodel::PortStatus::Active,
+            message: None,
+        }],
+    )
+    .await
+    .unwrap();
+    check("a status report").await;
+    ctl.register_host("node-2", "192.0.2.3".parse().unwrap())
+        .await
+        .unwrap();
+    check("a new tunnel address").await;
+    upd(
+        format!("/subnets/{sub}"),
+        json!({"subnet": {"dns_nameservers": ["10.0.0.53"]}}),
+    )
+    .await;
+    upd(
+        format!("/networks/{net}"),
+        json!({"network": {"admin_state_up": false}}),
+    )
+    .await;
+    upd(
+        format!("/routers/{rid}"),
+        json!({"router": {"routes": [{"destination": "10.9.0.0/16", "nexthop": "10.0.0.9"}]}}),
+    )
+    .await;
+    check("subnet, network and router attributes").await;
+    upd(
+        format!("/ports/{remote}"),
+        json!({"port": {"port_security_enabled": false, "security_groups": []}}),
+    )
+    .await;
+    check("port security off").await;
+
+    // A journal pruned past a copy: that copy reads everything again.
+    let _ = ctl.host_state(HOST).await.unwrap();
+    let _ = other.host_state(HOST).await.unwrap();
+    let late = id(&e
+        .port(
+            &e.admin,
+            &net,
+            json!({"project_id": e.demo, "binding:host_id": HOST}),
+        )
+        .await);
+    ctl.prune_changes(ctl.current_revision()).await.unwrap();
+    upd(
+        format!("/ports/{remote}"),
+        json!({"port": {"name": "after the prune"}}),
+    )
+    .await;
+    check("after pruning").await;
+    assert!(ctl
+        .host_state(HOST)
+        .await
+        .unwrap()
+        .ports
+        .iter()
+        .any(|p| p.id == late));
+
+    // Deleting everything.
+    for p in [&vm, &remote, &late] {
+        assert_eq!(
+            e.delete(&e.admin, &format!("/ports/{p}")).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(
+        e.delete(&e.alice, &format!("/floatingips/{}", id(&f)))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    check("ports and the floating IP deleted").await;
+    upd(format!("/routers/{rid}"), json!({"router": {"routes": []}})).await;
+    upd(
+        format!("/routers/{rid}/remove_router_interface"),
+        json!({"subnet_id": sub}),
+    )
+    .await;
+    assert_eq!(
+        e.delete(&e.alice, &format!("/routers/{rid}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        e.delete(&e.alice, &format!("/networks/{net}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        e.delete(&e.alice, &format!("/security-groups/{sgid}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    check("router, network and group deleted").await;
+    let st = ctl.host_state(HOST).await.unwrap();
+    assert!(st.ports.is_empty() && st.routers.is_empty(), "{st:?}");
 }
 
 #[tokio::test]

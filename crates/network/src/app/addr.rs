@@ -1,7 +1,6 @@
 //! Address arithmetic: strict parsing, CIDR math on `u128`, allocation
 //! pools, first-free search, EUI-64 and MAC addresses.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netmodel::Cidr;
@@ -46,6 +45,12 @@ pub fn to_u128(ip: IpAddr) -> u128 {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),
     }
+}
+
+/// An address as 32 hex digits of its value: text whose order is the
+/// addresses' numeric order within one family (`ip_allocation.ip_key`).
+pub fn sort_key(v: u128) -> String {
+    format!("{v:032x}")
 }
 
 pub fn from_u128(v: u128, v6: bool) -> IpAddr {
@@ -159,28 +164,6 @@ pub fn default_pools(c: &Cidr, gateway: Option<IpAddr>) -> Vec<Range> {
     out
 }
 
-/// The lowest address of the pools not in `used`.
-pub fn first_free(pools: &[Range], used: &BTreeSet<u128>) -> Option<u128> {
-    let mut pools = pools.to_vec();
-    pools.sort();
-    for p in pools {
-        let mut cand = p.start;
-        for u in used.range(p.start..=p.end) {
-            if *u != cand {
-                break;
-            }
-            if cand == p.end {
-                break;
-            }
-            cand += 1;
-        }
-        if !used.contains(&cand) && cand <= p.end {
-            return Some(cand);
-        }
-    }
-    None
-}
-
 /// Parses a MAC address written with colons or dashes (case-insensitive).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
@@ -282,17 +265,6 @@ mod tests {
         assert_eq!(p.len(), 2);
         let v6 = default_pools(&c("fd00::/126"), None);
         assert_eq!(count(v6[0].start, v6[0].end), 3);
-    }
-
-    #[test]
-    fn first_free_finds_gaps() {
-        let pools = [Range { start: 2, end: 5 }];
-        let used: BTreeSet<u128> = [2, 3, 5].into_iter().collect();
-        assert_eq!(first_free(&pools, &used), Some(4));
-        let used: BTreeSet<u128> = [2, 3, 4, 5].into_iter().collect();
-        assert_eq!(first_free(&pools, &used), None);
-        let used: BTreeSet<u128> = [1, 7].into_iter().collect();
-        assert_eq!(first_free(&pools, &used), Some(2));
     }
 
     #[test]

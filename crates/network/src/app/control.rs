@@ -3,9 +3,9 @@
 //! network revision, port status reports (with `network-vif-plugged`
 //! events), agent heartbeats, and metadata lookups.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use api::Error;
 use netmodel::{
@@ -25,11 +25,18 @@ pub const VIF_PLUGGED: &str = "network-vif-plugged";
 /// Recorded when a wired port goes down again.
 pub const VIF_UNPLUGGED: &str = "network-vif-unplugged";
 
-/// Everything the host computation reads, loaded once.
+/// Everything the host computation reads. The controller keeps one in
+/// memory ([`HostCache`]) and brings it up to date from the change journal
+/// (`network_change`, kept by triggers) before each computation, so a
+/// revision costs what changed in it rather than every row of every table.
+#[derive(Default)]
 struct Snapshot {
     networks: HashMap<String, db::network::Network>,
     subnets: Vec<SubnetInfo>,
-    ports: Vec<db::port::Port>,
+    /// By id. A port's `status` (and the timestamps a status report
+    /// bumps) may be stale here: no host's state reads them, and the
+    /// journal does not record status reports.
+    ports: BTreeMap<String, db::port::Port>,
     allocs: HashMap<String, Vec<db::port::Allocation>>,
     port_sgs: HashMap<String, Vec<String>>,
     groups: HashMap<String, db::secgroup::SecurityGroup>,
@@ -39,84 +46,270 @@ struct Snapshot {
     hosts: HashMap<String, Option<IpAddr>>,
 }
 
-impl Network {
-    async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let pool = &self.pool;
-        let networks = db::network::list(pool)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(|n| (n.id.clone(), n))
-            .collect();
-        let subnets = db::subnet::list(pool)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(SubnetInfo::new)
-            .collect();
-        let ports = db::port::select(pool, &Default::default())
-            .await
-            .map_err(db_err)?;
-        let mut allocs: HashMap<String, Vec<db::port::Allocation>> = HashMap::new();
-        for a in db::port::allocations(pool).await.map_err(db_err)? {
-            allocs.entry(a.port_id.clone()).or_default().push(a);
+/// The small tables, each read whole when the journal names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Table {
+    Networks,
+    Subnets,
+    SecurityGroups,
+    Routers,
+    FloatingIps,
+    Hosts,
+}
+
+impl Snapshot {
+    /// Reads everything, inside the caller's (read) transaction.
+    async fn load(c: &mut sqlx::SqliteConnection, cfg: &super::Config) -> Result<Snapshot, Error> {
+        let mut s = Snapshot::default();
+        for t in [
+            Table::Networks,
+            Table::Subnets,
+            Table::SecurityGroups,
+            Table::Routers,
+            Table::FloatingIps,
+            Table::Hosts,
+        ] {
+            s.reload(c, t, cfg).await?;
         }
-        let mut port_sgs: HashMap<String, Vec<String>> = HashMap::new();
-        for (p, g) in db::port::security_group_bindings(pool)
+        for p in db::port::select(&mut *c, &Default::default())
             .await
             .map_err(db_err)?
         {
-            port_sgs.entry(p).or_default().push(g);
+            s.ports.insert(p.id.clone(), p);
         }
-        let groups = db::secgroup::list(pool)
+        for a in db::port::allocations(&mut *c).await.map_err(db_err)? {
+            s.allocs.entry(a.port_id.clone()).or_default().push(a);
+        }
+        for (p, g) in db::port::security_group_bindings(&mut *c)
             .await
             .map_err(db_err)?
-            .into_iter()
-            .map(|g| (g.id.clone(), g))
-            .collect();
-        let mut rules: HashMap<String, Vec<db::secgroup::Rule>> = HashMap::new();
-        for r in db::secgroup::rules(pool).await.map_err(db_err)? {
-            rules
-                .entry(r.security_group_id.clone())
-                .or_default()
-                .push(r);
+        {
+            s.port_sgs.entry(p).or_default().push(g);
         }
-        let routers = db::router::list(pool).await.map_err(db_err)?;
-        let fips = db::floatingip::list(pool).await.map_err(db_err)?;
-        let mut hosts: HashMap<String, Option<IpAddr>> = db::misc::hosts(pool)
+        Ok(s)
+    }
+
+    /// Replaces one small table.
+    async fn reload(
+        &mut self,
+        c: &mut sqlx::SqliteConnection,
+        t: Table,
+        cfg: &super::Config,
+    ) -> Result<(), Error> {
+        match t {
+            Table::Networks => {
+                self.networks = db::network::list(&mut *c)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|n| (n.id.clone(), n))
+                    .collect();
+            }
+            Table::Subnets => {
+                self.subnets = db::subnet::list(&mut *c)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(SubnetInfo::new)
+                    .collect();
+            }
+            Table::SecurityGroups => {
+                self.groups = db::secgroup::list(&mut *c)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|g| (g.id.clone(), g))
+                    .collect();
+                self.rules.clear();
+                for r in db::secgroup::rules(&mut *c).await.map_err(db_err)? {
+                    self.rules
+                        .entry(r.security_group_id.clone())
+                        .or_default()
+                        .push(r);
+                }
+            }
+            Table::Routers => self.routers = db::router::list(&mut *c).await.map_err(db_err)?,
+            Table::FloatingIps => {
+                self.fips = db::floatingip::list(&mut *c).await.map_err(db_err)?
+            }
+            Table::Hosts => {
+                self.hosts = db::misc::hosts(&mut *c)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .map(|h| (h.host, h.tunnel_ip.as_deref().and_then(addr::parse_ip)))
+                    .collect();
+                if let Some(ip) = cfg.tunnel_ip {
+                    self.hosts.insert(cfg.host.clone(), Some(ip));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces these ports (row, fixed IPs, security groups); ids no
+    /// longer in the database are dropped.
+    async fn reload_ports(
+        &mut self,
+        c: &mut sqlx::SqliteConnection,
+        ids: &[String],
+    ) -> Result<(), Error> {
+        for id in ids {
+            self.ports.remove(id);
+            self.allocs.remove(id);
+            self.port_sgs.remove(id);
+        }
+        for p in db::port::with_ids(&mut *c, ids).await.map_err(db_err)? {
+            self.ports.insert(p.id.clone(), p);
+        }
+        for a in db::port::allocations_of_ports(&mut *c, ids)
             .await
             .map_err(db_err)?
-            .into_iter()
-            .map(|h| (h.host, h.tunnel_ip.as_deref().and_then(addr::parse_ip)))
-            .collect();
-        if let Some(ip) = self.cfg.tunnel_ip {
-            hosts.insert(self.cfg.host.clone(), Some(ip));
+        {
+            self.allocs.entry(a.port_id.clone()).or_default().push(a);
         }
-        Ok(Snapshot {
-            networks,
-            subnets,
-            ports,
-            allocs,
-            port_sgs,
-            groups,
-            rules,
-            routers,
-            fips,
-            hosts,
-        })
+        for (p, g) in db::port::security_group_bindings_of(&mut *c, ids)
+            .await
+            .map_err(db_err)?
+        {
+            self.port_sgs.entry(p).or_default().push(g);
+        }
+        Ok(())
+    }
+
+    /// Applies the journal's `(kind, key)` rows. `Ok(false)` when a kind is
+    /// unknown (a newer controller's journal): the caller reads everything.
+    async fn apply(
+        &mut self,
+        c: &mut sqlx::SqliteConnection,
+        changes: Vec<(String, String)>,
+        cfg: &super::Config,
+    ) -> Result<bool, Error> {
+        let mut ports = Vec::new();
+        let mut tables = HashSet::new();
+        for (kind, key) in changes {
+            let t = match kind.as_str() {
+                "port" => {
+                    ports.push(key);
+                    continue;
+                }
+                "network" => Table::Networks,
+                "subnet" => Table::Subnets,
+                "security_group" => Table::SecurityGroups,
+                "router" => Table::Routers,
+                "floatingip" => Table::FloatingIps,
+                "host" => Table::Hosts,
+                _ => return Ok(false),
+            };
+            tables.insert(t);
+        }
+        for t in tables {
+            self.reload(c, t, cfg).await?;
+        }
+        if !ports.is_empty() {
+            self.reload_ports(c, &ports).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// The controller's in-memory [`Snapshot`] and the revision it is of.
+pub(crate) struct HostCache {
+    snap: Snapshot,
+    revision: u64,
+    loaded: Instant,
+}
+
+/// How often the in-memory copy is read whole regardless of the journal:
+/// a bound on how long anything the journal missed could stay wrong.
+const FULL_RELOAD_EVERY: Duration = Duration::from_secs(600);
+/// The journal keeps the changes of this many revisions…
+const JOURNAL_KEEP: u64 = 10_000;
+/// …and is pruned every this many revisions.
+const JOURNAL_PRUNE_EVERY: u64 = 1_000;
+
+impl Network {
+    /// Brings `slot` up to the database's current revision, inside one
+    /// read transaction, and returns that revision. Everything is read when
+    /// there is no copy, when the journal was pruned past it, or when it is
+    /// older than [`FULL_RELOAD_EVERY`]; otherwise only what the journal
+    /// names after its revision.
+    async fn refresh(&self, slot: &mut Option<HostCache>) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| Error::internal(&e))?;
+        let (revision, floor) = db::revision_and_floor(&mut *tx).await.map_err(db_err)?;
+        let usable = slot.as_ref().is_some_and(|c| {
+            floor <= c.revision && c.revision <= revision && c.loaded.elapsed() < FULL_RELOAD_EVERY
+        });
+        if !usable {
+            *slot = None;
+        }
+        if let Some(c) = slot.as_mut().filter(|c| c.revision < revision) {
+            let changes = db::changes_since(&mut *tx, c.revision)
+                .await
+                .map_err(db_err)?;
+            match c.snap.apply(&mut tx, changes, &self.cfg).await {
+                Ok(true) => c.revision = revision,
+                Ok(false) => *slot = None,
+                Err(e) => {
+                    // Half applied: never use it.
+                    *slot = None;
+                    return Err(e);
+                }
+            }
+        }
+        if slot.is_none() {
+            *slot = Some(HostCache {
+                snap: Snapshot::load(&mut tx, &self.cfg).await?,
+                revision,
+                loaded: Instant::now(),
+            });
+        }
+        tx.rollback().await.map_err(|e| Error::internal(&e))?;
+        Ok(revision)
     }
 
     /// The desired state of `host` now.
     pub async fn host_state(&self, host: &str) -> Result<HostState, Error> {
-        // Read the revision first: a write that lands while we read bumps
-        // it again, so the agent polls once more rather than missing it.
-        let revision = db::revision(&self.pool).await.map_err(db_err)?;
-        let snap = self.snapshot().await?;
-        let mut state = build(&snap, host, &self.cfg.host, |p| {
+        let mut cache = self.host_cache.lock().await;
+        let revision = self.refresh(&mut cache).await?;
+        let snap = &cache.as_ref().expect("refreshed").snap;
+        Ok(self.build_state(snap, host, revision))
+    }
+
+    /// The desired state of `host` computed from every row, without the
+    /// in-memory copy: what [`Network::host_state`] must always equal (for
+    /// tests and checks).
+    pub async fn host_state_from_scratch(&self, host: &str) -> Result<HostState, Error> {
+        let mut slot = None;
+        let revision = self.refresh(&mut slot).await?;
+        let snap = &slot.as_ref().expect("loaded").snap;
+        Ok(self.build_state(snap, host, revision))
+    }
+
+    fn build_state(&self, snap: &Snapshot, host: &str, revision: u64) -> HostState {
+        let mut state = build(snap, host, &self.cfg.host, |p| {
             self.physical_interface(p).map(str::to_string)
         });
         state.revision = revision;
-        Ok(state)
+        state
+    }
+
+    /// Forgets the journal's changes up to `through`: an in-memory copy
+    /// older than that reads everything again. Called every
+    /// [`JOURNAL_PRUNE_EVERY`] revisions, keeping the last [`JOURNAL_KEEP`].
+    pub async fn prune_changes(&self, through: u64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| Error::internal(&e))?;
+        db::prune_changes(&mut tx, through).await.map_err(db_err)?;
+        tx.commit().await.map_err(|e| Error::internal(&e))
+    }
+
+    /// After the commit of `revision`: prunes the journal when due.
+    pub(crate) async fn after_commit(&self, revision: u64) {
+        if revision.is_multiple_of(JOURNAL_PRUNE_EVERY) && revision > JOURNAL_KEEP {
+            if let Err(e) = self.prune_changes(revision - JOURNAL_KEEP).await {
+                tracing::warn!(error = %e.message, "pruning the network change journal failed");
+            }
+        }
     }
 
     /// Records that the agent of `host` was heard from.
@@ -289,7 +482,7 @@ fn build(
         host: host.to_string(),
         ..Default::default()
     };
-    let local: Vec<&db::port::Port> = s.ports.iter().filter(|p| p.host_id == host).collect();
+    let local: Vec<&db::port::Port> = s.ports.values().filter(|p| p.host_id == host).collect();
     let ips_of = |pid: &str| -> Vec<FixedIp> {
         s.allocs
             .get(pid)
@@ -366,7 +559,7 @@ fn build(
         }
     }
     let mut members: HashMap<&str, BTreeSet<IpAddr>> = HashMap::new();
-    for p in &s.ports {
+    for p in s.ports.values() {
         let Some(groups) = s.port_sgs.get(&p.id) else {
             continue;
         };
@@ -430,7 +623,7 @@ fn build(
     if host == router_host {
         for r in &s.routers {
             let legs: Vec<&db::port::Port> =
-                s.ports.iter().filter(|p| p.device_id == r.id).collect();
+                s.ports.values().filter(|p| p.device_id == r.id).collect();
             let gateway = r.gw_port_id.as_ref().and_then(|gid| {
                 let gp = legs
                     .iter()
@@ -544,7 +737,7 @@ fn build(
         };
         let dhcp_ips: Vec<FixedIp> = s
             .ports
-            .iter()
+            .values()
             .filter(|p| p.network_id == *nid && p.device_owner == OWNER_DHCP)
             .flat_map(|p| ips_of(&p.id))
             .collect();
@@ -580,7 +773,7 @@ fn build(
         if matches!(segment, Segment::Vxlan { .. }) {
             for p in s
                 .ports
-                .iter()
+                .values()
                 .filter(|p| p.network_id == *nid && !p.host_id.is_empty() && p.host_id != host)
             {
                 let Some(Some(ip)) = s.hosts.get(&p.host_id) else {

@@ -3,7 +3,6 @@
 //! `UNIQUE (network_id, ip_address)` constraint is the last line should
 //! two controllers sharing a database race anyway (the caller retries).
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use api::Error;
@@ -162,19 +161,10 @@ pub async fn allocate(
                 None => return Ok(None),
             }
         }
-        None => {
-            let used: BTreeSet<u128> = db::port::allocations_of_subnet(tx.c(), &subnet.row.id)
-                .await
-                .map_err(db_err)?
-                .iter()
-                .filter_map(|a| addr::parse_ip(&a.ip_address))
-                .map(addr::to_u128)
-                .collect();
-            match addr::first_free(&subnet.pools, &used) {
-                Some(v) => addr::from_u128(v, subnet.is_v6()),
-                None => return Ok(None),
-            }
-        }
+        None => match lowest_free(tx, subnet).await? {
+            Some(v) => addr::from_u128(v, subnet.is_v6()),
+            None => return Ok(None),
+        },
     };
     db::port::allocate(
         tx.c(),
@@ -184,10 +174,57 @@ pub async fn allocate(
             network_id: net,
             ip_address: ip.to_string(),
         },
+        &addr::sort_key(addr::to_u128(ip)),
     )
     .await
     .map_err(db_err)?;
     Ok(Some(ip))
+}
+
+/// The lowest free address of the subnet's pools, found by counting the
+/// allocations in ranges (an index on `(subnet_id, ip_key)`), never by
+/// reading them: two counts when the allocations fill the start of a pool,
+/// as they do until addresses are released; a binary search over the pool
+/// otherwise.
+async fn lowest_free(tx: &mut Tx, subnet: &SubnetInfo) -> Result<Option<u128>, Error> {
+    let sid = subnet.row.id.as_str();
+    let mut pools = subnet.pools.clone();
+    pools.sort();
+    for p in pools {
+        // Allocated addresses in start..=start+len-1.
+        let taken = async |tx: &mut Tx, len: u128| -> Result<u128, Error> {
+            let hi = p.start.saturating_add(len - 1).min(p.end);
+            db::port::count_allocated(tx.c(), sid, &addr::sort_key(p.start), &addr::sort_key(hi))
+                .await
+                .map(u128::from)
+                .map_err(db_err)
+        };
+        let size = addr::count(p.start, p.end);
+        let total = taken(tx, size).await?;
+        if total >= size {
+            continue;
+        }
+        if total == 0 {
+            return Ok(Some(p.start));
+        }
+        if taken(tx, total).await? == total {
+            // The first `total` addresses are the taken ones.
+            return Ok(Some(p.start + total));
+        }
+        // The shortest full prefix ends before `total`: find the first
+        // prefix that is not full; its last address is free.
+        let (mut lo, mut hi) = (1u128, total);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if taken(tx, mid).await? < mid {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        return Ok(Some(p.start + lo - 1));
+    }
+    Ok(None)
 }
 
 /// A fixed-IP request of a port: a subnet, an address, or both.

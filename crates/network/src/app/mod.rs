@@ -97,6 +97,8 @@ pub struct Network {
     /// Hosts whose agent is inside a long poll right now (they are alive
     /// even if their last heartbeat is older than `agent_down_time`).
     polling: Mutex<std::collections::HashMap<String, usize>>,
+    /// The in-memory copy host states are computed from.
+    host_cache: tokio::sync::Mutex<Option<control::HostCache>>,
 }
 
 /// A network write in progress: the transaction and the revision it took.
@@ -130,6 +132,7 @@ impl Network {
     /// Builds the service over an open database.
     pub async fn new(pool: Pool, cfg: Config) -> Result<std::sync::Arc<Network>, Error> {
         let rev = db::revision(&pool).await.map_err(db_err)?;
+        fill_ip_keys(&pool).await?;
         let (tx, _) = tokio::sync::watch::channel(rev);
         Ok(std::sync::Arc::new(Network {
             pool,
@@ -137,6 +140,7 @@ impl Network {
             policy: crate::policy::enforcer(),
             revision: tx,
             polling: Mutex::new(Default::default()),
+            host_cache: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -164,6 +168,7 @@ impl Network {
                 false
             }
         });
+        self.after_commit(tx.revision).await;
         Ok(())
     }
 
@@ -309,6 +314,28 @@ impl Network {
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.revision.subscribe()
     }
+}
+
+/// Gives allocations written before `ip_allocation.ip_key` existed their
+/// key (IPAM counts by it), in one transaction.
+async fn fill_ip_keys(pool: &Pool) -> Result<(), Error> {
+    let missing = db::port::allocations_without_key(pool)
+        .await
+        .map_err(db_err)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.map_err(|e| Error::internal(&e))?;
+    for a in &missing {
+        if let Some(ip) = addr::parse_ip(&a.ip_address) {
+            db::port::set_key(&mut *tx, a, &addr::sort_key(addr::to_u128(ip)))
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    tracing::info!(count = missing.len(), "fixed IPs given their sort key");
+    Ok(())
 }
 
 /// `True`/`False` as Neutron's policy targets write booleans.

@@ -234,16 +234,57 @@ pub async fn allocation_by_ip<'e>(
     )
 }
 
-pub async fn allocate<'e>(e: impl Exec<'e>, a: &Allocation) -> Result<(), Error> {
+/// Records a fixed IP; `key` is its [`crate::app::addr::sort_key`].
+pub async fn allocate<'e>(e: impl Exec<'e>, a: &Allocation, key: &str) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO ip_allocation (port_id, subnet_id, network_id, ip_address) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO ip_allocation (port_id, subnet_id, network_id, ip_address, ip_key) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&a.port_id)
     .bind(&a.subnet_id)
     .bind(&a.network_id)
     .bind(&a.ip_address)
+    .bind(key)
     .execute(e)
     .await?;
+    Ok(())
+}
+
+/// How many addresses of `subnet_id` are allocated with keys in
+/// `lo..=hi`.
+pub async fn count_allocated<'e>(
+    e: impl Exec<'e>,
+    subnet_id: &str,
+    lo: &str,
+    hi: &str,
+) -> Result<u64, Error> {
+    let r: (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM ip_allocation WHERE subnet_id = $1 AND ip_key >= $2 AND ip_key <= $3",
+    )
+    .bind(subnet_id)
+    .bind(lo)
+    .bind(hi)
+    .fetch_one(e)
+    .await?;
+    Ok(r.0 as u64)
+}
+
+/// Allocations written before `ip_key` existed.
+pub async fn allocations_without_key<'e>(e: impl Exec<'e>) -> Result<Vec<Allocation>, Error> {
+    Ok(
+        sqlx::query_as("SELECT * FROM ip_allocation WHERE ip_key IS NULL")
+            .fetch_all(e)
+            .await?,
+    )
+}
+
+pub async fn set_key<'e>(e: impl Exec<'e>, a: &Allocation, key: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE ip_allocation SET ip_key = $1 WHERE network_id = $2 AND ip_address = $3")
+        .bind(key)
+        .bind(&a.network_id)
+        .bind(&a.ip_address)
+        .execute(e)
+        .await?;
     Ok(())
 }
 
@@ -312,4 +353,39 @@ pub async fn count_in_security_group<'e>(e: impl Exec<'e>, sg: &str) -> Result<i
             .fetch_one(e)
             .await?;
     Ok(r.0)
+}
+
+/// The ports with these ids.
+pub async fn with_ids(c: &mut sqlx::SqliteConnection, ids: &[String]) -> Result<Vec<Port>, Error> {
+    super::select_in(c, "SELECT * FROM port", "id", "created_at, id", ids).await
+}
+
+/// The fixed IPs of these ports.
+pub async fn allocations_of_ports(
+    c: &mut sqlx::SqliteConnection,
+    ids: &[String],
+) -> Result<Vec<Allocation>, Error> {
+    super::select_in(
+        c,
+        "SELECT * FROM ip_allocation",
+        "port_id",
+        "port_id, ip_address",
+        ids,
+    )
+    .await
+}
+
+/// The (port, security group) bindings of these ports.
+pub async fn security_group_bindings_of(
+    c: &mut sqlx::SqliteConnection,
+    ids: &[String],
+) -> Result<Vec<(String, String)>, Error> {
+    super::select_in(
+        c,
+        "SELECT port_id, security_group_id FROM port_security_group",
+        "port_id",
+        "port_id, security_group_id",
+        ids,
+    )
+    .await
 }

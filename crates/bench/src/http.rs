@@ -71,8 +71,12 @@ impl RequestSpec {
     }
 
     pub fn post_json(path: &str, body: &serde_json::Value) -> RequestSpec {
+        RequestSpec::json(Method::POST, path, body)
+    }
+
+    pub fn json(method: Method, path: &str, body: &serde_json::Value) -> RequestSpec {
         RequestSpec {
-            method: Method::POST,
+            method,
             path: path.to_string(),
             headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             body: Bytes::from(body.to_string()),

@@ -20,7 +20,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const WARMUP: Duration = Duration::from_secs(1);
 const IDLE_AFTER_START: Duration = Duration::from_secs(2);
 const IDLE_AFTER_LOAD: Duration = Duration::from_secs(5);
-const ADMIN_PASSWORD: &str = "ferrostack-bench-admin-password";
+pub(crate) const ADMIN_PASSWORD: &str = "ferrostack-bench-admin-password";
 
 /// The scenarios, in the order they run.
 pub const SCENARIOS: &[&str] = &[
@@ -54,6 +54,7 @@ pub async fn run(args: IdentityArgs) -> anyhow::Result<()> {
         binary: binary.clone(),
         admin_password: ADMIN_PASSWORD.to_string(),
         hash_rounds: args.hash_rounds,
+        extra_args: Vec::new(),
     };
     let tmp = tempfile::Builder::new()
         .prefix("ferrostack-bench-")
@@ -156,7 +157,7 @@ fn ms(d: Duration) -> f64 {
 
 /// The binary to run: the path given, or, when the default path does not
 /// exist (another CARGO_TARGET_DIR), the `ferrostack` beside this binary.
-fn resolve_binary(given: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn resolve_binary(given: &Path) -> anyhow::Result<PathBuf> {
     if given.is_file() {
         return Ok(given.to_path_buf());
     }
@@ -175,7 +176,7 @@ fn resolve_binary(given: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn password_auth() -> Value {
+pub(crate) fn password_auth() -> Value {
     json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
@@ -191,7 +192,7 @@ fn token_auth(token: &str, project_id: &str) -> Value {
 }
 
 /// Issues a token; returns it and the response body.
-async fn issue(conn: &mut Conn, body: &Value) -> anyhow::Result<(String, Value)> {
+pub(crate) async fn issue(conn: &mut Conn, body: &Value) -> anyhow::Result<(String, Value)> {
     let (status, headers, resp) = conn
         .send_full(&RequestSpec::post_json(TOKENS, body))
         .await?;

@@ -9,6 +9,7 @@ mod procfs;
 mod report;
 mod server;
 mod stats;
+mod wiring;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,19 @@ enum Command {
     /// issue throughput and latency.
     #[command(args_override_self = true)]
     Identity(IdentityArgs),
+    /// The Networking service with its node agent (root): port bound →
+    /// wired (ACTIVE) over many ports on one host, through the API.
+    Wiring(WiringArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WiringArgs {
+    /// The ferrostack binary (as for `identity`).
+    #[arg(long, default_value = DEFAULT_FERROSTACK)]
+    pub ferrostack: PathBuf,
+    /// How many ports to create, bind and wait for.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub ports: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -64,6 +78,12 @@ fn main() -> anyhow::Result<()> {
                 // server guard inside it, which kills the server.
                 tokio::select! {
                     r = identity::run(args) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            }
+            Command::Wiring(args) => {
+                tokio::select! {
+                    r = wiring::run(args) => Some(r),
                     _ = tokio::signal::ctrl_c() => None,
                 }
             }

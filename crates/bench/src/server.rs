@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub binary: PathBuf,
     pub admin_password: String,
     pub hash_rounds: u32,
+    /// Further arguments of `serve`.
+    pub extra_args: Vec<String>,
 }
 
 /// A running server. Dropping it kills the process.
@@ -52,6 +54,7 @@ impl Server {
             .arg(&cfg.admin_password)
             .arg("--password-hash-rounds")
             .arg(cfg.hash_rounds.to_string())
+            .args(&cfg.extra_args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

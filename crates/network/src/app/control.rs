@@ -36,14 +36,112 @@ struct Snapshot {
     /// By id. A port's `status` (and the timestamps a status report
     /// bumps) may be stale here: no host's state reads them, and the
     /// journal does not record status reports.
-    ports: BTreeMap<String, db::port::Port>,
-    allocs: HashMap<String, Vec<db::port::Allocation>>,
-    port_sgs: HashMap<String, Vec<String>>,
+    ports: BTreeMap<String, PortEntry>,
+    /// Port ids by `binding:host_id`, network, device (router legs) and
+    /// security group, so that a host's state costs what it holds.
+    by_host: HashMap<String, BTreeSet<String>>,
+    by_network: HashMap<String, BTreeSet<String>>,
+    by_device: HashMap<String, BTreeSet<String>>,
+    by_group: HashMap<String, BTreeSet<String>>,
     groups: HashMap<String, db::secgroup::SecurityGroup>,
     rules: HashMap<String, Vec<db::secgroup::Rule>>,
     routers: Vec<db::router::Router>,
     fips: Vec<db::floatingip::FloatingIp>,
     hosts: HashMap<String, Option<IpAddr>>,
+}
+
+/// A port with what every host's state takes from it, worked out once when
+/// it is read rather than on every computation.
+struct PortEntry {
+    row: db::port::Port,
+    /// Its security groups as bound: what it is a member of.
+    groups: Vec<String>,
+    /// Its addresses as a member: fixed IPs and host-address pairs.
+    member_ips: Vec<IpAddr>,
+    /// What its host gets.
+    model: netmodel::Port,
+}
+
+impl PortEntry {
+    fn new(row: db::port::Port, allocs: &[db::port::Allocation], groups: Vec<String>) -> Self {
+        let fixed_ips: Vec<FixedIp> = allocs
+            .iter()
+            .filter_map(|a| {
+                Some(FixedIp {
+                    subnet_id: a.subnet_id.clone(),
+                    ip: addr::parse_ip(&a.ip_address)?,
+                })
+            })
+            .collect();
+        let pairs: Vec<AddressPair> =
+            serde_json::from_str(&row.allowed_address_pairs).unwrap_or_default();
+        let mut member_ips: Vec<IpAddr> = fixed_ips.iter().map(|f| f.ip).collect();
+        for a in &pairs {
+            match addr::parse_cidr(&a.ip_address) {
+                Some(c) if c.prefix as u32 == addr::bits(c.addr) => member_ips.push(c.addr),
+                Some(_) => {}
+                None => member_ips.extend(addr::parse_ip(&a.ip_address)),
+            }
+        }
+        let trusted = super::port::is_network_owned(&row.device_owner);
+        let first_ip = fixed_ips.first().map(|f| f.ip.to_string());
+        let model = netmodel::Port {
+            id: row.id.clone(),
+            network_id: row.network_id.clone(),
+            mac: row.mac_address.clone(),
+            device_owner: row.device_owner.clone(),
+            device_id: row.device_id.clone(),
+            admin_state_up: row.admin_state_up,
+            // Ports of network functions are trusted, as Neutron's firewall
+            // drivers treat `network:*` owners: no anti-spoofing, no groups.
+            port_security_enabled: row.port_security_enabled && !trusted,
+            allowed_address_pairs: pairs
+                .iter()
+                .filter_map(|a| {
+                    Some(AllowedAddressPair {
+                        ip: addr::parse_cidr(&a.ip_address).or_else(|| {
+                            addr::parse_ip(&a.ip_address).map(|ip| Cidr {
+                                addr: ip,
+                                prefix: addr::bits(ip) as u8,
+                            })
+                        })?,
+                        mac: a.mac_address.clone().filter(|m| *m != row.mac_address),
+                    })
+                })
+                .collect(),
+            security_group_ids: if trusted || !row.port_security_enabled {
+                Vec::new()
+            } else {
+                groups.clone()
+            },
+            hostname: super::port::hostname(&row.dns_name, first_ip.as_deref()),
+            device_name: format!("tap{}", row.id.chars().take(11).collect::<String>()),
+            fixed_ips,
+        };
+        PortEntry {
+            row,
+            groups,
+            member_ips,
+            model,
+        }
+    }
+}
+
+fn index(idx: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if !key.is_empty() {
+        idx.entry(key.to_string())
+            .or_default()
+            .insert(id.to_string());
+    }
+}
+
+fn unindex(idx: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+    if let Some(ids) = idx.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            idx.remove(key);
+        }
+    }
 }
 
 /// The small tables, each read whole when the journal names it.
@@ -71,21 +169,14 @@ impl Snapshot {
         ] {
             s.reload(c, t, cfg).await?;
         }
-        for p in db::port::select(&mut *c, &Default::default())
+        let rows = db::port::select(&mut *c, &Default::default())
             .await
-            .map_err(db_err)?
-        {
-            s.ports.insert(p.id.clone(), p);
-        }
-        for a in db::port::allocations(&mut *c).await.map_err(db_err)? {
-            s.allocs.entry(a.port_id.clone()).or_default().push(a);
-        }
-        for (p, g) in db::port::security_group_bindings(&mut *c)
+            .map_err(db_err)?;
+        let allocs = db::port::allocations(&mut *c).await.map_err(db_err)?;
+        let bindings = db::port::security_group_bindings(&mut *c)
             .await
-            .map_err(db_err)?
-        {
-            s.port_sgs.entry(p).or_default().push(g);
-        }
+            .map_err(db_err)?;
+        s.insert_ports(rows, allocs, bindings);
         Ok(s)
     }
 
@@ -154,27 +245,72 @@ impl Snapshot {
         c: &mut sqlx::SqliteConnection,
         ids: &[String],
     ) -> Result<(), Error> {
+        let rows = db::port::with_ids(&mut *c, ids).await.map_err(db_err)?;
+        let allocs = db::port::allocations_of_ports(&mut *c, ids)
+            .await
+            .map_err(db_err)?;
+        let bindings = db::port::security_group_bindings_of(&mut *c, ids)
+            .await
+            .map_err(db_err)?;
         for id in ids {
-            self.ports.remove(id);
-            self.allocs.remove(id);
-            self.port_sgs.remove(id);
+            self.remove_port(id);
         }
-        for p in db::port::with_ids(&mut *c, ids).await.map_err(db_err)? {
-            self.ports.insert(p.id.clone(), p);
-        }
-        for a in db::port::allocations_of_ports(&mut *c, ids)
-            .await
-            .map_err(db_err)?
-        {
-            self.allocs.entry(a.port_id.clone()).or_default().push(a);
-        }
-        for (p, g) in db::port::security_group_bindings_of(&mut *c, ids)
-            .await
-            .map_err(db_err)?
-        {
-            self.port_sgs.entry(p).or_default().push(g);
-        }
+        self.insert_ports(rows, allocs, bindings);
         Ok(())
+    }
+
+    /// Adds ports from their rows, fixed IPs and group bindings.
+    fn insert_ports(
+        &mut self,
+        rows: Vec<db::port::Port>,
+        allocs: Vec<db::port::Allocation>,
+        bindings: Vec<(String, String)>,
+    ) {
+        let mut ips: HashMap<String, Vec<db::port::Allocation>> = HashMap::new();
+        for a in allocs {
+            ips.entry(a.port_id.clone()).or_default().push(a);
+        }
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for (p, g) in bindings {
+            groups.entry(p).or_default().push(g);
+        }
+        for row in rows {
+            let allocs = ips.remove(&row.id).unwrap_or_default();
+            let groups = groups.remove(&row.id).unwrap_or_default();
+            let e = PortEntry::new(row, &allocs, groups);
+            let id = e.row.id.clone();
+            index(&mut self.by_host, &e.row.host_id, &id);
+            index(&mut self.by_network, &e.row.network_id, &id);
+            index(&mut self.by_device, &e.row.device_id, &id);
+            for g in &e.groups {
+                index(&mut self.by_group, g, &id);
+            }
+            self.ports.insert(id, e);
+        }
+    }
+
+    fn remove_port(&mut self, id: &str) {
+        let Some(e) = self.ports.remove(id) else {
+            return;
+        };
+        unindex(&mut self.by_host, &e.row.host_id, id);
+        unindex(&mut self.by_network, &e.row.network_id, id);
+        unindex(&mut self.by_device, &e.row.device_id, id);
+        for g in &e.groups {
+            unindex(&mut self.by_group, g, id);
+        }
+    }
+
+    /// The ports under `key` in an index.
+    fn under<'a>(
+        &'a self,
+        idx: &'a HashMap<String, BTreeSet<String>>,
+        key: &str,
+    ) -> impl Iterator<Item = &'a PortEntry> + 'a {
+        idx.get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
     }
 
     /// Applies the journal's `(kind, key)` rows. `Ok(false)` when a kind is
@@ -482,68 +618,16 @@ fn build(
         host: host.to_string(),
         ..Default::default()
     };
-    let local: Vec<&db::port::Port> = s.ports.values().filter(|p| p.host_id == host).collect();
-    let ips_of = |pid: &str| -> Vec<FixedIp> {
-        s.allocs
-            .get(pid)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|a| {
-                        Some(FixedIp {
-                            subnet_id: a.subnet_id.clone(),
-                            ip: addr::parse_ip(&a.ip_address)?,
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-
     // Ports.
     let mut group_ids: BTreeSet<String> = BTreeSet::new();
     let mut network_ids: BTreeSet<String> = BTreeSet::new();
-    for p in &local {
-        network_ids.insert(p.network_id.clone());
-        let trusted = super::port::is_network_owned(&p.device_owner);
-        let sgs = if trusted || !p.port_security_enabled {
-            Vec::new()
-        } else {
-            s.port_sgs.get(&p.id).cloned().unwrap_or_default()
-        };
-        group_ids.extend(sgs.iter().cloned());
-        let pairs: Vec<AddressPair> =
-            serde_json::from_str(&p.allowed_address_pairs).unwrap_or_default();
-        let fixed_ips = ips_of(&p.id);
-        let first_ip = fixed_ips.first().map(|f| f.ip.to_string());
-        state.ports.push(netmodel::Port {
-            id: p.id.clone(),
-            network_id: p.network_id.clone(),
-            mac: p.mac_address.clone(),
-            device_owner: p.device_owner.clone(),
-            device_id: p.device_id.clone(),
-            admin_state_up: p.admin_state_up,
-            // Ports of network functions are trusted, as Neutron's firewall
-            // drivers treat `network:*` owners: no anti-spoofing, no groups.
-            port_security_enabled: p.port_security_enabled && !trusted,
-            allowed_address_pairs: pairs
-                .iter()
-                .filter_map(|a| {
-                    Some(AllowedAddressPair {
-                        ip: addr::parse_cidr(&a.ip_address).or_else(|| {
-                            addr::parse_ip(&a.ip_address).map(|ip| Cidr {
-                                addr: ip,
-                                prefix: addr::bits(ip) as u8,
-                            })
-                        })?,
-                        mac: a.mac_address.clone().filter(|m| *m != p.mac_address),
-                    })
-                })
-                .collect(),
-            security_group_ids: sgs,
-            hostname: super::port::hostname(&p.dns_name, first_ip.as_deref()),
-            device_name: format!("tap{}", p.id.chars().take(11).collect::<String>()),
-            fixed_ips,
-        });
+    state
+        .ports
+        .reserve(s.by_host.get(host).map_or(0, BTreeSet::len));
+    for e in s.under(&s.by_host, host) {
+        network_ids.insert(e.row.network_id.clone());
+        group_ids.extend(e.model.security_group_ids.iter().cloned());
+        state.ports.push(e.model.clone());
     }
 
     // Security groups, with the groups their rules name as remote groups,
@@ -558,30 +642,13 @@ fn build(
             }
         }
     }
-    let mut members: HashMap<&str, BTreeSet<IpAddr>> = HashMap::new();
-    for p in s.ports.values() {
-        let Some(groups) = s.port_sgs.get(&p.id) else {
-            continue;
-        };
-        let mut ips: Vec<IpAddr> = ips_of(&p.id).into_iter().map(|f| f.ip).collect();
-        let pairs: Vec<AddressPair> =
-            serde_json::from_str(&p.allowed_address_pairs).unwrap_or_default();
-        for a in pairs {
-            match addr::parse_cidr(&a.ip_address) {
-                Some(c) if c.prefix as u32 == addr::bits(c.addr) => ips.push(c.addr),
-                Some(_) => {}
-                None => ips.extend(addr::parse_ip(&a.ip_address)),
-            }
-        }
-        for g in groups {
-            if group_ids.contains(g) {
-                members
-                    .entry(g.as_str())
-                    .or_default()
-                    .extend(ips.iter().copied());
-            }
-        }
-    }
+    let members = |g: &str| -> Vec<IpAddr> {
+        let set: BTreeSet<IpAddr> = s
+            .under(&s.by_group, g)
+            .flat_map(|e| e.member_ips.iter().copied())
+            .collect();
+        set.into_iter().collect()
+    };
     for g in &group_ids {
         if !s.groups.contains_key(g) {
             continue;
@@ -612,26 +679,22 @@ fn build(
                     remote_group_id: r.remote_group_id.clone(),
                 })
                 .collect(),
-            member_ips: members
-                .get(g.as_str())
-                .map(|m| m.iter().copied().collect())
-                .unwrap_or_default(),
+            member_ips: members(g),
         });
     }
 
     // Routers (all on `router_host`), with their legs and floating IPs.
     if host == router_host {
         for r in &s.routers {
-            let legs: Vec<&db::port::Port> =
-                s.ports.values().filter(|p| p.device_id == r.id).collect();
+            let legs: Vec<&PortEntry> = s.under(&s.by_device, &r.id).collect();
             let gateway = r.gw_port_id.as_ref().and_then(|gid| {
                 let gp = legs
                     .iter()
-                    .find(|p| p.id == *gid && p.device_owner == OWNER_ROUTER_GATEWAY)?;
-                let ips = ips_of(&gp.id);
+                    .find(|p| p.row.id == *gid && p.row.device_owner == OWNER_ROUTER_GATEWAY)?;
+                let ips = &gp.model.fixed_ips;
                 let mut cidrs = Vec::new();
                 let mut nexthop = None;
-                for f in &ips {
+                for f in ips {
                     if let Some(sn) = s.subnets.iter().find(|sn| sn.row.id == f.subnet_id) {
                         cidrs.push(Cidr {
                             addr: f.ip,
@@ -642,11 +705,11 @@ fn build(
                         }
                     }
                 }
-                network_ids.insert(gp.network_id.clone());
+                network_ids.insert(gp.row.network_id.clone());
                 Some(RouterGateway {
-                    network_id: gp.network_id.clone(),
-                    port_id: gp.id.clone(),
-                    mac: gp.mac_address.clone(),
+                    network_id: gp.row.network_id.clone(),
+                    port_id: gp.row.id.clone(),
+                    mac: gp.row.mac_address.clone(),
                     ips: cidrs,
                     nexthop,
                     enable_snat: r.enable_snat,
@@ -655,18 +718,18 @@ fn build(
             let mut interfaces = Vec::new();
             for leg in legs
                 .iter()
-                .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE)
+                .filter(|p| p.row.device_owner == OWNER_ROUTER_INTERFACE)
             {
-                network_ids.insert(leg.network_id.clone());
-                for f in ips_of(&leg.id) {
+                network_ids.insert(leg.row.network_id.clone());
+                for f in &leg.model.fixed_ips {
                     let Some(sn) = s.subnets.iter().find(|sn| sn.row.id == f.subnet_id) else {
                         continue;
                     };
                     interfaces.push(RouterInterface {
-                        port_id: leg.id.clone(),
-                        network_id: leg.network_id.clone(),
+                        port_id: leg.row.id.clone(),
+                        network_id: leg.row.network_id.clone(),
                         subnet_id: f.subnet_id.clone(),
-                        mac: leg.mac_address.clone(),
+                        mac: leg.row.mac_address.clone(),
                         ip: Cidr {
                             addr: f.ip,
                             prefix: sn.cidr.prefix,
@@ -736,10 +799,9 @@ fn build(
             _ => Segment::Local,
         };
         let dhcp_ips: Vec<FixedIp> = s
-            .ports
-            .values()
-            .filter(|p| p.network_id == *nid && p.device_owner == OWNER_DHCP)
-            .flat_map(|p| ips_of(&p.id))
+            .under(&s.by_network, nid)
+            .filter(|p| p.row.device_owner == OWNER_DHCP)
+            .flat_map(|p| p.model.fixed_ips.iter().cloned())
             .collect();
         let subnets = s
             .subnets
@@ -772,15 +834,14 @@ fn build(
         let (mut remote_ports, mut remote_hosts) = (Vec::new(), BTreeSet::new());
         if matches!(segment, Segment::Vxlan { .. }) {
             for p in s
-                .ports
-                .values()
-                .filter(|p| p.network_id == *nid && !p.host_id.is_empty() && p.host_id != host)
+                .under(&s.by_network, nid)
+                .filter(|p| !p.row.host_id.is_empty() && p.row.host_id != host)
             {
-                let Some(Some(ip)) = s.hosts.get(&p.host_id) else {
+                let Some(Some(ip)) = s.hosts.get(&p.row.host_id) else {
                     continue;
                 };
                 remote_ports.push(RemotePort {
-                    mac: p.mac_address.clone(),
+                    mac: p.row.mac_address.clone(),
                     host_ip: *ip,
                 });
                 remote_hosts.insert(*ip);

@@ -1,0 +1,304 @@
+//! Port bound → wired through the whole stack (needs root).
+//!
+//! Runs `ferrostack serve` with its node agent, confined to a namespace of
+//! its own as the data-plane e2e tests run it (`--agent-netns`,
+//! `--agent-netns-scope`), so nothing touches the machine's own network.
+//! One network and subnet are made through the Networking API; then, for
+//! each port, in the order Nova follows:
+//!
+//! 1. `POST /v2.0/ports` (unbound, `device_owner` `compute:nova`);
+//! 2. its tap appears: a veth named from the port id in the agent's
+//!    namespace, whose other end sits in one "VMs" namespace (IPv6 off, as
+//!    each real VM has a stack of its own);
+//! 3. `PUT /v2.0/ports/{id}` with `binding:host_id`, and the clock starts;
+//! 4. `GET /v2.0/ports/{id}` every millisecond until it is `ACTIVE`: the
+//!    controller wrote the binding, the agent's watch brought the new state,
+//!    the agent wired the tap and reported it.
+//!
+//! Printed: per bucket of ports, the p50 and p99 of bound → ACTIVE and the
+//! p50 of the create call; then the whole run's figures. Dropping the run's
+//! guard kills the server and deletes its namespaces, so an error leaves
+//! nothing behind.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use crate::http::{Conn, RequestSpec};
+use crate::identity::{issue, password_auth, resolve_binary, ADMIN_PASSWORD};
+use crate::server::{Server, ServerConfig};
+use crate::WiringArgs;
+
+const HOST: &str = "bench-host";
+const NET: &str = "/network/v2.0";
+
+/// The run's namespaces; deleted on drop with everything in them (the
+/// agent's bridges, taps, nftables tables; the VM ends), and with the
+/// router and DHCP namespaces the agent named under the scope.
+struct Namespaces {
+    host: String,
+    vms: String,
+    scope: String,
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        // The agent's router and DHCP namespaces: `fsr-<scope>-<id>`,
+        // `fsd-<scope>-<id>`.
+        let scoped = [
+            format!("fsr-{}-", self.scope),
+            format!("fsd-{}-", self.scope),
+        ];
+        let listed = Command::new("ip").args(["netns", "list"]).output();
+        let mut names: Vec<String> = vec![self.host.clone(), self.vms.clone()];
+        if let Ok(out) = listed {
+            names.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .filter(|n| scoped.iter().any(|p| n.starts_with(p.as_str())))
+                    .map(str::to_string),
+            );
+        }
+        for n in names {
+            let _ = Command::new("ip").args(["netns", "del", &n]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// One authenticated JSON call; the body, or an error naming the call.
+async fn call(
+    conn: &mut Conn,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    want: u16,
+) -> anyhow::Result<Value> {
+    let spec = match &body {
+        Some(b) => RequestSpec::json(method.clone(), path, b),
+        None => RequestSpec {
+            method: method.clone(),
+            ..RequestSpec::get(path)
+        },
+    }
+    .header("x-auth-token", token)?;
+    let (status, resp) = conn.send(&spec).await?;
+    ensure!(
+        status.as_u16() == want,
+        "{method} {path} answered {status}: {}",
+        String::from_utf8_lossy(&resp)
+    );
+    Ok(if resp.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&resp)?
+    })
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+pub async fn run(args: WiringArgs) -> anyhow::Result<()> {
+    let binary: PathBuf = resolve_binary(&args.ferrostack)?;
+    let tag = format!("fsbw{}", std::process::id());
+    let ns = Namespaces {
+        host: format!("{tag}-h"),
+        vms: format!("{tag}-v"),
+        scope: tag.clone(),
+    };
+    ip(&["netns", "add", &ns.host]).context("creating namespaces needs root")?;
+    ip(&["netns", "add", &ns.vms])?;
+    for knob in ["all", "default"] {
+        ip(&[
+            "netns",
+            "exec",
+            &ns.vms,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{knob}.disable_ipv6=1"),
+        ])?;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("ferrostack-bench-wiring")
+        .tempdir()?;
+    let cfg = ServerConfig {
+        binary,
+        admin_password: ADMIN_PASSWORD.to_string(),
+        hash_rounds: 4,
+        extra_args: [
+            "--agent",
+            "on",
+            "--agent-netns",
+            &ns.host,
+            "--agent-netns-scope",
+            &ns.scope,
+            "--host",
+            HOST,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let mut server = Server::spawn(&cfg, &data, &tmp.path().join("server.log"))?;
+    server.wait_ready(Duration::from_secs(60)).await?;
+    let result = measure(&server, &ns, &args).await;
+    if result.is_err() {
+        eprintln!("server log tail:\n{}", server.log_tail());
+    }
+    server.stop().await?;
+    drop(ns);
+    result
+}
+
+async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow::Result<()> {
+    let mut conn = Conn::connect(server.addr).await?;
+    let (token, body) = issue(&mut conn, &password_auth()).await?;
+    let project = body["token"]["project"]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no project in the token"))?
+        .to_string();
+    let t = token.as_str();
+    call(
+        &mut conn,
+        t,
+        Method::PUT,
+        &format!("{NET}/quotas/{project}"),
+        Some(json!({"quota": {"port": -1}})),
+        200,
+    )
+    .await?;
+    let net = call(
+        &mut conn,
+        t,
+        Method::POST,
+        &format!("{NET}/networks"),
+        Some(json!({"network": {"name": "bench"}})),
+        201,
+    )
+    .await?;
+    let net_id = net["network"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    call(
+        &mut conn,
+        t,
+        Method::POST,
+        &format!("{NET}/subnets"),
+        Some(json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}})),
+        201,
+    )
+    .await?;
+
+    let bucket = (args.ports / 8).max(1);
+    let (mut creates, mut wired) = (Vec::new(), Vec::new());
+    let (mut all_creates, mut all_wired) = (Vec::new(), Vec::new());
+    println!("ports   create p50   bound→ACTIVE p50   p99 (ms)");
+    for i in 0..args.ports {
+        let t0 = Instant::now();
+        let port = call(
+            &mut conn,
+            t,
+            Method::POST,
+            &format!("{NET}/ports"),
+            Some(
+                json!({"port": {"network_id": net_id, "device_owner": "compute:nova",
+                                 "device_id": format!("bench-vm-{i}")}}),
+            ),
+            201,
+        )
+        .await?;
+        creates.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let id = port["port"]["id"].as_str().unwrap_or_default().to_string();
+        let tap = format!("tap{}", &id[..11]);
+        let peer = format!("v{i}");
+        ip(&[
+            "-n", &ns.host, "link", "add", &tap, "type", "veth", "peer", "name", &peer, "netns",
+            &ns.vms,
+        ])?;
+        let t0 = Instant::now();
+        call(
+            &mut conn,
+            t,
+            Method::PUT,
+            &format!("{NET}/ports/{id}"),
+            Some(json!({"port": {"binding:host_id": HOST}})),
+            200,
+        )
+        .await?;
+        loop {
+            let p = call(
+                &mut conn,
+                t,
+                Method::GET,
+                &format!("{NET}/ports/{id}?fields=status"),
+                None,
+                200,
+            )
+            .await?;
+            if p["port"]["status"] == "ACTIVE" {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("port {id} not ACTIVE 30 s after its binding");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        wired.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if (i + 1) % bucket == 0 || i + 1 == args.ports {
+            let (c, w) = (sorted(&creates), sorted(&wired));
+            println!(
+                "{:>5}   {:>10.1}   {:>16.1}   {:>5.1}",
+                i + 1,
+                pct(&c, 0.5),
+                pct(&w, 0.5),
+                pct(&w, 0.99)
+            );
+            all_creates.append(&mut creates);
+            all_wired.append(&mut wired);
+        }
+    }
+    let (c, w) = (sorted(&all_creates), sorted(&all_wired));
+    println!(
+        "\n{} ports bound → ACTIVE: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; port create p50 {:.1} ms, p99 {:.1} ms",
+        w.len(),
+        pct(&w, 0.5),
+        pct(&w, 0.99),
+        w.last().copied().unwrap_or(0.0),
+        pct(&c, 0.5),
+        pct(&c, 0.99),
+    );
+    Ok(())
+}

@@ -41,6 +41,9 @@ pub struct WiringArgs {
     /// How many ports to create, bind and wait for.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub ports: u64,
+    /// Ports per network (a Linux bridge takes at most 1,024 ports).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub per_network: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -3,8 +3,9 @@
 //! Runs `ferrostack serve` with its node agent, confined to a namespace of
 //! its own as the data-plane e2e tests run it (`--agent-netns`,
 //! `--agent-netns-scope`), so nothing touches the machine's own network.
-//! One network and subnet are made through the Networking API; then, for
-//! each port, in the order Nova follows:
+//! Networks of `--per-network` ports (a Linux bridge takes at most 1,024)
+//! are made through the Networking API; then, for each port, in the order
+//! Nova follows:
 //!
 //! 1. `POST /v2.0/ports` (unbound, `device_owner` `compute:nova`);
 //! 2. its tap appears: a veth named from the port id in the agent's
@@ -175,7 +176,9 @@ pub async fn run(args: WiringArgs) -> anyhow::Result<()> {
     server.wait_ready(Duration::from_secs(60)).await?;
     let result = measure(&server, &ns, &args).await;
     if result.is_err() {
-        eprintln!("server log tail:\n{}", server.log_tail());
+        let kept = std::env::temp_dir().join(format!("{tag}-server.log"));
+        let _ = std::fs::copy(tmp.path().join("server.log"), &kept);
+        eprintln!("server log kept in {}", kept.display());
     }
     server.stop().await?;
     drop(ns);
@@ -199,29 +202,35 @@ async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow:
         200,
     )
     .await?;
-    let net = call(
-        &mut conn,
-        t,
-        Method::POST,
-        &format!("{NET}/networks"),
-        Some(json!({"network": {"name": "bench"}})),
-        201,
-    )
-    .await?;
-    let net_id = net["network"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    call(
-        &mut conn,
-        t,
-        Method::POST,
-        &format!("{NET}/subnets"),
-        Some(json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": "10.0.0.0/16"}})),
-        201,
-    )
-    .await?;
-
+    // A Linux bridge takes at most 1,024 ports: the ports go on networks of
+    // `--per-network` each (and a DHCP port), as they would on a real host.
+    let mut nets = Vec::new();
+    for n in 0..args.ports.div_ceil(args.per_network) {
+        let net = call(
+            &mut conn,
+            t,
+            Method::POST,
+            &format!("{NET}/networks"),
+            Some(json!({"network": {"name": format!("bench-{n}")}})),
+            201,
+        )
+        .await?;
+        let net_id = net["network"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        call(
+            &mut conn,
+            t,
+            Method::POST,
+            &format!("{NET}/subnets"),
+            Some(json!({"subnet": {"network_id": net_id, "ip_version": 4,
+                                   "cidr": format!("10.{n}.0.0/16")}})),
+            201,
+        )
+        .await?;
+        nets.push(net_id);
+    }
     let bucket = (args.ports / 8).max(1);
     let (mut creates, mut wired) = (Vec::new(), Vec::new());
     let (mut all_creates, mut all_wired) = (Vec::new(), Vec::new());
@@ -234,7 +243,8 @@ async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow:
             Method::POST,
             &format!("{NET}/ports"),
             Some(
-                json!({"port": {"network_id": net_id, "device_owner": "compute:nova",
+                json!({"port": {"network_id": nets[(i / args.per_network) as usize],
+                                "device_owner": "compute:nova",
                                  "device_id": format!("bench-vm-{i}")}}),
             ),
             201,
@@ -268,11 +278,12 @@ async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow:
                 200,
             )
             .await?;
-            if p["port"]["status"] == "ACTIVE" {
+            let status = &p["port"]["status"];
+            if status == "ACTIVE" {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(30) {
-                bail!("port {id} not ACTIVE 30 s after its binding");
+                bail!("port {id} ({i} ports before it) is {status}, not ACTIVE, 30 s after its binding");
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

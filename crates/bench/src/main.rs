@@ -75,27 +75,32 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let outcome = rt.block_on(async move {
+        // On Ctrl-C or SIGTERM the benchmark future is dropped, and with it
+        // the guards inside it: the server is killed, the wiring run's
+        // namespaces deleted.
+        let stop = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        };
         match cli.command {
-            Command::Identity(args) => {
-                // On Ctrl-C the benchmark future is dropped, and with it the
-                // server guard inside it, which kills the server.
-                tokio::select! {
-                    r = identity::run(args) => Some(r),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            }
-            Command::Wiring(args) => {
-                tokio::select! {
-                    r = wiring::run(args) => Some(r),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            }
+            Command::Identity(args) => tokio::select! {
+                r = identity::run(args) => Some(r),
+                _ = stop => None,
+            },
+            Command::Wiring(args) => tokio::select! {
+                r = wiring::run(args) => Some(r),
+                _ = stop => None,
+            },
         }
     });
     match outcome {
         Some(r) => r,
         None => {
-            eprintln!("interrupted; the server was stopped");
+            eprintln!("interrupted; the server was stopped and what the run made removed");
             std::process::exit(130)
         }
     }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use hostlink::names as hn;
 use hostlink::{FdbEntry, IpNet, MacAddr, Route};
@@ -433,7 +434,10 @@ impl Plan {
         {
             return None;
         }
-        // Ports that changed, in order (most often one, appended).
+        // Ports that changed, in order (most often one, appended). A
+        // controller in the same process hands over the same `Arc` for an
+        // unchanged port: a pointer comparison.
+        let same = |a: &Arc<Port>, b: &Arc<Port>| Arc::ptr_eq(a, b) || a == b;
         let mut changed: Vec<&Port> = Vec::new();
         let mut removed: Vec<&Port> = Vec::new();
         let same_prefix = prev
@@ -446,20 +450,20 @@ impl Plan {
             .iter()
             .zip(&state.ports[..same_prefix])
         {
-            if a != b {
+            if !same(a, b) {
                 removed.push(a);
                 changed.push(b);
             }
         }
         let (rest_a, rest_b) = (&prev.ports[same_prefix..], &state.ports[same_prefix..]);
         if !rest_a.is_empty() || !rest_b.is_empty() {
-            let before: std::collections::HashMap<&str, &Port> =
+            let before: std::collections::HashMap<&str, &Arc<Port>> =
                 rest_a.iter().map(|p| (p.id.as_str(), p)).collect();
-            let after: std::collections::HashMap<&str, &Port> =
+            let after: std::collections::HashMap<&str, &Arc<Port>> =
                 rest_b.iter().map(|p| (p.id.as_str(), p)).collect();
             for b in rest_b {
                 match before.get(b.id.as_str()) {
-                    Some(a) if *a == b => {}
+                    Some(a) if same(a, b) => {}
                     Some(a) => {
                         removed.push(a);
                         changed.push(b);
@@ -467,7 +471,12 @@ impl Plan {
                     None => changed.push(b),
                 }
             }
-            removed.extend(rest_a.iter().filter(|a| !after.contains_key(a.id.as_str())));
+            removed.extend(
+                rest_a
+                    .iter()
+                    .filter(|a| !after.contains_key(a.id.as_str()))
+                    .map(|a| &**a),
+            );
         }
         // The network's own ports shape DHCP and routers: a full build.
         if changed.iter().chain(&removed).any(|p| is_trusted(p)) {
@@ -1069,7 +1078,7 @@ mod tests {
                     vec![subnet(&sx, "203.0.113.0/24", Some("203.0.113.1"), None)],
                 ),
             ],
-            ports: vec![p],
+            ports: vec![Arc::new(p)],
             security_groups: vec![],
             routers: vec![Router {
                 id: new_id(),
@@ -1197,12 +1206,18 @@ mod tests {
         let (mut st, n, s) = state();
         let mut r = vm_port(&new_id(), &n, &s, &mac(2), "10.0.0.6", &[]);
         r.device_owner = "network:router_interface".into();
-        st.ports.push(r.clone());
+        st.ports.push(Arc::new(r.clone()));
         let mut off = vm_port(&new_id(), &n, &s, &mac(3), "10.0.0.7", &[]);
         off.port_security_enabled = false;
-        st.ports.push(off.clone());
-        st.ports
-            .push(vm_port(&new_id(), &new_id(), &s, &mac(4), "10.0.0.8", &[]));
+        st.ports.push(Arc::new(off.clone()));
+        st.ports.push(Arc::new(vm_port(
+            &new_id(),
+            &new_id(),
+            &s,
+            &mac(4),
+            "10.0.0.8",
+            &[],
+        )));
         let plan = Plan::build(&st, &settings());
         let by_id = |id: &str| plan.ports.values().find(|p| p.port_id == id).unwrap();
         assert!(by_id(&r.id).rules.is_none());
@@ -1269,7 +1284,7 @@ mod tests {
         // A new port (appended): planned, with its lease.
         let mut next = st.clone();
         let p2 = vm_port(&new_id(), &n, &s, &mac(2), "10.0.0.6", &[&g]);
-        next.ports.push(p2.clone());
+        next.ports.push(Arc::new(p2.clone()));
         let d = apply(&mut plan, &st, &next);
         assert_eq!(d.changed.len(), 1);
         assert!(d.changed[0].1.is_none(), "new");
@@ -1279,8 +1294,10 @@ mod tests {
 
         // A port that takes a remote group: the group's set comes in.
         let mut next = st.clone();
-        next.ports[1].security_group_ids.push(rg.clone());
-        next.ports[1].hostname = "renamed".into();
+        Arc::make_mut(&mut next.ports[1])
+            .security_group_ids
+            .push(rg.clone());
+        Arc::make_mut(&mut next.ports[1]).hostname = "renamed".into();
         let d = apply(&mut plan, &st, &next);
         assert!(plan.groups.contains_key(&rg));
         assert!(d.changed[0].1.is_some(), "changed, with its plan before");
@@ -1299,7 +1316,7 @@ mod tests {
         // Reordered and one removed: the rest are recognised by id.
         let mut next = st.clone();
         let p3 = vm_port(&new_id(), &n, &s, &mac(3), "10.0.0.7", &[&rg]);
-        next.ports.insert(0, p3);
+        next.ports.insert(0, Arc::new(p3));
         next.ports.retain(|p| p.id != p2.id);
         let d = apply(&mut plan, &st, &next);
         assert_eq!(d.removed.len(), 1);
@@ -1318,7 +1335,7 @@ mod tests {
         // the new one.
         let mut next = st.clone();
         let old_dev = next.ports[0].device_name.clone();
-        next.ports[0].device_name = "tapnewname-00".into();
+        Arc::make_mut(&mut next.ports[0]).device_name = "tapnewname-00".into();
         let d = apply(&mut plan, &st, &next);
         assert_eq!(d.removed.len(), 1);
         assert_eq!(d.removed[0].device, old_dev);
@@ -1337,12 +1354,12 @@ mod tests {
         let mut next = st.clone();
         let mut dhcp = vm_port(&new_id(), &n, &s, &mac(4), "10.0.0.2", &[]);
         dhcp.device_owner = "network:dhcp".into();
-        next.ports.push(dhcp);
+        next.ports.push(Arc::new(dhcp));
         assert!(plan.apply_ports(&st, &next, &settings()).is_none());
         let mut next = st.clone();
         let mut twin = vm_port(&new_id(), &n, &s, &mac(5), "10.0.0.9", &[]);
         twin.device_name = st.ports[0].device_name.clone();
-        next.ports.push(twin);
+        next.ports.push(Arc::new(twin));
         assert!(plan.apply_ports(&st, &next, &settings()).is_none());
         assert_eq!(plan, Plan::build(&st, &settings()), "left as it was");
     }

@@ -557,7 +557,7 @@ mod tests {
                 Segment::Local,
                 vec![subnet(&s, "10.0.0.0/24", Some("10.0.0.1"), None)],
             )],
-            ports: vec![p1.clone()],
+            ports: vec![Arc::new(p1.clone())],
             security_groups: vec![sg(
                 &g,
                 vec![rule(netmodel::Direction::Egress, None, None, None)],
@@ -583,7 +583,7 @@ mod tests {
         assert_eq!(r.statuses[&p1.id].0, PortStatus::Active);
 
         // A new port: its rules go in, its device is not there yet.
-        st.ports.push(p2.clone());
+        st.ports.push(Arc::new(p2.clone()));
         st.revision = 2;
         let r = rec
             .light_pass(&Arc::new(st.clone()), &HashSet::new())

@@ -84,8 +84,8 @@ async fn world() -> World {
             extnet,
         ],
         ports: vec![
-            vm_port(&p1, &n1, &s1, &mac(1), "10.0.0.5", &[&sgid]),
-            vm_port(&p2, &n1, &s1, &mac(2), "10.0.0.6", &[&sgid, &sg2]),
+            Arc::new(vm_port(&p1, &n1, &s1, &mac(1), "10.0.0.5", &[&sgid])),
+            Arc::new(vm_port(&p2, &n1, &s1, &mac(2), "10.0.0.6", &[&sgid, &sg2])),
         ],
         security_groups: vec![group, other],
         routers: vec![Router {
@@ -307,7 +307,7 @@ async fn a_bad_port_fails_alone() {
     let w = world().await;
     let mut s = w.state.clone();
     s.security_groups[0].rules[0].protocol = Some("bogus".into());
-    s.ports[1].security_group_ids.clear();
+    Arc::make_mut(&mut s.ports[1]).security_group_ids.clear();
     let mut a = agent(&w);
     let r = a.reconcile(&s, true).await.unwrap();
     assert_eq!(r.statuses[&w.vm[0]].0, PortStatus::Error);

@@ -109,7 +109,7 @@ fn tenant_net(state: &mut HostState, zone: u16, cidr: &str) -> Net {
 
 fn add_vm(state: &mut HostState, n: &Net, mac_n: u32, ip: &str) -> Port {
     let p = vm_port(&new_id(), &n.id, &n.subnet, &mac(mac_n), ip, &[&n.sg]);
-    state.ports.push(p.clone());
+    state.ports.push(Arc::new(p.clone()));
     p
 }
 
@@ -507,7 +507,7 @@ async fn t3_metadata_identifies_callers_by_network_and_source_only() {
         let p3 = add_vm(&mut st, &iso, 3, "10.1.0.5");
         let mut p4 = add_vm(&mut st, &n, 4, "10.0.0.7");
         p4.port_security_enabled = false;
-        st.ports.last_mut().unwrap().port_security_enabled = false;
+        Arc::make_mut(st.ports.last_mut().unwrap()).port_security_enabled = false;
         let iface = ext_iface(&lab);
         let ext = external(&mut st, &iface);
         router(&mut st, &ext, "203.0.113.10", &[&n], 200);
@@ -799,8 +799,8 @@ async fn t5a_security_group_rules_apply_change_and_cut_sessions() {
             "10.0.0.7",
             &[&members],
         );
-        st.ports.push(p2.clone());
-        st.ports.push(p3.clone());
+        st.ports.push(Arc::new(p2.clone()));
+        st.ports.push(Arc::new(p3.clone()));
         let ctl = Arc::new(FakeControl::new(st));
         let _agent = lab.start_agent(ctl.clone()).await;
         let vm1 = lab.vm("vm1", &p1).await;
@@ -982,11 +982,8 @@ async fn t5b_spoofed_addresses_and_arp_are_dropped_unless_port_security_is_off()
         );
         // Port security off: the same packets pass.
         ctl.update(|s| {
-            s.ports
-                .iter_mut()
-                .find(|p| p.id == p1.id)
-                .unwrap()
-                .port_security_enabled = false;
+            let p = s.ports.iter_mut().find(|p| p.id == p1.id).unwrap();
+            Arc::make_mut(p).port_security_enabled = false;
         });
         assert!(
             eventually(T, || async { sh(&vm1, &spoof).await.status.success() }).await,
@@ -1119,11 +1116,8 @@ async fn t5c_rogue_dhcp_servers_and_discover_floods_get_nowhere() {
         );
         // With port security off, the same offers arrive: the test sees them.
         ctl.update(|s| {
-            s.ports
-                .iter_mut()
-                .find(|p| p.id == p1.id)
-                .unwrap()
-                .port_security_enabled = false;
+            let p = s.ports.iter_mut().find(|p| p.id == p1.id).unwrap();
+            Arc::make_mut(p).port_security_enabled = false;
         });
         let ok = eventually(T, || {
             let (vm1, rx) = (vm1.clone(), rx.clone());
@@ -1239,7 +1233,7 @@ async fn t6_an_agent_killed_mid_wiring_converges_on_restart_and_traffic_flows() 
                     &[&n.sg],
                 );
                 extra.push(p.clone());
-                s.ports.push(p);
+                s.ports.push(Arc::new(p));
             }
         });
         // Devices appear one by one; the agent is killed after the fifth,
@@ -1354,7 +1348,7 @@ async fn t7_an_empty_state_leaves_the_host_as_clean_as_before() {
             "10.0.0.6",
             &[&web, &a.sg],
         );
-        st.ports.push(p2.clone());
+        st.ports.push(Arc::new(p2.clone()));
         let p3 = add_vm(&mut st, &b, 3, "10.1.0.5");
         let ext = external(&mut st, &iface);
         let rid = router(&mut st, &ext, "203.0.113.10", &[&a, &b], 200);
@@ -1479,7 +1473,7 @@ async fn t8_two_hosts_share_a_vxlan_network() {
                 host: "h1".into(),
                 revision: 1,
                 networks: vec![n],
-                ports: vec![p.clone()],
+                ports: vec![Arc::new(p.clone())],
                 security_groups: vec![group.clone()],
                 routers: vec![],
             };

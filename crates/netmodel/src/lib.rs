@@ -21,6 +21,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +78,10 @@ pub struct HostState {
     pub host: String,
     pub revision: u64,
     pub networks: Vec<Network>,
-    pub ports: Vec<Port>,
+    /// Shared: the controller hands out the same `Port` in every state
+    /// until the port changes, so copying a state costs a reference count
+    /// per port, and an unchanged port is told by `Arc::ptr_eq`.
+    pub ports: Vec<Arc<Port>>,
     pub security_groups: Vec<SecurityGroup>,
     pub routers: Vec<Router>,
 }

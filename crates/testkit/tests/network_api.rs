@@ -2219,6 +2219,23 @@ async fn the_in_memory_host_state_follows_every_kind_of_write() {
     )
     .await;
     check("pairs and fixed IPs").await;
+    // Unchanged ports are the same shared values from state to state (the
+    // agent compares them by pointer); a changed one is new.
+    let before = ctl.host_state(HOST).await.unwrap();
+    upd(
+        format!("/ports/{vm}"),
+        json!({"port": {"name": "renamed", "dns_name": "vm-one"}}),
+    )
+    .await;
+    let after = ctl.host_state(HOST).await.unwrap();
+    assert_eq!(before.ports.len(), after.ports.len());
+    for (a, b) in before.ports.iter().zip(&after.ports) {
+        assert_eq!(Arc::ptr_eq(a, b), a.id != vm, "{}", a.id);
+    }
+    assert_eq!(
+        after.ports.iter().find(|p| p.id == vm).unwrap().hostname,
+        "vm-one"
+    );
     let sg = e
         .create(
             &e.alice,

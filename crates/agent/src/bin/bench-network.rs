@@ -240,7 +240,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let t1 = vm_port(&new_id(), &na, &sa, &mac(0xfe_0001), "10.0.200.1", &[&sgid]);
     let t2 = vm_port(&new_id(), &na, &sa, &mac(0xfe_0002), "10.0.200.2", &[&sgid]);
     let t3 = vm_port(&new_id(), &nb, &sb, &mac(0xfe_0003), "10.1.0.10", &[&sgid]);
-    st.ports.extend([t1.clone(), t2.clone(), t3.clone()]);
+    st.ports
+        .extend([t1.clone(), t2.clone(), t3.clone()].map(Arc::new));
     if let Some(g) = st.security_groups.first_mut() {
         g.member_ips = ["10.0.200.1", "10.0.200.2", "10.1.0.10"]
             .iter()
@@ -291,7 +292,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let remote = args.remote_group;
         let port = p.clone();
         ctl.update(move |s| {
-            s.ports.push(port);
+            s.ports.push(Arc::new(port));
             if remote {
                 if let Some(g) = s.security_groups.first_mut() {
                     g.member_ips.push(ip.parse().unwrap());

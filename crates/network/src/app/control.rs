@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::Error;
@@ -36,13 +37,14 @@ struct Snapshot {
     /// By id. A port's `status` (and the timestamps a status report
     /// bumps) may be stale here: no host's state reads them, and the
     /// journal does not record status reports.
-    ports: BTreeMap<String, PortEntry>,
-    /// Port ids by `binding:host_id`, network, device (router legs) and
-    /// security group, so that a host's state costs what it holds.
-    by_host: HashMap<String, BTreeSet<String>>,
-    by_network: HashMap<String, BTreeSet<String>>,
-    by_device: HashMap<String, BTreeSet<String>>,
-    by_group: HashMap<String, BTreeSet<String>>,
+    ports: BTreeMap<String, Arc<PortEntry>>,
+    /// Ports by `binding:host_id`, network, device (router legs) and
+    /// security group, then by id, so that a host's state costs what it
+    /// holds.
+    by_host: Index,
+    by_network: Index,
+    by_device: Index,
+    by_group: Index,
     groups: HashMap<String, db::secgroup::SecurityGroup>,
     rules: HashMap<String, Vec<db::secgroup::Rule>>,
     routers: Vec<db::router::Router>,
@@ -58,8 +60,8 @@ struct PortEntry {
     groups: Vec<String>,
     /// Its addresses as a member: fixed IPs and host-address pairs.
     member_ips: Vec<IpAddr>,
-    /// What its host gets.
-    model: netmodel::Port,
+    /// What its host gets, shared by every state that holds it.
+    model: Arc<netmodel::Port>,
 }
 
 impl PortEntry {
@@ -85,7 +87,7 @@ impl PortEntry {
         }
         let trusted = super::port::is_network_owned(&row.device_owner);
         let first_ip = fixed_ips.first().map(|f| f.ip.to_string());
-        let model = netmodel::Port {
+        let model = Arc::new(netmodel::Port {
             id: row.id.clone(),
             network_id: row.network_id.clone(),
             mac: row.mac_address.clone(),
@@ -117,7 +119,7 @@ impl PortEntry {
             hostname: super::port::hostname(&row.dns_name, first_ip.as_deref()),
             device_name: format!("tap{}", row.id.chars().take(11).collect::<String>()),
             fixed_ips,
-        };
+        });
         PortEntry {
             row,
             groups,
@@ -127,15 +129,18 @@ impl PortEntry {
     }
 }
 
-fn index(idx: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+/// Ports under a key, by id.
+type Index = HashMap<String, BTreeMap<String, Arc<PortEntry>>>;
+
+fn index(idx: &mut Index, key: &str, e: &Arc<PortEntry>) {
     if !key.is_empty() {
         idx.entry(key.to_string())
             .or_default()
-            .insert(id.to_string());
+            .insert(e.row.id.clone(), e.clone());
     }
 }
 
-fn unindex(idx: &mut HashMap<String, BTreeSet<String>>, key: &str, id: &str) {
+fn unindex(idx: &mut Index, key: &str, id: &str) {
     if let Some(ids) = idx.get_mut(key) {
         ids.remove(id);
         if ids.is_empty() {
@@ -277,15 +282,14 @@ impl Snapshot {
         for row in rows {
             let allocs = ips.remove(&row.id).unwrap_or_default();
             let groups = groups.remove(&row.id).unwrap_or_default();
-            let e = PortEntry::new(row, &allocs, groups);
-            let id = e.row.id.clone();
-            index(&mut self.by_host, &e.row.host_id, &id);
-            index(&mut self.by_network, &e.row.network_id, &id);
-            index(&mut self.by_device, &e.row.device_id, &id);
+            let e = Arc::new(PortEntry::new(row, &allocs, groups));
+            index(&mut self.by_host, &e.row.host_id, &e);
+            index(&mut self.by_network, &e.row.network_id, &e);
+            index(&mut self.by_device, &e.row.device_id, &e);
             for g in &e.groups {
-                index(&mut self.by_group, g, &id);
+                index(&mut self.by_group, g, &e);
             }
-            self.ports.insert(id, e);
+            self.ports.insert(e.row.id.clone(), e);
         }
     }
 
@@ -302,15 +306,10 @@ impl Snapshot {
     }
 
     /// The ports under `key` in an index.
-    fn under<'a>(
-        &'a self,
-        idx: &'a HashMap<String, BTreeSet<String>>,
-        key: &str,
-    ) -> impl Iterator<Item = &'a PortEntry> + 'a {
+    fn under<'a>(idx: &'a Index, key: &str) -> impl Iterator<Item = &'a PortEntry> + 'a {
         idx.get(key)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.ports.get(id))
+            .flat_map(|m| m.values().map(|e| &**e))
     }
 
     /// Applies the journal's `(kind, key)` rows. `Ok(false)` when a kind is
@@ -623,8 +622,8 @@ fn build(
     let mut network_ids: BTreeSet<String> = BTreeSet::new();
     state
         .ports
-        .reserve(s.by_host.get(host).map_or(0, BTreeSet::len));
-    for e in s.under(&s.by_host, host) {
+        .reserve(s.by_host.get(host).map_or(0, BTreeMap::len));
+    for e in Snapshot::under(&s.by_host, host) {
         network_ids.insert(e.row.network_id.clone());
         group_ids.extend(e.model.security_group_ids.iter().cloned());
         state.ports.push(e.model.clone());
@@ -643,8 +642,7 @@ fn build(
         }
     }
     let members = |g: &str| -> Vec<IpAddr> {
-        let set: BTreeSet<IpAddr> = s
-            .under(&s.by_group, g)
+        let set: BTreeSet<IpAddr> = Snapshot::under(&s.by_group, g)
             .flat_map(|e| e.member_ips.iter().copied())
             .collect();
         set.into_iter().collect()
@@ -686,7 +684,7 @@ fn build(
     // Routers (all on `router_host`), with their legs and floating IPs.
     if host == router_host {
         for r in &s.routers {
-            let legs: Vec<&PortEntry> = s.under(&s.by_device, &r.id).collect();
+            let legs: Vec<&PortEntry> = Snapshot::under(&s.by_device, &r.id).collect();
             let gateway = r.gw_port_id.as_ref().and_then(|gid| {
                 let gp = legs
                     .iter()
@@ -798,8 +796,7 @@ fn build(
             },
             _ => Segment::Local,
         };
-        let dhcp_ips: Vec<FixedIp> = s
-            .under(&s.by_network, nid)
+        let dhcp_ips: Vec<FixedIp> = Snapshot::under(&s.by_network, nid)
             .filter(|p| p.row.device_owner == OWNER_DHCP)
             .flat_map(|p| p.model.fixed_ips.iter().cloned())
             .collect();
@@ -833,8 +830,7 @@ fn build(
             .collect();
         let (mut remote_ports, mut remote_hosts) = (Vec::new(), BTreeSet::new());
         if matches!(segment, Segment::Vxlan { .. }) {
-            for p in s
-                .under(&s.by_network, nid)
+            for p in Snapshot::under(&s.by_network, nid)
                 .filter(|p| !p.row.host_id.is_empty() && p.row.host_id != host)
             {
                 let Some(Some(ip)) = s.hosts.get(&p.row.host_id) else {

@@ -9,9 +9,9 @@
 //! agent's name prefixes). It runs when the desired state changes, when a
 //! device the agent waits for appears ([`linkwatch`]), and periodically.
 //!
-//! Modules: [`plan`] (desired state → objects, pure), [`l2`] (bridges,
-//! VXLAN, flat uplinks), [`ports`] (taps and their rules), [`secgroups`]
-//! (remote-group sets), [`routers`] (namespaces, legs, routes, NAT),
+//! Modules: [`plan`] (desired state → objects, pure), `l2` (bridges,
+//! VXLAN, flat uplinks), `ports` (taps and their rules), `secgroups`
+//! (remote-group sets), `routers` (namespaces, legs, routes, NAT),
 //! [`dhcp`] (the DHCP server and its namespaces), [`metadata`] (the
 //! metadata proxy), [`explain`] (a port's data path in words),
 //! [`marks`] (persistent packet and conntrack marks), [`socket`] (the
@@ -243,7 +243,7 @@ impl Agent {
         Ok(r)
     }
 
-    /// A light pass (see [`reconcile::Reconciler::light_pass`]); `None`
+    /// A light pass (`Reconciler::light_pass`); `None`
     /// when a full pass is needed.
     pub async fn reconcile_light(
         &mut self,

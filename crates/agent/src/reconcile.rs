@@ -12,8 +12,8 @@
 //! its rules are loaded) → garbage (ports, routers, DHCP, groups, then
 //! networks, whose bridges everything else hangs on).
 //!
-//! The sub-reconcilers live in [`crate::l2`], [`crate::ports`],
-//! [`crate::secgroups`], [`crate::routers`] and [`crate::dhcp`] as
+//! The sub-reconcilers live in `l2`, `ports`,
+//! `secgroups`, `routers` and [`crate::dhcp`] as
 //! `impl Reconciler` blocks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -437,7 +437,7 @@ where
 }
 
 /// Computes the digests of a complete file (a staged import): read on a
-/// blocking thread in [`BATCH`]-sized pieces, hashed by the same two
+/// blocking thread in `BATCH`-sized pieces, hashed by the same two
 /// threads as an upload.
 pub async fn digest_file(path: PathBuf) -> std::io::Result<Digest> {
     let hashers = Hashers::start();

@@ -387,7 +387,7 @@ impl RouterNat {
     }
 
     /// Digest of the router's NAT, stored with its rules.
-    /// Covers the rendering too ([`ROUTER_RENDER_VERSION`]), so routers
+    /// Covers the rendering too (`ROUTER_RENDER_VERSION`), so routers
     /// built by an older agent are rewritten with the current rules.
     pub fn digest(&self) -> String {
         fnv(&format!(

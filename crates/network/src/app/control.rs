@@ -431,7 +431,7 @@ impl Network {
 
     /// Forgets the journal's changes up to `through`: an in-memory copy
     /// older than that reads everything again. Called every
-    /// [`JOURNAL_PRUNE_EVERY`] revisions, keeping the last [`JOURNAL_KEEP`].
+    /// 1,000 revisions, keeping the last 10,000.
     pub async fn prune_changes(&self, through: u64) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(|e| Error::internal(&e))?;
         db::prune_changes(&mut tx, through).await.map_err(db_err)?;

@@ -78,7 +78,7 @@ pub fn invalid_input(msg: impl std::fmt::Display) -> Error {
         format!("Invalid input for operation: {msg}."),
     )
 }
-/// `BadRequest`: "Bad <resource> request: …".
+/// `BadRequest`: "Bad \<resource\> request: …".
 pub fn bad_resource(resource: &str, msg: impl std::fmt::Display) -> Error {
     e(
         StatusCode::BAD_REQUEST,

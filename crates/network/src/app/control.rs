@@ -618,25 +618,27 @@ fn build(
         ..Default::default()
     };
     // Ports.
-    let mut group_ids: BTreeSet<String> = BTreeSet::new();
-    let mut network_ids: BTreeSet<String> = BTreeSet::new();
+    // Borrowed from the snapshot: a host's many ports name few groups and
+    // networks.
+    let mut group_ids: BTreeSet<&str> = BTreeSet::new();
+    let mut network_ids: BTreeSet<&str> = BTreeSet::new();
     state
         .ports
         .reserve(s.by_host.get(host).map_or(0, BTreeMap::len));
     for e in Snapshot::under(&s.by_host, host) {
-        network_ids.insert(e.row.network_id.clone());
-        group_ids.extend(e.model.security_group_ids.iter().cloned());
+        network_ids.insert(&e.row.network_id);
+        group_ids.extend(e.model.security_group_ids.iter().map(String::as_str));
         state.ports.push(e.model.clone());
     }
 
     // Security groups, with the groups their rules name as remote groups,
     // and every member address (on any host) of each.
-    let mut todo: Vec<String> = group_ids.iter().cloned().collect();
+    let mut todo: Vec<&str> = group_ids.iter().copied().collect();
     while let Some(g) = todo.pop() {
-        for r in s.rules.get(&g).into_iter().flatten() {
+        for r in s.rules.get(g).into_iter().flatten() {
             if let Some(rg) = &r.remote_group_id {
-                if group_ids.insert(rg.clone()) {
-                    todo.push(rg.clone());
+                if group_ids.insert(rg) {
+                    todo.push(rg);
                 }
             }
         }
@@ -647,12 +649,12 @@ fn build(
             .collect();
         set.into_iter().collect()
     };
-    for g in &group_ids {
+    for &g in &group_ids {
         if !s.groups.contains_key(g) {
             continue;
         }
         state.security_groups.push(SecurityGroup {
-            id: g.clone(),
+            id: g.to_string(),
             rules: s
                 .rules
                 .get(g)
@@ -703,7 +705,7 @@ fn build(
                         }
                     }
                 }
-                network_ids.insert(gp.row.network_id.clone());
+                network_ids.insert(&gp.row.network_id);
                 Some(RouterGateway {
                     network_id: gp.row.network_id.clone(),
                     port_id: gp.row.id.clone(),
@@ -718,7 +720,7 @@ fn build(
                 .iter()
                 .filter(|p| p.row.device_owner == OWNER_ROUTER_INTERFACE)
             {
-                network_ids.insert(leg.row.network_id.clone());
+                network_ids.insert(&leg.row.network_id);
                 for f in &leg.model.fixed_ips {
                     let Some(sn) = s.subnets.iter().find(|sn| sn.row.id == f.subnet_id) else {
                         continue;
@@ -769,7 +771,7 @@ fn build(
     }
 
     // Networks with a port, a router leg or a DHCP port here.
-    for nid in &network_ids {
+    for &nid in &network_ids {
         let Some(n) = s.networks.get(nid) else {
             continue;
         };

@@ -176,7 +176,7 @@ pub(crate) fn resolve_binary(given: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-pub(crate) fn password_auth() -> Value {
+fn password_auth() -> Value {
     json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
@@ -192,7 +192,7 @@ fn token_auth(token: &str, project_id: &str) -> Value {
 }
 
 /// Issues a token; returns it and the response body.
-pub(crate) async fn issue(conn: &mut Conn, body: &Value) -> anyhow::Result<(String, Value)> {
+async fn issue(conn: &mut Conn, body: &Value) -> anyhow::Result<(String, Value)> {
     let (status, headers, resp) = conn
         .send_full(&RequestSpec::post_json(TOKENS, body))
         .await?;
@@ -209,15 +209,22 @@ pub(crate) async fn issue(conn: &mut Conn, body: &Value) -> anyhow::Result<(Stri
     Ok((token, serde_json::from_slice(&resp)?))
 }
 
-/// Gets an admin token (password) and a subject token (token method), checks
-/// that every scenario's request succeeds once, and returns the requests.
-async fn prepare(server: &Server) -> anyhow::Result<Vec<(String, RequestSpec)>> {
-    let mut conn = Conn::connect(server.addr).await?;
-    let (admin, body) = issue(&mut conn, &password_auth()).await?;
+/// An admin token (password method, scoped to the admin project) and that
+/// project's id.
+pub(crate) async fn admin_token(conn: &mut Conn) -> anyhow::Result<(String, String)> {
+    let (token, body) = issue(conn, &password_auth()).await?;
     let project_id = body["token"]["project"]["id"]
         .as_str()
         .ok_or_else(|| anyhow!("no token.project.id in the token body: {body}"))?
         .to_string();
+    Ok((token, project_id))
+}
+
+/// Gets an admin token (password) and a subject token (token method), checks
+/// that every scenario's request succeeds once, and returns the requests.
+async fn prepare(server: &Server) -> anyhow::Result<Vec<(String, RequestSpec)>> {
+    let mut conn = Conn::connect(server.addr).await?;
+    let (admin, project_id) = admin_token(&mut conn).await?;
     let (subject, _) = issue(&mut conn, &token_auth(&admin, &project_id)).await?;
 
     let validate = |path: &str| -> anyhow::Result<RequestSpec> {

@@ -25,13 +25,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context};
+use anyhow::{bail, ensure, Context};
 use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::http::{Conn, RequestSpec};
-use crate::identity::{issue, password_auth, resolve_binary, ADMIN_PASSWORD};
+use crate::identity::{admin_token, resolve_binary, ADMIN_PASSWORD};
 use crate::server::{Server, ServerConfig};
+use crate::stats::Summary;
 use crate::WiringArgs;
 
 const HOST: &str = "bench-host";
@@ -115,18 +116,9 @@ async fn call(
     })
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
+/// Milliseconds of a nanosecond figure.
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
 }
 
 pub async fn run(args: WiringArgs) -> anyhow::Result<()> {
@@ -187,11 +179,7 @@ pub async fn run(args: WiringArgs) -> anyhow::Result<()> {
 
 async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow::Result<()> {
     let mut conn = Conn::connect(server.addr).await?;
-    let (token, body) = issue(&mut conn, &password_auth()).await?;
-    let project = body["token"]["project"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no project in the token"))?
-        .to_string();
+    let (token, project) = admin_token(&mut conn).await?;
     let t = token.as_str();
     call(
         &mut conn,
@@ -250,7 +238,7 @@ async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow:
             201,
         )
         .await?;
-        creates.push(t0.elapsed().as_secs_f64() * 1000.0);
+        creates.push(t0.elapsed().as_nanos() as u64);
         let id = port["port"]["id"].as_str().unwrap_or_default().to_string();
         let tap = format!("tap{}", &id[..11]);
         let peer = format!("v{i}");
@@ -287,29 +275,33 @@ async fn measure(server: &Server, ns: &Namespaces, args: &WiringArgs) -> anyhow:
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        wired.push(t0.elapsed().as_secs_f64() * 1000.0);
+        wired.push(t0.elapsed().as_nanos() as u64);
         if (i + 1) % bucket == 0 || i + 1 == args.ports {
-            let (c, w) = (sorted(&creates), sorted(&wired));
-            println!(
-                "{:>5}   {:>10.1}   {:>16.1}   {:>5.1}",
-                i + 1,
-                pct(&c, 0.5),
-                pct(&w, 0.5),
-                pct(&w, 0.99)
-            );
-            all_creates.append(&mut creates);
-            all_wired.append(&mut wired);
+            all_creates.extend_from_slice(&creates);
+            all_wired.extend_from_slice(&wired);
+            if let (Some(c), Some(w)) = (Summary::of(&mut creates), Summary::of(&mut wired)) {
+                println!(
+                    "{:>5}   {:>10.1}   {:>16.1}   {:>5.1}",
+                    i + 1,
+                    ms(c.p50),
+                    ms(w.p50),
+                    ms(w.p99)
+                );
+            }
+            creates.clear();
+            wired.clear();
         }
     }
-    let (c, w) = (sorted(&all_creates), sorted(&all_wired));
-    println!(
-        "\n{} ports bound → ACTIVE: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; port create p50 {:.1} ms, p99 {:.1} ms",
-        w.len(),
-        pct(&w, 0.5),
-        pct(&w, 0.99),
-        w.last().copied().unwrap_or(0.0),
-        pct(&c, 0.5),
-        pct(&c, 0.99),
-    );
+    if let (Some(c), Some(w)) = (Summary::of(&mut all_creates), Summary::of(&mut all_wired)) {
+        println!(
+            "\n{} ports bound → ACTIVE: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; port create p50 {:.1} ms, p99 {:.1} ms",
+            w.count,
+            ms(w.p50),
+            ms(w.p99),
+            ms(w.max),
+            ms(c.p50),
+            ms(c.p99),
+        );
+    }
     Ok(())
 }

@@ -84,6 +84,15 @@ impl Lab {
         });
         ns
     }
+
+    /// Bridge `fsb-a` with VMs `a` (10.0.0.5, on `tap-a`) and `b`
+    /// (10.0.0.6, on `tap-b`).
+    fn pair(&mut self) -> (Netns, Netns) {
+        self.bridge("fsb-a");
+        let a = self.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
+        let b = self.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+        (a, b)
+    }
 }
 
 fn port(name: &str, mark: u32, mac: &str, ip: &str, rules: Vec<SgRule>) -> PortRules {
@@ -147,9 +156,7 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     }
     let started = Instant::now();
     let mut lab = Lab::new();
-    lab.bridge("fsb-a");
-    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
-    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let (a, b) = lab.pair();
     let fw = Nft::new(lab.host.clone());
     fw.ensure_base().unwrap();
     fw.ensure_base().unwrap();
@@ -277,9 +284,7 @@ fn anti_spoofing_drops_a_foreign_source_unless_port_security_is_off() {
         return;
     }
     let mut lab = Lab::new();
-    lab.bridge("fsb-a");
-    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
-    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let (a, b) = lab.pair();
     let fw = Nft::new(lab.host.clone());
     fw.ensure_base().unwrap();
     fw.upsert_network("fsb-a", 1).unwrap();
@@ -723,9 +728,7 @@ fn an_older_agents_per_port_tables_are_taken_over_in_place() {
         return;
     }
     let mut lab = Lab::new();
-    lab.bridge("fsb-a");
-    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
-    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let (a, b) = lab.pair();
     nft_text(&lab.host, &["-f", "-"], PER_PORT_LAYOUT);
     let filtered = |what: &str| {
         assert!(
@@ -908,9 +911,7 @@ fn an_older_agents_interval_member_sets_are_replaced_by_plain_ones_in_place() {
     }
     const G: &str = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
     let mut lab = Lab::new();
-    lab.bridge("fsb-a");
-    let a = lab.vm("a", "fsb-a", "tap-a", "fa:16:3e:00:0a:01", "10.0.0.5");
-    let b = lab.vm("b", "fsb-a", "tap-b", "fa:16:3e:00:0a:02", "10.0.0.6");
+    let (a, b) = lab.pair();
     let fw = Nft::new(lab.host.clone());
     fw.ensure_base().unwrap();
     netns::write_sysctl(&lab.host, "net.netfilter.nf_conntrack_tcp_loose", "0").unwrap();

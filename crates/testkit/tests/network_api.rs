@@ -151,6 +151,16 @@ impl Env {
         merge(&mut b, extra);
         self.create(tok, "ports", "port", b).await
     }
+    /// A security group named `name`, as `tok` makes it.
+    async fn security_group(&self, tok: &str, name: &str) -> Value {
+        self.create(
+            tok,
+            "security-groups",
+            "security_group",
+            json!({ "name": name }),
+        )
+        .await
+    }
     /// Router `r1` with its gateway on `ext` and a leg on `sub`.
     async fn router(&self, tok: &str, ext: &str, sub: &str) -> String {
         let rid = id(&self
@@ -792,14 +802,7 @@ async fn ports_crud_bindings_security_and_pairs() {
         .await;
     assert_eq!(u.status, StatusCode::OK, "{}", u.body);
     assert_eq!(u.body["port"]["fixed_ips"].as_array().unwrap().len(), 2);
-    let sg = e
-        .create(
-            &e.alice,
-            "security-groups",
-            "security_group",
-            json!({"name": "web"}),
-        )
-        .await;
+    let sg = e.security_group(&e.alice, "web").await;
     let u = e
         .put(
             &e.alice,
@@ -1089,14 +1092,7 @@ async fn default_security_group_has_exactly_upstreams_rules() {
     assert_eq!(bobs.body["security_groups"].as_array().unwrap().len(), 1);
     assert_ne!(id(&bobs.body["security_groups"][0]), gid);
     // A new group gets only the two egress rules.
-    let web = e
-        .create(
-            &e.alice,
-            "security-groups",
-            "security_group",
-            json!({"name": "web"}),
-        )
-        .await;
+    let web = e.security_group(&e.alice, "web").await;
     let dirs: Vec<&str> = web["security_group_rules"]
         .as_array()
         .unwrap()
@@ -1220,14 +1216,7 @@ async fn default_security_group_has_exactly_upstreams_rules() {
 #[tokio::test]
 async fn checklist_14_malformed_rules_and_pairs_are_refused() {
     let e = env().await;
-    let sg = e
-        .create(
-            &e.alice,
-            "security-groups",
-            "security_group",
-            json!({"name": "g"}),
-        )
-        .await;
+    let sg = e.security_group(&e.alice, "g").await;
     let gid = id(&sg);
     let rule = |body: Value| {
         let mut b = json!({"security_group_id": gid, "direction": "ingress"});
@@ -2236,14 +2225,7 @@ async fn the_in_memory_host_state_follows_every_kind_of_write() {
         after.ports.iter().find(|p| p.id == vm).unwrap().hostname,
         "vm-one"
     );
-    let sg = e
-        .create(
-            &e.alice,
-            "security-groups",
-            "security_group",
-            json!({"name": "web"}),
-        )
-        .await;
+    let sg = e.security_group(&e.alice, "web").await;
     let sgid = id(&sg);
     let rule = e
         .create(

@@ -45,6 +45,9 @@ struct Snapshot {
     by_network: Index,
     by_device: Index,
     by_group: Index,
+    /// Each group's member addresses, sorted, kept as its members change
+    /// rather than gathered for every host state.
+    members: HashMap<String, Vec<IpAddr>>,
     groups: HashMap<String, db::secgroup::SecurityGroup>,
     rules: HashMap<String, Vec<db::secgroup::Rule>>,
     routers: Vec<db::router::Router>,
@@ -181,7 +184,8 @@ impl Snapshot {
         let bindings = db::port::security_group_bindings(&mut *c)
             .await
             .map_err(db_err)?;
-        s.insert_ports(rows, allocs, bindings);
+        let touched = s.insert_ports(rows, allocs, bindings);
+        s.settle_members(touched);
         Ok(s)
     }
 
@@ -257,20 +261,26 @@ impl Snapshot {
         let bindings = db::port::security_group_bindings_of(&mut *c, ids)
             .await
             .map_err(db_err)?;
+        let mut touched = BTreeSet::new();
         for id in ids {
-            self.remove_port(id);
+            if let Some(e) = self.remove_port(id) {
+                touched.extend(e.groups.iter().cloned());
+            }
         }
-        self.insert_ports(rows, allocs, bindings);
+        touched.extend(self.insert_ports(rows, allocs, bindings));
+        self.settle_members(touched);
         Ok(())
     }
 
-    /// Adds ports from their rows, fixed IPs and group bindings.
+    /// Adds ports from their rows, fixed IPs and group bindings; returns
+    /// the groups they are members of.
     fn insert_ports(
         &mut self,
         rows: Vec<db::port::Port>,
         allocs: Vec<db::port::Allocation>,
         bindings: Vec<(String, String)>,
-    ) {
+    ) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
         let mut ips: HashMap<String, Vec<db::port::Allocation>> = HashMap::new();
         for a in allocs {
             ips.entry(a.port_id.clone()).or_default().push(a);
@@ -288,21 +298,36 @@ impl Snapshot {
             index(&mut self.by_device, &e.row.device_id, &e);
             for g in &e.groups {
                 index(&mut self.by_group, g, &e);
+                touched.insert(g.clone());
             }
             self.ports.insert(e.row.id.clone(), e);
         }
+        touched
     }
 
-    fn remove_port(&mut self, id: &str) {
-        let Some(e) = self.ports.remove(id) else {
-            return;
-        };
+    /// Gathers again the member addresses of these groups.
+    fn settle_members(&mut self, groups: BTreeSet<String>) {
+        for g in groups {
+            let set: BTreeSet<IpAddr> = Snapshot::under(&self.by_group, &g)
+                .flat_map(|e| e.member_ips.iter().copied())
+                .collect();
+            if set.is_empty() {
+                self.members.remove(&g);
+            } else {
+                self.members.insert(g, set.into_iter().collect());
+            }
+        }
+    }
+
+    fn remove_port(&mut self, id: &str) -> Option<Arc<PortEntry>> {
+        let e = self.ports.remove(id)?;
         unindex(&mut self.by_host, &e.row.host_id, id);
         unindex(&mut self.by_network, &e.row.network_id, id);
         unindex(&mut self.by_device, &e.row.device_id, id);
         for g in &e.groups {
             unindex(&mut self.by_group, g, id);
         }
+        Some(e)
     }
 
     /// The ports under `key` in an index.
@@ -643,12 +668,6 @@ fn build(
             }
         }
     }
-    let members = |g: &str| -> Vec<IpAddr> {
-        let set: BTreeSet<IpAddr> = Snapshot::under(&s.by_group, g)
-            .flat_map(|e| e.member_ips.iter().copied())
-            .collect();
-        set.into_iter().collect()
-    };
     for &g in &group_ids {
         if !s.groups.contains_key(g) {
             continue;
@@ -679,7 +698,7 @@ fn build(
                     remote_group_id: r.remote_group_id.clone(),
                 })
                 .collect(),
-            member_ips: members(g),
+            member_ips: s.members.get(g).cloned().unwrap_or_default(),
         });
     }
 

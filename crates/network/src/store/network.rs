@@ -42,19 +42,6 @@ pub async fn list<'e>(e: impl Exec<'e>) -> Result<Vec<Network>, Error> {
     )
 }
 
-pub async fn list_ids<'e>(e: impl Exec<'e>, ids: &[String]) -> Result<Vec<Network>, Error> {
-    let mut qb = sqlx::QueryBuilder::new("SELECT * FROM network WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(id);
-    }
-    sep.push_unseparated(") ORDER BY created_at, id");
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(qb.build_query_as().fetch_all(e).await?)
-}
-
 pub async fn insert<'e>(e: impl Exec<'e>, n: &Network) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO network (id, project_id, name, description, admin_state_up, status, shared, \

@@ -111,8 +111,10 @@ pub struct ServeArgs {
     /// (bridge_mappings); repeatable.
     #[arg(long = "physical-network", value_parser = parse_physical_network)]
     pub physical_networks: Vec<(String, String)>,
-    /// This host's VXLAN underlay address ([vxlan] local_ip).
-    #[arg(long)]
+    /// This host's VXLAN underlay address ([vxlan] local_ip), IPv4: the
+    /// agent builds VXLAN over IPv4 only, so an IPv6 address is refused
+    /// here rather than dropped later.
+    #[arg(long, value_parser = parse_tunnel_ip)]
     pub tunnel_ip: Option<std::net::IpAddr>,
     /// Run the node agent that builds the network data plane on this host
     /// (bridges, VXLAN, security groups, routers, DHCP, metadata).
@@ -159,6 +161,19 @@ fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("{s:?}: VNIs run from 1 to 16777215, FIRST <= LAST"));
     }
     Ok((a, b))
+}
+
+/// `--tunnel-ip`: an IPv4 address. The network service takes any
+/// address, but the agent's VXLAN devices are IPv4 only; an IPv6 address
+/// would leave this host without tunnels while other hosts send to it.
+fn parse_tunnel_ip(s: &str) -> Result<std::net::IpAddr, String> {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip @ std::net::IpAddr::V4(_)) => Ok(ip),
+        Ok(std::net::IpAddr::V6(_)) => Err(format!(
+            "{s:?} is an IPv6 address: VXLAN tunnels run over IPv4 only, give this host's IPv4 underlay address"
+        )),
+        Err(_) => Err(format!("{s:?} is not an IPv4 address")),
+    }
 }
 
 fn parse_physical_network(s: &str) -> Result<(String, String), String> {
@@ -267,5 +282,35 @@ impl ServeArgs {
             image_import_extra_root_certs: Vec::new(),
             agent,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["ferrostack", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Serve(a) => *a,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn an_ipv4_tunnel_ip_is_taken() {
+        let a = serve(&["--tunnel-ip", "192.0.2.7"]).unwrap();
+        assert_eq!(a.tunnel_ip, Some("192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_tunnel_ip_is_refused_with_a_clear_message() {
+        let e = serve(&["--tunnel-ip", "2001:db8::7"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let msg = e.to_string();
+        assert!(msg.contains("--tunnel-ip"), "{msg}");
+        assert!(msg.contains("IPv6") && msg.contains("IPv4 only"), "{msg}");
+        assert!(serve(&["--tunnel-ip", "not-an-address"]).is_err());
     }
 }

@@ -128,6 +128,14 @@ pub struct ServeArgs {
     /// tests that run several clouds on one machine.
     #[arg(long, hide = true, default_value = "")]
     pub agent_netns_scope: String,
+    /// Metadata requests one guest (network + source address) may have
+    /// open at once; more are answered 429.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub metadata_connections_per_caller: u32,
+    /// Seconds the metadata proxy reuses what the controller answered for
+    /// a guest (0: ask on every request).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub metadata_cache_seconds: u64,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_network: i64,
@@ -244,6 +252,10 @@ impl ServeArgs {
             _ => Some(ferrostack::serve::AgentSettings {
                 host_netns: self.agent_netns,
                 netns_scope: self.agent_netns_scope,
+                metadata_limits: agent::metadata::Limits {
+                    per_caller: self.metadata_connections_per_caller as usize,
+                    cache_ttl: std::time::Duration::from_secs(self.metadata_cache_seconds),
+                },
             }),
         };
         Ok(ferrostack::serve::Settings {
@@ -312,5 +324,26 @@ mod tests {
         assert!(msg.contains("--tunnel-ip"), "{msg}");
         assert!(msg.contains("IPv6") && msg.contains("IPv4 only"), "{msg}");
         assert!(serve(&["--tunnel-ip", "not-an-address"]).is_err());
+    }
+
+    #[test]
+    fn metadata_limits_have_defaults_and_bounds() {
+        let a = serve(&[]).unwrap();
+        assert_eq!(
+            (a.metadata_connections_per_caller, a.metadata_cache_seconds),
+            (8, 5)
+        );
+        let a = serve(&[
+            "--metadata-connections-per-caller",
+            "2",
+            "--metadata-cache-seconds",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.metadata_connections_per_caller, a.metadata_cache_seconds),
+            (2, 0)
+        );
+        assert!(serve(&["--metadata-connections-per-caller", "0"]).is_err());
     }
 }

@@ -80,6 +80,8 @@ pub struct AgentSettings {
     /// Scope of the agent's namespace names (`agent::names::Scope`);
     /// empty in production.
     pub netns_scope: String,
+    /// The metadata proxy's connections per caller and answer cache.
+    pub metadata_limits: agent::metadata::Limits,
 }
 
 impl Settings {
@@ -319,6 +321,7 @@ fn start_agent(
     let mut cfg = agent::Config::new(&state_dir);
     cfg.host_netns = host_netns.clone();
     cfg.netns_scope = a.netns_scope.clone();
+    cfg.metadata_limits = a.metadata_limits;
     cfg.vxlan_local = match args.tunnel_ip {
         Some(std::net::IpAddr::V4(ip)) => Some(ip),
         // The command line refuses it too; a library caller gets the same.

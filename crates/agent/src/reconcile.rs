@@ -583,6 +583,7 @@ mod tests {
             fw.clone(),
             Arc::new(FakeControl::new(st.clone())),
             MarkStore::in_memory(),
+            crate::metadata::Limits::default(),
         );
         device(&net, &p1.device_name, "vm1").await;
         let r = rec.pass(&Arc::new(st.clone()), true).await.unwrap();

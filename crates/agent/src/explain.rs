@@ -223,9 +223,24 @@ pub fn explain_port(
             for (rule, id) in r.rules.iter().zip(&pp.rule_ids) {
                 let ct = pm
                     .and_then(|m| Some((m.mark, *m.rules.get(id)?)))
-                    .map(|(p, c)| format!("ct mark {:#x}", p | c))
+                    .map(|(p, c)| format!("stamps ct mark {:#x}", p | c))
                     .unwrap_or_default();
                 let _ = writeln!(o, "     rule {id}: {} {ct}", describe_rule(rule));
+            }
+            if !r.rules.is_empty() {
+                // What the marks really do (issue 10): one conntrack mark
+                // per session, and the last stamp wins.
+                let _ = writeln!(
+                    o,
+                    "     sessions: a session has one conntrack mark, stamped by every rule that admits its first \
+                     packet, the last one winning (egress rules in sg_pre, then the receiver's ingress rule in \
+                     sg_fwd); deleting a rule, or this port leaving a group, cuts the sessions still carrying \
+                     its stamp (set revoked). A session from this port to another port with port security on \
+                     this host carries the receiver's ingress stamp, so deleting one of the egress rules above \
+                     does not cut it (only new sessions fail); sessions to a router leg, another host or a port \
+                     without port security keep this port's egress stamp and are cut. A port leaving a remote \
+                     group cuts none of its established sessions."
+                );
             }
             if r.rules.is_empty() {
                 let _ = writeln!(

@@ -36,6 +36,7 @@ pub mod reconcile;
 mod routers;
 mod secgroups;
 pub mod socket;
+pub mod supervise;
 pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +125,8 @@ pub struct Config {
     pub vxlan_underlay: Option<String>,
     /// Port the metadata proxy listens on inside router namespaces.
     pub metadata_port: u16,
+    /// Connections per caller and answer caching of the metadata proxy.
+    pub metadata_limits: metadata::Limits,
     /// DHCP lease time in seconds.
     pub lease_time: u32,
     /// How long one `watch` call may wait.
@@ -149,6 +152,7 @@ impl Config {
             vxlan_local: None,
             vxlan_underlay: None,
             metadata_port: 9697,
+            metadata_limits: metadata::Limits::default(),
             lease_time: 86_400,
             watch_wait: Duration::from_secs(30),
             resync_interval: Duration::from_secs(10),
@@ -205,6 +209,7 @@ impl Agent {
             fw,
             control.clone(),
             marks,
+            config.metadata_limits,
         );
         let mut rec = rec;
         rec.serve_dhcp = config.dhcp_servers;
@@ -226,6 +231,14 @@ impl Agent {
         self.explainer.clone()
     }
 
+    /// Makes this agent update `explainer` (one its predecessor made)
+    /// instead of its own, so the socket that serves it keeps serving
+    /// across restarts.
+    pub fn with_explainer(mut self, explainer: Explainer) -> Agent {
+        self.explainer = explainer;
+        self
+    }
+
     /// One reconcile pass over `state` (tests and tools; [`Agent::run`]
     /// calls it on every change). `deep` also reads the firewall back.
     pub async fn reconcile(&mut self, state: &HostState, deep: bool) -> Result<PassReport, Error> {
@@ -238,6 +251,7 @@ impl Agent {
         deep: bool,
     ) -> Result<PassReport, Error> {
         self.take_events();
+        self.rec.rules_failed = false;
         let r = self.rec.pass(state, deep).await?;
         self.after_pass(state, &r);
         Ok(r)
@@ -257,6 +271,7 @@ impl Agent {
         state: &Arc<HostState>,
     ) -> Result<Option<PassReport>, Error> {
         let events = self.take_events();
+        self.rec.rules_failed = false;
         let r = self.rec.light_pass(state, &events).await?;
         if let Some(r) = &r {
             self.after_pass(state, r);
@@ -384,12 +399,22 @@ impl Agent {
         tick.tick().await;
         let mut last_deep: Option<Instant> = None;
         let mut last_revision: Option<u64> = None;
+        // Ports whose rules could not be applied are retried by a full
+        // pass, sooner than the periodic one (1 s, doubling up to 8 s).
+        let mut retry: Option<(tokio::time::Instant, Duration)> = None;
         loop {
             let mut periodic = false;
+            let retry_at = retry.map(|(at, _)| at);
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Ok(()) },
                 _ = trigger.notified() => {}
                 _ = tick.tick() => periodic = true,
+                _ = async {
+                    match retry_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => periodic = true,
             }
             let Some(state) = rx.borrow_and_update().clone() else {
                 continue;
@@ -427,6 +452,16 @@ impl Agent {
                         );
                     }
                     last_revision = Some(state.revision);
+                    retry = if self.rec.rules_failed {
+                        let wait = retry.map_or(Duration::from_secs(1), |(_, w)| {
+                            (w * 2).min(Duration::from_secs(8))
+                        });
+                        Some((tokio::time::Instant::now() + wait, wait))
+                    } else if light {
+                        retry
+                    } else {
+                        None
+                    };
                     self.report(&r).await;
                     if self.retrigger {
                         trigger.notify_one();

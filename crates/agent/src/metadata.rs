@@ -13,16 +13,26 @@
 //! anti-spoofing guarantees is the VM's own. No header is read: a guest
 //! that sends `X-Instance-ID`, `X-Forwarded-For` or `X-Tenant-ID` gets
 //! exactly what it would get without them. Unknown callers get 404.
+//!
+//! **A guest cannot use the proxy to load the controller** ([`Proxy`]):
+//! one caller (network + source address) may hold only
+//! [`Limits::per_caller`] connections at once — the next is answered 429
+//! at once and closed — and what the controller answered for a caller is
+//! reused for [`Limits::cache_ttl`], concurrent requests of one caller
+//! waiting for the one question in flight.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hostlink::IpNet;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use netmodel::{MetadataAnswer, MetadataCaller, NetworkControl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::AbortOnDrop;
@@ -94,6 +104,151 @@ impl Site {
     }
 }
 
+/// How much one caller may ask of the proxy, and through it of the
+/// controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections one caller (network + source address) may have open
+    /// at once; one more is answered `429 Too Many Requests` and closed.
+    pub per_caller: usize,
+    /// How long the controller's answer for a caller is reused (zero: it
+    /// is asked on every request).
+    pub cache_ttl: Duration,
+}
+
+impl Default for Limits {
+    /// 8 connections per caller (cloud-init makes them one at a time);
+    /// answers kept 5 seconds (a boot reads a handful of documents in
+    /// that time, a port's change shows within it).
+    fn default() -> Self {
+        Limits {
+            per_caller: 8,
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A caller as the limits count it: its network (empty when the
+/// connection matched no leg) and source address.
+type Key = (String, IpAddr);
+
+/// A cached answer: when it was read, and what.
+type Cached = Option<(Instant, Option<MetadataAnswer>)>;
+
+/// Entries kept before expired ones are swept.
+const CACHE_SWEEP_AT: usize = 4096;
+
+/// What every listener of one agent shares: the controller, the answers
+/// it gave per caller, and the connections each caller has open.
+pub struct Proxy {
+    control: Arc<dyn NetworkControl>,
+    limits: Limits,
+    open: Mutex<HashMap<Key, usize>>,
+    cache: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Cached>>>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// One open connection of a caller; counted until dropped.
+struct Slot {
+    proxy: Arc<Proxy>,
+    key: Key,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.proxy.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy asking `control`, within `limits`.
+    pub fn new(control: Arc<dyn NetworkControl>, limits: Limits) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            control,
+            limits,
+            open: Mutex::default(),
+            cache: Mutex::default(),
+        })
+    }
+
+    /// Counts a connection of `key`; `None` when it already has as many
+    /// as it may.
+    fn enter(self: &Arc<Self>, key: Key) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= self.limits.per_caller {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            proxy: self.clone(),
+            key,
+        })
+    }
+
+    /// The controller's answer for `caller`, asked at most once per
+    /// `cache_ttl` (errors are not kept: the next request asks again).
+    pub async fn lookup(
+        &self,
+        caller: MetadataCaller,
+    ) -> Result<Option<MetadataAnswer>, netmodel::Error> {
+        let ttl = self.limits.cache_ttl;
+        let key = (caller.network_id.clone(), caller.ip);
+        let cell = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_SWEEP_AT {
+                // Entries in use (locked) stay; idle expired ones go.
+                cache.retain(|_, c| {
+                    c.try_lock()
+                        .map_or(true, |g| g.as_ref().is_some_and(|(t, _)| t.elapsed() < ttl))
+                });
+            }
+            cache.entry(key).or_default().clone()
+        };
+        // One question per caller at a time: the others wait for it.
+        let mut entry = cell.lock().await;
+        if let Some((at, answer)) = &*entry {
+            if at.elapsed() < ttl {
+                return Ok(answer.clone());
+            }
+        }
+        let answer = self.control.metadata(caller).await?;
+        *entry = Some((Instant::now(), answer.clone()));
+        Ok(answer)
+    }
+}
+
+/// What a caller over its limit gets: an answer without reading its
+/// request, then the connection closes.
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\
+retry-after: 1\r\ncontent-length: 4\r\nconnection: close\r\n\r\n429\n";
+
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(TOO_MANY).await?;
+        stream.shutdown().await?;
+        // Read what the guest sent, so closing does not reset the
+        // connection under the answer.
+        let mut buf = [0u8; 4096];
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 /// A running listener; dropping it closes the socket and every
 /// connection.
 pub struct Listener {
@@ -118,7 +273,7 @@ impl Listener {
         sock: std::net::TcpListener,
         addr: SocketAddr,
         site: Site,
-        control: Arc<dyn NetworkControl>,
+        proxy: Arc<Proxy>,
     ) -> std::io::Result<Listener> {
         sock.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(sock)?;
@@ -140,11 +295,21 @@ impl Listener {
                     Err(_) => continue,
                 };
                 let caller = rx.borrow().caller(local, peer);
-                let control = control.clone();
+                let key = match &caller {
+                    Some(c) => (c.network_id.clone(), c.ip),
+                    None => (String::new(), peer.ip()),
+                };
+                let Some(slot) = proxy.enter(key) else {
+                    tracing::debug!(%peer, "metadata: too many connections from one caller");
+                    conns.spawn(refuse(stream));
+                    continue;
+                };
+                let proxy = proxy.clone();
                 conns.spawn(async move {
+                    let _slot = slot;
                     let svc = hyper::service::service_fn(move |req| {
-                        let (control, caller) = (control.clone(), caller.clone());
-                        async move { Ok::<_, Infallible>(answer(control, caller, req).await) }
+                        let (proxy, caller) = (proxy.clone(), caller.clone());
+                        async move { Ok::<_, Infallible>(answer(&proxy, caller, req).await) }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);
                     let conn = hyper::server::conn::http1::Builder::new()
@@ -190,7 +355,7 @@ fn not_found() -> Response<Full<Bytes>> {
 
 /// Answers one request. Only the method and the path are read.
 async fn answer<B>(
-    control: Arc<dyn NetworkControl>,
+    proxy: &Proxy,
     caller: Option<MetadataCaller>,
     req: Request<B>,
 ) -> Response<Full<Bytes>> {
@@ -200,7 +365,7 @@ async fn answer<B>(
     let Some(caller) = caller else {
         return not_found();
     };
-    let ans = match control.metadata(caller).await {
+    let ans = match proxy.lookup(caller).await {
         Ok(Some(a)) => a,
         Ok(None) => return not_found(),
         Err(e) => {

@@ -118,6 +118,8 @@ impl Reconciler {
         // Marks first, saved before any rule that uses them goes in.
         let mut wanted: BTreeMap<String, Option<nft::PortRules>> = BTreeMap::new();
         let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        // Ports whose rules cannot be applied: cut off (fail closed).
+        let mut unruled: BTreeMap<String, String> = BTreeMap::new();
         for pp in ports.iter().copied() {
             if let Some(e) = pp.error.as_ref().or_else(|| net_errors.get(&pp.network_id)) {
                 failed.insert(pp.device.clone(), e.clone());
@@ -128,18 +130,34 @@ impl Reconciler {
                     wanted.insert(pp.device.clone(), r);
                 }
                 Err(e) => {
-                    failed.insert(pp.device.clone(), e.to_string());
+                    unruled.insert(pp.device.clone(), format!("rules: {}", crate::Chain(&e)));
                 }
             }
         }
         let t = std::time::Instant::now();
-        self.marks.save()?;
+        if let Err(e) = self.marks.save() {
+            // No rule with an unsaved mark goes in: the ports whose rules
+            // change wait, cut off; the others stay as they are.
+            let msg = format!("rules: {}", crate::Chain(&Error::from(e)));
+            wanted.retain(|dev, r| {
+                let same = r.is_none() || self.applied_ports.get(dev) == r.as_ref();
+                if !same {
+                    unruled.insert(dev.clone(), msg.clone());
+                }
+                same
+            });
+        }
         tracing::trace!(took = ?t.elapsed(), "marks saved");
 
         let mut statuses = Statuses::new();
         for pp in ports.iter().copied() {
             if let Some(e) = failed.get(&pp.device) {
                 statuses.insert(pp.port_id.clone(), (PortStatus::Error, Some(e.clone())));
+                continue;
+            }
+            if let Some(e) = unruled.get(&pp.device) {
+                let st = self.cut_off(pp, e.clone()).await;
+                statuses.insert(pp.port_id.clone(), st);
                 continue;
             }
             let rules = wanted.get(&pp.device).cloned().flatten();
@@ -191,13 +209,10 @@ impl Reconciler {
                             }
                             Err(e) => {
                                 self.applied_ports.remove(&pp.device);
-                                statuses.insert(
-                                    pp.port_id.clone(),
-                                    (
-                                        PortStatus::Error,
-                                        Some(format!("rules: {}", crate::Chain(&e))),
-                                    ),
-                                );
+                                let st = self
+                                    .cut_off(pp, format!("rules: {}", crate::Chain(&e)))
+                                    .await;
+                                statuses.insert(pp.port_id.clone(), st);
                                 false
                             }
                         }
@@ -215,6 +230,34 @@ impl Reconciler {
             statuses.insert(pp.port_id.clone(), status);
         }
         Ok(statuses)
+    }
+
+    /// Fails closed: a port whose rules could not be applied must not
+    /// forward with the rules it had (a revoked rule would keep admitting
+    /// traffic). Its device leaves the bridge and goes down until a later
+    /// pass applies its rules and wires it again (the agent retries, see
+    /// `Reconciler::rules_failed`); it is reported `ERROR` meanwhile.
+    async fn cut_off(&mut self, pp: &PortPlan, why: String) -> Status {
+        self.rules_failed = true;
+        let ns = self.host_ns.clone();
+        let mut msg = format!("{why}; the port forwards nothing until its rules apply");
+        if !pp.agent_made {
+            for r in [
+                self.net.set_master(&ns, &pp.device, None).await,
+                self.net.set_up(&ns, &pp.device, false).await,
+            ] {
+                match r {
+                    Ok(()) | Err(hostlink::Error::NoSuchLink { .. }) => {}
+                    Err(e) => {
+                        let e = format!("cutting {} off: {}", pp.device, crate::Chain(&e));
+                        self.warn(e.clone());
+                        msg = format!("{msg}; {e}");
+                    }
+                }
+            }
+        }
+        tracing::warn!(port = %pp.port_id, device = %pp.device, "{msg}");
+        (PortStatus::Error, Some(msg))
     }
 
     /// Wires a device whose state was listed.

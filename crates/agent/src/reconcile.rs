@@ -64,7 +64,6 @@ pub(crate) struct Reconciler {
     pub settings: PlanSettings,
     pub net: Arc<dyn HostNet>,
     pub fw: Arc<dyn Firewall>,
-    pub control: Arc<dyn NetworkControl>,
     pub marks: MarkStore,
     /// Port rules known to be installed (device → rules with marks).
     pub applied_ports: HashMap<String, nft::PortRules>,
@@ -77,6 +76,8 @@ pub(crate) struct Reconciler {
     pub configured_ns: HashSet<String>,
     pub base_ready: bool,
     pub metadata: HashMap<String, metadata::Listener>,
+    /// What every metadata listener shares (limits and cache).
+    pub metadata_proxy: Arc<metadata::Proxy>,
     pub dhcp: HashMap<String, dhcp::Server>,
     pub changes: usize,
     pub warnings: Vec<String>,
@@ -90,6 +91,9 @@ pub(crate) struct Reconciler {
     pub last_revision: Option<u64>,
     pub last_statuses: BTreeMap<String, (PortStatus, Option<String>)>,
     pub last_net_errors: BTreeMap<String, String>,
+    /// Set by a pass that could not apply some port's rules (those ports
+    /// are cut off): the agent retries with a full pass soon.
+    pub rules_failed: bool,
 }
 
 impl Reconciler {
@@ -100,13 +104,14 @@ impl Reconciler {
         fw: Arc<dyn Firewall>,
         control: Arc<dyn NetworkControl>,
         marks: MarkStore,
+        metadata_limits: metadata::Limits,
     ) -> Self {
         Reconciler {
+            metadata_proxy: metadata::Proxy::new(control, metadata_limits),
             host_ns,
             settings,
             net,
             fw,
-            control,
             marks,
             applied_ports: HashMap::new(),
             fw_ports: BTreeSet::new(),
@@ -126,6 +131,7 @@ impl Reconciler {
             last_revision: None,
             last_statuses: BTreeMap::new(),
             last_net_errors: BTreeMap::new(),
+            rules_failed: false,
         }
     }
 
@@ -577,6 +583,7 @@ mod tests {
             fw.clone(),
             Arc::new(FakeControl::new(st.clone())),
             MarkStore::in_memory(),
+            crate::metadata::Limits::default(),
         );
         device(&net, &p1.device_name, "vm1").await;
         let r = rec.pass(&Arc::new(st.clone()), true).await.unwrap();

@@ -263,7 +263,7 @@ impl Reconciler {
         self.metadata.remove(&key);
         self.changes += 1;
         let sock = self.net.listen_tcp(ns, addr).await?;
-        let l = metadata::Listener::spawn(sock, addr, site, self.control.clone())
+        let l = metadata::Listener::spawn(sock, addr, site, self.metadata_proxy.clone())
             .map_err(|e| Error::Invalid(format!("metadata listener in {ns}: {e}")))?;
         self.metadata.insert(key, l);
         Ok(())

@@ -222,6 +222,10 @@ async fn a_second_pass_changes_nothing_and_ports_wait_for_their_device() {
         "fsr-",
         "203.0.113.20",
         "ACTIVE",
+        // What the marks really are: one per session, the last stamp wins.
+        "stamps ct mark 0x",
+        "the last one winning",
+        "does not cut it",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
@@ -373,4 +377,287 @@ async fn new_gateway_addresses_and_floating_ips_are_announced_once() {
         .await
         .iter()
         .all(|g| g.link.starts_with("qg-")));
+}
+
+async fn wait_until(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// Where a device is: (its bridge, up).
+async fn link_of(net: &hostlink::Fake, dev: &str) -> (Option<String>, bool) {
+    let l = net
+        .list_links(&Netns::Current)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == dev)
+        .unwrap();
+    (l.master, l.up)
+}
+
+/// Fail closed: when a port's changed rules cannot be applied, its device
+/// leaves the bridge and goes down (its old rules would keep admitting
+/// what was revoked), it is reported ERROR, and the agent retries on its
+/// own until the rules apply, then wires it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_whose_rules_cannot_be_applied_is_cut_off_and_retried() {
+    use std::time::Duration;
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let fw = Arc::new(agent::testing::FaultyFirewall::new(w.fw.clone()));
+    let ctl = Arc::new(FakeControl::new(w.state.clone()));
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    // Only the agent's own retry can bring the ports back in this test.
+    cfg.resync_interval = Duration::from_secs(120);
+    let a = Agent::new("h1", ctl.clone(), w.net.clone(), fw.clone(), cfg).unwrap();
+    let _run = agent::AbortOnDrop(tokio::spawn(async move {
+        let _ = a.run().await;
+    }));
+    let t = Duration::from_secs(10);
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Active, t).await);
+    }
+    let devs: Vec<String> = w
+        .state
+        .ports
+        .iter()
+        .map(|p| p.device_name.clone())
+        .collect();
+    for d in &devs {
+        let (master, up) = link_of(&w.net, d).await;
+        assert!(master.is_some_and(|m| m.starts_with("fsb-")) && up, "{d}");
+    }
+    // The ssh rule is deleted, and the firewall refuses every port update.
+    fw.fail_port_updates(true);
+    let ssh = w.rule_ssh.clone();
+    ctl.update(|s| {
+        for g in &mut s.security_groups {
+            g.rules.retain(|r| r.id != ssh);
+        }
+    });
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Error, t).await, "{p}");
+    }
+    // (The fake records a report just after its status.)
+    let faulted = || {
+        ctl.reports()
+            .iter()
+            .rev()
+            .find(|r| r.port_id == w.vm[0])
+            .is_some_and(|r| {
+                r.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("injected fault"))
+            })
+    };
+    assert!(wait_until(t, faulted).await, "{:?}", ctl.reports());
+    for d in &devs {
+        assert_eq!(
+            link_of(&w.net, d).await,
+            (None, false),
+            "{d} still forwards"
+        );
+    }
+    // Still cut off on the retries while the fault lasts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for d in &devs {
+        assert_eq!(link_of(&w.net, d).await, (None, false), "{d}");
+    }
+    // The fault clears: with no new revision, the agent's own retry
+    // applies the rules and wires the ports again.
+    fw.fail_port_updates(false);
+    for p in &w.vm {
+        assert!(
+            ctl.wait_status(p, PortStatus::Active, Duration::from_secs(9))
+                .await,
+            "{p}"
+        );
+    }
+    for d in &devs {
+        let (master, up) = link_of(&w.net, d).await;
+        assert!(master.is_some_and(|m| m.starts_with("fsb-")) && up, "{d}");
+    }
+    assert!(!w.fw.revoked().is_empty(), "the deleted rule's sessions");
+}
+
+/// Log lines written through a test subscriber.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// A panic in the agent's loop: the supervisor logs it, reports the
+/// agent down, and starts a new agent after its backoff, which wires the
+/// ports and is heard from again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_agents_loop_is_logged_reported_and_restarted() {
+    use std::time::Duration;
+    use tracing::instrument::WithSubscriber;
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let fw = Arc::new(agent::testing::FaultyFirewall::new(w.fw.clone()));
+    fw.panic_on_port_updates(1);
+    let ctl = Arc::new(FakeControl::new(w.state.clone()));
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    let (c, net, f) = (ctl.clone(), w.net.clone(), fw.clone());
+    let make = move || Agent::new("h1", c.clone(), net.clone(), f.clone(), cfg.clone());
+    let logs = Logs::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let backoff = agent::supervise::Backoff {
+        first: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let _sup = agent::AbortOnDrop(tokio::spawn(
+        agent::supervise::supervise("h1".into(), ctl.clone(), make, backoff).with_subscriber(sub),
+    ));
+    let t = Duration::from_secs(10);
+    assert!(
+        wait_until(t, || ctl.agent_down_calls() == ["h1"]).await,
+        "the agent was not reported down"
+    );
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("ERROR") && text.contains("panicked: injected panic in upsert_port"),
+        "{text}"
+    );
+    // Down while it waits: no agent watches.
+    let watches = ctl.watch_calls();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ctl.watch_calls(), watches, "someone watched while down");
+    // Restarted: heard from again, and the ports are wired.
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Active, t).await, "{p}");
+    }
+    assert!(ctl.watch_calls() > watches);
+    assert_eq!(ctl.agent_down_calls().len(), 1, "restarted more than once");
+}
+
+/// Sends one GET over a fresh connection; the status code (0 when the
+/// connection failed).
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One caller cannot load the controller through the metadata proxy: its
+/// connections beyond the limit are refused with 429 at once, and the
+/// controller is asked once per caller per cache period however many
+/// requests come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_proxy_bounds_a_callers_connections_and_caches_answers() {
+    use agent::metadata::{Limits, Listener, Proxy, Site};
+    use std::time::Duration;
+    let (n, s) = (new_id(), new_id());
+    let port = vm_port(&new_id(), &n, &s, &mac(1), "127.0.0.1", &[]);
+    let state = HostState {
+        host: "h1".into(),
+        revision: 1,
+        networks: vec![network(
+            &n,
+            1,
+            Segment::Local,
+            vec![subnet(&s, "127.0.0.0/8", None, None)],
+        )],
+        ports: vec![Arc::new(port)],
+        ..Default::default()
+    };
+    let ctl = Arc::new(FakeControl::new(state));
+    // A slow controller: the first connections are all still open when
+    // the last ones arrive.
+    ctl.set_metadata_delay(Duration::from_millis(1500));
+    let ttl = Duration::from_secs(3);
+    let proxy = Proxy::new(
+        ctl.clone(),
+        Limits {
+            per_caller: 4,
+            cache_ttl: ttl,
+        },
+    );
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let _l = Listener::spawn(sock, addr, Site::Network(n.clone()), proxy).unwrap();
+    let path = "/openstack/latest/meta_data.json";
+    let t0 = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        set.spawn(get_status(addr, path));
+    }
+    let mut codes = Vec::new();
+    while let Some(c) = set.join_next().await {
+        codes.push(c.unwrap());
+    }
+    codes.sort();
+    assert_eq!(
+        (
+            codes.iter().filter(|c| **c == 200).count(),
+            codes.iter().filter(|c| **c == 429).count()
+        ),
+        (4, 16),
+        "{codes:?}"
+    );
+    assert_eq!(ctl.metadata_calls().len(), 1, "asked more than once");
+    // Within the cache period: answered without asking.
+    ctl.set_metadata_delay(Duration::ZERO);
+    for _ in 0..5 {
+        assert_eq!(get_status(addr, path).await, 200);
+    }
+    assert_eq!(
+        ctl.metadata_calls().len(),
+        1,
+        "asked again within the period"
+    );
+    // After it: asked once more.
+    tokio::time::sleep(
+        (t0 + ttl + Duration::from_millis(1700))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get_status(addr, path).await, 200);
+    }
+    assert_eq!(ctl.metadata_calls().len(), 2);
 }

@@ -890,6 +890,71 @@ async fn t5a_security_group_rules_apply_change_and_cut_sessions() {
     .await;
 }
 
+/// Fail closed with the real kernel: when the firewall refuses a port's
+/// changed rules, the port forwards nothing — not even what its old and
+/// new rules both allow — until the rules apply; then traffic flows again
+/// without any new change from the controller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5d_a_port_whose_rules_cannot_be_applied_forwards_nothing_until_they_are() {
+    if !require_root("t5d_a_port_whose_rules_cannot_be_applied_forwards_nothing_until_they_are") {
+        return;
+    }
+    bounded(Duration::from_secs(90), "t5d fail closed", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let web = new_id();
+        st.security_groups.push(sg(
+            &web,
+            vec![
+                rule(Direction::Egress, None, None, None),
+                rule(Direction::Ingress, Some("icmp"), None, None),
+                rule(Direction::Ingress, Some("tcp"), Some(22), None),
+            ],
+        ));
+        let p1 = add_vm(&mut st, &n, 1, "10.0.0.5");
+        let p2 = vm_port(&new_id(), &n.id, &n.subnet, &mac(2), "10.0.0.6", &[&web]);
+        st.ports.push(Arc::new(p2.clone()));
+        let ctl = Arc::new(FakeControl::new(st));
+        let fw = Arc::new(agent::testing::FaultyFirewall::new(lab.fw.clone()));
+        let _agent = lab
+            .start_agent_over(ctl.clone(), lab.config(), fw.clone())
+            .await;
+        let vm1 = lab.vm("vm1", &p1).await;
+        let vm2 = lab.vm("vm2", &p2).await;
+        for (ns, p, ip) in [(&vm1, &p1, "10.0.0.5"), (&vm2, &p2, "10.0.0.6")] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+            static_ip(&lab, ns, ip).await;
+        }
+        echo_server(&vm2, "10.0.0.6:22");
+        assert!(eventually(T, || echo_ok(&vm1, "10.0.0.6:22")).await);
+        assert!(reaches(&vm1, "10.0.0.6").await);
+        // vm2's group gains a rule; the firewall refuses the update.
+        fw.fail_port_updates(true);
+        ctl.update(|s| {
+            let g = s.security_groups.iter_mut().find(|g| g.id == web).unwrap();
+            g.rules
+                .push(rule(Direction::Ingress, Some("tcp"), Some(23), None));
+        });
+        assert!(ctl.wait_status(&p2.id, PortStatus::Error, T).await);
+        assert!(
+            !echo_ok(&vm1, "10.0.0.6:22").await,
+            "a cut-off port forwarded"
+        );
+        assert!(
+            !ping(&vm1, "10.0.0.6").await,
+            "a cut-off port answered ping"
+        );
+        // The fault clears: the agent's retry applies the rules.
+        fw.fail_port_updates(false);
+        assert!(ctl.wait_status(&p2.id, PortStatus::Active, T).await);
+        assert!(eventually(T, || echo_ok(&vm1, "10.0.0.6:22")).await);
+        echo_server(&vm2, "10.0.0.6:23");
+        assert!(eventually(T, || echo_ok(&vm1, "10.0.0.6:23")).await);
+    })
+    .await;
+}
+
 /// The MAC `ip`'s neighbour entry has in `ns` (from /proc).
 async fn arp_entry(ns: &Netns, ip: &str) -> Option<String> {
     let (ns, ip) = (ns.clone(), ip.to_string());

@@ -111,8 +111,10 @@ pub struct ServeArgs {
     /// (bridge_mappings); repeatable.
     #[arg(long = "physical-network", value_parser = parse_physical_network)]
     pub physical_networks: Vec<(String, String)>,
-    /// This host's VXLAN underlay address ([vxlan] local_ip).
-    #[arg(long)]
+    /// This host's VXLAN underlay address ([vxlan] local_ip), IPv4: the
+    /// agent builds VXLAN over IPv4 only, so an IPv6 address is refused
+    /// here rather than dropped later.
+    #[arg(long, value_parser = parse_tunnel_ip)]
     pub tunnel_ip: Option<std::net::IpAddr>,
     /// Run the node agent that builds the network data plane on this host
     /// (bridges, VXLAN, security groups, routers, DHCP, metadata).
@@ -126,6 +128,14 @@ pub struct ServeArgs {
     /// tests that run several clouds on one machine.
     #[arg(long, hide = true, default_value = "")]
     pub agent_netns_scope: String,
+    /// Metadata requests one guest (network + source address) may have
+    /// open at once; more are answered 429.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub metadata_connections_per_caller: u32,
+    /// Seconds the metadata proxy reuses what the controller answered for
+    /// a guest (0: ask on every request).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub metadata_cache_seconds: u64,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_network: i64,
@@ -159,6 +169,19 @@ fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("{s:?}: VNIs run from 1 to 16777215, FIRST <= LAST"));
     }
     Ok((a, b))
+}
+
+/// `--tunnel-ip`: an IPv4 address. The network service takes any
+/// address, but the agent's VXLAN devices are IPv4 only; an IPv6 address
+/// would leave this host without tunnels while other hosts send to it.
+fn parse_tunnel_ip(s: &str) -> Result<std::net::IpAddr, String> {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip @ std::net::IpAddr::V4(_)) => Ok(ip),
+        Ok(std::net::IpAddr::V6(_)) => Err(format!(
+            "{s:?} is an IPv6 address: VXLAN tunnels run over IPv4 only, give this host's IPv4 underlay address"
+        )),
+        Err(_) => Err(format!("{s:?} is not an IPv4 address")),
+    }
 }
 
 fn parse_physical_network(s: &str) -> Result<(String, String), String> {
@@ -229,6 +252,10 @@ impl ServeArgs {
             _ => Some(ferrostack::serve::AgentSettings {
                 host_netns: self.agent_netns,
                 netns_scope: self.agent_netns_scope,
+                metadata_limits: agent::metadata::Limits {
+                    per_caller: self.metadata_connections_per_caller as usize,
+                    cache_ttl: std::time::Duration::from_secs(self.metadata_cache_seconds),
+                },
             }),
         };
         Ok(ferrostack::serve::Settings {
@@ -267,5 +294,56 @@ impl ServeArgs {
             image_import_extra_root_certs: Vec::new(),
             agent,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["ferrostack", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Serve(a) => *a,
+            other => panic!("parsed as {other:?}"),
+        })
+    }
+
+    #[test]
+    fn an_ipv4_tunnel_ip_is_taken() {
+        let a = serve(&["--tunnel-ip", "192.0.2.7"]).unwrap();
+        assert_eq!(a.tunnel_ip, Some("192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_tunnel_ip_is_refused_with_a_clear_message() {
+        let e = serve(&["--tunnel-ip", "2001:db8::7"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let msg = e.to_string();
+        assert!(msg.contains("--tunnel-ip"), "{msg}");
+        assert!(msg.contains("IPv6") && msg.contains("IPv4 only"), "{msg}");
+        assert!(serve(&["--tunnel-ip", "not-an-address"]).is_err());
+    }
+
+    #[test]
+    fn metadata_limits_have_defaults_and_bounds() {
+        let a = serve(&[]).unwrap();
+        assert_eq!(
+            (a.metadata_connections_per_caller, a.metadata_cache_seconds),
+            (8, 5)
+        );
+        let a = serve(&[
+            "--metadata-connections-per-caller",
+            "2",
+            "--metadata-cache-seconds",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.metadata_connections_per_caller, a.metadata_cache_seconds),
+            (2, 0)
+        );
+        assert!(serve(&["--metadata-connections-per-caller", "0"]).is_err());
     }
 }

@@ -80,6 +80,8 @@ pub struct AgentSettings {
     /// Scope of the agent's namespace names (`agent::names::Scope`);
     /// empty in production.
     pub netns_scope: String,
+    /// The metadata proxy's connections per caller and answer cache.
+    pub metadata_limits: agent::metadata::Limits,
 }
 
 impl Settings {
@@ -319,26 +321,43 @@ fn start_agent(
     let mut cfg = agent::Config::new(&state_dir);
     cfg.host_netns = host_netns.clone();
     cfg.netns_scope = a.netns_scope.clone();
+    cfg.metadata_limits = a.metadata_limits;
     cfg.vxlan_local = match args.tunnel_ip {
         Some(std::net::IpAddr::V4(ip)) => Some(ip),
-        _ => None,
+        // The command line refuses it too; a library caller gets the same.
+        Some(std::net::IpAddr::V6(ip)) => {
+            anyhow::bail!("tunnel address {ip}: VXLAN tunnels run over IPv4 only")
+        }
+        None => None,
     };
     let control: Arc<dyn netmodel::NetworkControl> = net;
-    let node = agent::Agent::new(
+    let (host, ctl) = (args.host.clone(), control.clone());
+    let make = move || {
+        agent::Agent::new(
+            host.clone(),
+            ctl.clone(),
+            Arc::new(hostlink::Kernel::new()),
+            Arc::new(nft::Nft::new(host_netns.clone())),
+            cfg.clone(),
+        )
+    };
+    let node =
+        make().map_err(|e| anyhow::anyhow!("starting the network agent: {}", agent::Chain(&e)))?;
+    let explainer = node.explainer();
+    let socket = agent::socket::serve(&agent::socket::socket_path(&state_dir), explainer.clone())
+        .context("opening the agent's socket")?;
+    // The first agent is the one made above; restarts make new ones that
+    // update the same explainer (see agent::supervise).
+    let mut first = Some(node);
+    let task = tokio::spawn(agent::supervise::supervise(
         args.host.clone(),
         control,
-        Arc::new(hostlink::Kernel::new()),
-        Arc::new(nft::Nft::new(host_netns)),
-        cfg,
-    )
-    .map_err(|e| anyhow::anyhow!("starting the network agent: {}", agent::Chain(&e)))?;
-    let socket = agent::socket::serve(&agent::socket::socket_path(&state_dir), node.explainer())
-        .context("opening the agent's socket")?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = node.run().await {
-            tracing::error!("the network agent stopped: {}", agent::Chain(&e));
-        }
-    });
+        move || match first.take() {
+            Some(a) => Ok(a),
+            None => make().map(|a| a.with_explainer(explainer.clone())),
+        },
+        agent::supervise::Backoff::default(),
+    ));
     tracing::info!(host = %args.host, state_dir = %state_dir.display(), "network agent started");
     Ok(RunningAgent {
         task: agent::AbortOnDrop(task),

@@ -335,6 +335,10 @@ pub trait NetworkControl: Send + Sync + 'static {
         &'a self,
         caller: MetadataCaller,
     ) -> BoxFuture<'a, Result<Option<MetadataAnswer>, Error>>;
+    /// The agent of `host` says its loop stopped (a panic or an error)
+    /// and is restarting: it is shown not alive until it is heard from
+    /// again (its next `watch` or report).
+    fn agent_down<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 #[cfg(test)]

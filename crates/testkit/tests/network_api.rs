@@ -3019,3 +3019,34 @@ async fn migrations_and_state_survive_a_restart() {
     assert_ne!(p2.body["port"]["fixed_ips"], p["fixed_ips"]);
     e.alice = alice;
 }
+
+/// An agent whose loop stopped (its supervisor reports it down while it
+/// restarts) is listed not alive, and alive again once it is heard from.
+#[tokio::test]
+async fn an_agent_reported_down_is_not_alive_until_heard_from_again() {
+    use netmodel::NetworkControl;
+    let e = env().await;
+    let ctl = e.s.network();
+    let alive = |r: &Resp| -> Vec<bool> {
+        r.body["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["host"] == HOST)
+            .map(|a| a["alive"].as_bool().unwrap())
+            .collect()
+    };
+    NetworkControl::watch(&*ctl, HOST, None, Duration::ZERO)
+        .await
+        .unwrap();
+    let a = alive(&e.get(&e.admin, "/agents").await);
+    assert!(a.len() == 4 && a.iter().all(|x| *x), "{a:?}");
+    NetworkControl::agent_down(&*ctl, HOST).await.unwrap();
+    let a = alive(&e.get(&e.admin, "/agents").await);
+    assert!(a.len() == 4 && a.iter().all(|x| !*x), "down: {a:?}");
+    NetworkControl::watch(&*ctl, HOST, None, Duration::ZERO)
+        .await
+        .unwrap();
+    let a = alive(&e.get(&e.admin, "/agents").await);
+    assert!(a.iter().all(|x| *x), "heard from again: {a:?}");
+}

@@ -112,7 +112,18 @@ impl Lab {
         control: Arc<dyn NetworkControl>,
         cfg: Config,
     ) -> RunningAgent {
-        let a = Agent::new("h1", control, self.net.clone(), self.fw.clone(), cfg).expect("agent");
+        self.start_agent_over(control, cfg, self.fw.clone()).await
+    }
+
+    /// Starts an agent over a given firewall driver (one wrapping
+    /// [`Lab::fw`], e.g. [`super::FaultyFirewall`]).
+    pub async fn start_agent_over(
+        &self,
+        control: Arc<dyn NetworkControl>,
+        cfg: Config,
+        fw: Arc<dyn nft::Firewall>,
+    ) -> RunningAgent {
+        let a = Agent::new("h1", control, self.net.clone(), fw, cfg).expect("agent");
         let explainer = a.explainer();
         let task = tokio::spawn(async move {
             if let Err(e) = a.run().await {

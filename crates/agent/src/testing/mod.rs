@@ -6,7 +6,8 @@
 pub mod lab;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netmodel::{
@@ -24,6 +25,9 @@ pub struct FakeControl {
     latest: watch::Sender<HashMap<String, PortStatus>>,
     user_data: Mutex<HashMap<String, Vec<u8>>>,
     metadata_calls: Mutex<Vec<MetadataCaller>>,
+    metadata_delay: Mutex<Duration>,
+    agent_down: Mutex<Vec<String>>,
+    watches: AtomicUsize,
 }
 
 impl FakeControl {
@@ -35,7 +39,31 @@ impl FakeControl {
             latest: watch::channel(HashMap::new()).0,
             user_data: Mutex::default(),
             metadata_calls: Mutex::default(),
+            metadata_delay: Mutex::default(),
+            agent_down: Mutex::default(),
+            watches: AtomicUsize::new(0),
         }
+    }
+
+    /// Makes every metadata question take `d` (a slow controller).
+    pub fn set_metadata_delay(&self, d: Duration) {
+        *self
+            .metadata_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// Hosts whose agent said it was down, in order.
+    pub fn agent_down_calls(&self) -> Vec<String> {
+        self.agent_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How many `watch` calls were made (each is a heartbeat).
+    pub fn watch_calls(&self) -> usize {
+        self.watches.load(Ordering::SeqCst)
     }
 
     /// Changes the state and bumps its revision (waking watchers).
@@ -170,6 +198,7 @@ impl NetworkControl for FakeControl {
         wait: Duration,
     ) -> BoxFuture<'a, Result<HostState, Error>> {
         Box::pin(async move {
+            self.watches.fetch_add(1, Ordering::SeqCst);
             let mut rx = self.state.subscribe();
             if rx.borrow().host != host {
                 return Err(Error::UnknownHost(host.to_string()));
@@ -218,8 +247,116 @@ impl NetworkControl for FakeControl {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(caller.clone());
+            let delay = *self
+                .metadata_delay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             Ok(self.answer_for(&caller))
         })
+    }
+
+    fn agent_down<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.agent_down
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(host.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// A firewall driver wrapping another that fails or panics on demand:
+/// the fault injection of the fail-closed and supervision tests.
+pub struct FaultyFirewall {
+    inner: Arc<dyn nft::Firewall>,
+    fail_ports: AtomicBool,
+    panics: AtomicUsize,
+}
+
+impl std::fmt::Debug for FaultyFirewall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyFirewall")
+            .field("fail_ports", &self.fail_ports)
+            .field("panics", &self.panics)
+            .finish()
+    }
+}
+
+impl FaultyFirewall {
+    /// Passes every call to `inner` until told otherwise.
+    pub fn new(inner: Arc<dyn nft::Firewall>) -> Self {
+        FaultyFirewall {
+            inner,
+            fail_ports: AtomicBool::new(false),
+            panics: AtomicUsize::new(0),
+        }
+    }
+
+    /// While on, every `upsert_port` fails (nothing applied), as `nft`
+    /// refusing a transaction does.
+    pub fn fail_port_updates(&self, on: bool) {
+        self.fail_ports.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `n` calls of `upsert_port` panic.
+    pub fn panic_on_port_updates(&self, n: usize) {
+        self.panics.store(n, Ordering::SeqCst);
+    }
+}
+
+impl nft::Firewall for FaultyFirewall {
+    fn ensure_base(&self) -> nft::Result<()> {
+        self.inner.ensure_base()
+    }
+    fn upsert_network(&self, bridge: &str, zone: u16) -> nft::Result<()> {
+        self.inner.upsert_network(bridge, zone)
+    }
+    fn remove_network(&self, bridge: &str) -> nft::Result<()> {
+        self.inner.remove_network(bridge)
+    }
+    fn upsert_remote_group(&self, group: &nft::RemoteGroup) -> nft::Result<()> {
+        self.inner.upsert_remote_group(group)
+    }
+    fn remove_remote_group(&self, id: &str) -> nft::Result<()> {
+        self.inner.remove_remote_group(id)
+    }
+    fn upsert_port(&self, port: &nft::PortRules) -> nft::Result<()> {
+        let panics = self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if panics.is_ok() {
+            panic!("injected panic in upsert_port {}", port.name);
+        }
+        if self.fail_ports.load(Ordering::SeqCst) {
+            return Err(nft::Error::Rejected {
+                op: format!("upsert port {}", port.name),
+                netns: "(test)".into(),
+                stderr: "injected fault".into(),
+            });
+        }
+        self.inner.upsert_port(port)
+    }
+    fn remove_port(&self, name: &str) -> nft::Result<()> {
+        self.inner.remove_port(name)
+    }
+    fn list_ports(&self) -> nft::Result<Vec<nft::InstalledPort>> {
+        self.inner.list_ports()
+    }
+    fn upsert_router_nat(&self, nat: &nft::RouterNat) -> nft::Result<()> {
+        self.inner.upsert_router_nat(nat)
+    }
+    fn router_nat_digest(&self, netns: &str) -> nft::Result<Option<String>> {
+        self.inner.router_nat_digest(netns)
+    }
+    fn remove_router(&self, netns: &str) -> nft::Result<()> {
+        self.inner.remove_router(netns)
+    }
+    fn delete_all(&self) -> nft::Result<()> {
+        self.inner.delete_all()
     }
 }
 

@@ -479,6 +479,14 @@ impl Network {
             .map_err(db_err)
     }
 
+    /// Records that the agent of `host` stopped (it is restarting): its
+    /// heartbeat is cleared, so it shows as not alive until its next call.
+    pub async fn agent_down(&self, host: &str) -> Result<(), Error> {
+        db::misc::heartbeat(&self.pool, host, 0)
+            .await
+            .map_err(db_err)
+    }
+
     /// Registers (or changes) the tunnel address of a host, used for the
     /// VXLAN forwarding entries other hosts get.
     pub async fn register_host(&self, host: &str, tunnel_ip: IpAddr) -> Result<(), Error> {
@@ -626,6 +634,13 @@ impl NetworkControl for Network {
         caller: MetadataCaller,
     ) -> netmodel::BoxFuture<'a, Result<Option<MetadataAnswer>, netmodel::Error>> {
         Box::pin(async move { self.metadata_for(&caller).await.map_err(to_internal) })
+    }
+
+    fn agent_down<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> netmodel::BoxFuture<'a, Result<(), netmodel::Error>> {
+        Box::pin(async move { self.agent_down(host).await.map_err(to_internal) })
     }
 }
 

@@ -121,6 +121,7 @@ pub fn router(net: Arc<Network>, authenticator: Arc<dyn api::Authenticator>) -> 
         .route("/v2.0/agents", get(misc::agent_list))
         .route("/v2.0/agents/{id}", get(misc::agent_show))
         .route("/v2.0/availability_zones", get(misc::availability_zones))
+        .route("/v2.0/service-providers", get(misc::service_providers))
         .route(
             "/v2.0/network-ip-availabilities",
             get(misc::ip_availability_list),
@@ -133,7 +134,10 @@ pub fn router(net: Arc<Network>, authenticator: Arc<dyn api::Authenticator>) -> 
         r = r
             .route(
                 &format!("/v2.0/{coll}/{{id}}/tags"),
-                get(tags::list).put(tags::replace).delete(tags::clear),
+                get(tags::list)
+                    .put(tags::replace)
+                    .post(tags::create)
+                    .delete(tags::clear),
             )
             .route(
                 &format!("/v2.0/{coll}/{{id}}/tags/{{tag}}"),
@@ -218,6 +222,14 @@ impl<St: Send + Sync> axum::extract::FromRequest<St> for JsonBody {
                         "MalformedRequestBody",
                         format!("Malformed request body: {}", e.message),
                     )
+                } else if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    // Neutron answers with webob's exception, whose class
+                    // name is the error's type.
+                    api::Error::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "The request media type is not supported by this server.",
+                    )
+                    .kind("HTTPUnsupportedMediaType")
                 } else {
                     e
                 }

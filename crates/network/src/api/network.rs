@@ -92,7 +92,8 @@ fn hidden(n: &Network, ctx: &AuthContext) -> Vec<&'static str> {
 }
 
 pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    let lq = ListQuery::parse(&q, ATTRS)?;
+    let unreadable = hidden(&n, &ctx);
+    let lq = ListQuery::parse(&q, ATTRS)?.unreadable(&unreadable);
     let items = n
         .network_views(None)
         .await?
@@ -104,7 +105,7 @@ pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         "networks",
         &n.url("/networks"),
         items,
-        &hidden(&n, &ctx),
+        &unreadable,
     )?))
 }
 

@@ -132,7 +132,8 @@ fn hidden(n: &Network, ctx: &AuthContext) -> Vec<&'static str> {
 }
 
 pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    let lq = ListQuery::parse(&q, ATTRS)?;
+    let unreadable = hidden(&n, &ctx);
+    let lq = ListQuery::parse(&q, ATTRS)?.unreadable(&unreadable);
     let sel = db::port::Select {
         network_id: lq.single("network_id"),
         device_id: lq.single("device_id"),
@@ -149,7 +150,7 @@ pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         "ports",
         &n.url("/ports"),
         items,
-        &hidden(&n, &ctx),
+        &unreadable,
     )?))
 }
 

@@ -43,8 +43,11 @@ pub const ATTRS: &[&str] = &[
     "router:external",
 ];
 
-/// Filter-only attributes (from the subnet's network).
-const HIDDEN: &[&str] = &["shared", "router:external"];
+/// Filter-only attributes (from the subnet's network). `router:external`
+/// is shown, as Neutron's `subnet-external-network` extension does: it is
+/// why members of other projects may read the subnets of an external
+/// network (policy `rule:external_network`).
+const HIDDEN: &[&str] = &["shared"];
 
 const READ_ONLY: &[&str] = &[
     "subnetpool_id",

@@ -470,6 +470,25 @@ impl Network {
             &network_target(&n),
             || fault::network_not_found(id),
         )?;
+        // Floating IPs allocated from the network but not associated go
+        // with it (Neutron's `delete_disassociated_floatingips`); an
+        // associated one keeps its port, which blocks the delete below.
+        for f in db::floatingip::by_network(tx.c(), id)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .filter(|f| f.port_id.is_none())
+        {
+            db::misc::clear_tags(tx.c(), "floatingips", &f.id)
+                .await
+                .map_err(db_err)?;
+            db::floatingip::delete(tx.c(), &f.id)
+                .await
+                .map_err(db_err)?;
+            db::port::delete(tx.c(), &f.floating_port_id)
+                .await
+                .map_err(db_err)?;
+        }
         let ports = db::port::select(
             tx.c(),
             &db::port::Select {

@@ -321,6 +321,10 @@ impl Network {
             self.add_slaac_addresses(&mut tx, &SubnetInfo::new(s.clone()))
                 .await?;
         }
+        if net.external {
+            self.add_gateway_addresses(&mut tx, &SubnetInfo::new(s.clone()))
+                .await?;
+        }
         self.sync_dhcp_port(&mut tx, &net.id).await?;
         let id = s.id.clone();
         self.commit(tx).await?;

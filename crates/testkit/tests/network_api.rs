@@ -3530,3 +3530,161 @@ async fn hidden_attributes_cannot_be_probed_through_filters_or_sorting() {
         .await;
     assert_eq!(r.body["ports"], json!([]));
 }
+
+/// Bulk create (`{"networks": [...]}`, `{"subnets": [...]}`,
+/// `{"ports": [...]}`): 201 with every resource, in one transaction, so a
+/// bad element — refused by the parser, by policy, by IPAM, by the quota —
+/// creates nothing.
+#[tokio::test]
+async fn bulk_create_makes_all_or_nothing() {
+    let e = env().await;
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {v}"))
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = e
+        .post(
+            &e.alice,
+            "/networks",
+            json!({"networks": [{"name": "b1"}, {"network": {"name": "b2"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "networks"), ["b1", "b2"]);
+    assert!(r.body["networks"][0]
+        .get("provider:segmentation_id")
+        .is_none());
+    let (n1, n2) = (id(&r.body["networks"][0]), id(&r.body["networks"][1]));
+    let r = e
+        .post(
+            &e.alice,
+            "/subnets",
+            json!({"subnets": [
+                {"name": "s1", "network_id": n1, "ip_version": 4, "cidr": "10.1.0.0/24"},
+                {"name": "s2", "network_id": n2, "ip_version": 4, "cidr": "10.2.0.0/24"},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "subnets"), ["s1", "s2"]);
+    let r = e
+        .post(
+            &e.alice,
+            "/ports",
+            json!({"ports": [
+                {"name": "p1", "network_id": n1},
+                {"name": "p2", "network_id": n1},
+                {"name": "p3", "network_id": n2},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "ports"), ["p1", "p2", "p3"]);
+    let ip = |i: usize| r.body["ports"][i]["fixed_ips"][0]["ip_address"].clone();
+    assert_ne!(ip(0), ip(1), "{}", r.body);
+    assert!(r.body["ports"][0].get("binding:host_id").is_none());
+    let taken = ip(0);
+
+    // Each failure below leaves nothing of its batch.
+    let count = |coll: &'static str| {
+        let e = &e;
+        async move {
+            e.get(&e.admin, &format!("/{coll}")).await.body[coll]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let before = (
+        count("networks").await,
+        count("subnets").await,
+        count("ports").await,
+    );
+    let refused = [
+        // The parser: the second element is malformed.
+        (
+            "/networks",
+            json!({"networks": [{"name": "x1"}, {"name": "x2", "mtu": "big"}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // Policy: members may not set provider attributes.
+        (
+            "/networks",
+            json!({"networks": [{"name": "x1"}, {"name": "x2", "provider:network_type": "vxlan"}]}),
+            StatusCode::FORBIDDEN,
+        ),
+        // The subnets of one batch see each other: overlap.
+        (
+            "/subnets",
+            json!({"subnets": [
+                {"network_id": n1, "ip_version": 4, "cidr": "10.3.0.0/24"},
+                {"network_id": n1, "ip_version": 4, "cidr": "10.3.0.0/25"},
+            ]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // IPAM: an address already taken, and one taken twice in the batch.
+        (
+            "/ports",
+            json!({"ports": [
+                {"name": "x1", "network_id": n1},
+                {"name": "x2", "network_id": n1, "fixed_ips": [{"ip_address": taken}]},
+            ]}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/ports",
+            json!({"ports": [
+                {"name": "x1", "network_id": n2, "fixed_ips": [{"ip_address": "10.2.0.99"}]},
+                {"name": "x2", "network_id": n2, "fixed_ips": [{"ip_address": "10.2.0.99"}]},
+            ]}),
+            StatusCode::CONFLICT,
+        ),
+        // Shapes.
+        ("/ports", json!({"ports": []}), StatusCode::BAD_REQUEST),
+        (
+            "/ports",
+            json!({"ports": {"network_id": n1}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/ports",
+            json!({"ports": [{"network_id": n1}], "x": 1}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (path, body, status) in refused {
+        let r = e.post(&e.alice, path, body.clone()).await;
+        assert_eq!(r.status, status, "{path} {body}: {}", r.body);
+        assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
+    }
+    // The quota counts the whole batch.
+    let used = count("ports").await;
+    let q = e
+        .put(
+            &e.admin,
+            &format!("/quotas/{}", e.demo),
+            json!({"quota": {"port": used + 1}}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.body);
+    err(
+        &e.post(
+            &e.alice,
+            "/ports",
+            json!({"ports": [{"network_id": n1}, {"network_id": n1}]}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "OverQuota",
+    );
+    let after = (
+        count("networks").await,
+        count("subnets").await,
+        count("ports").await,
+    );
+    assert_eq!(before, after, "a refused batch created something");
+}

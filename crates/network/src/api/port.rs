@@ -403,7 +403,8 @@ fn dns_name(b: &mut Body) -> Result<Option<String>, Error> {
     }
 }
 
-pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+/// One element of a create body, parsed.
+fn create_request(n: &Network, v: Value) -> Result<PortCreate, Error> {
     let mut b = Body::new(v, "port")?;
     let network_id = b.uuid("network_id")?.ok_or_else(|| {
         fault::bad_request("Failed to parse request. Required attribute 'network_id' not specified")
@@ -434,12 +435,34 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
         tags: b.tags()?,
     };
     b.finish(Op::Create, READ_ONLY)?;
-    let view = n.port_create(&ctx, req).await?;
-    Ok(entity(
-        StatusCode::CREATED,
-        "port",
-        ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
-    ))
+    Ok(req)
+}
+
+/// `POST /v2.0/ports`: one port, or many at once
+/// (`{"ports": [...]}`), created all or none.
+pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+    match super::create_body(v, "port", "ports")? {
+        super::CreateBody::One(v) => {
+            let view = n.port_create(&ctx, create_request(&n, v)?).await?;
+            Ok(entity(
+                StatusCode::CREATED,
+                "port",
+                ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
+            ))
+        }
+        super::CreateBody::Bulk(items) => {
+            let reqs = items
+                .into_iter()
+                .map(|v| create_request(&n, v))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let views = n.port_create_bulk(&ctx, &reqs).await?;
+            let items = views
+                .iter()
+                .map(|view| ListQuery::default().select(to_json(view), &hidden(&n, &ctx)))
+                .collect();
+            Ok(entity(StatusCode::CREATED, "ports", Value::Array(items)))
+        }
+    }
 }
 
 pub async fn update(

@@ -218,7 +218,7 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
         super::CreateBody::Bulk(items) => {
             let reqs = items
                 .into_iter()
-                .map(|v| create_request(v))
+                .map(create_request)
                 .collect::<Result<Vec<_>, Error>>()?;
             let views = n.network_create_bulk(&ctx, reqs).await?;
             let items = views

@@ -429,7 +429,7 @@ fn create_request(n: &Network, v: Value) -> Result<PortCreate, Error> {
             .transpose()?,
         allowed_address_pairs: b
             .take("allowed_address_pairs")
-            .map(|v| address_pairs(&n, &v))
+            .map(|v| address_pairs(n, &v))
             .transpose()?,
         dns_name: dns_name(&mut b)?,
         tags: b.tags()?,

@@ -376,3 +376,13 @@ def test_what_clients_hit_agents_providers_gateways_and_floating_ips(srv, os_, s
     os_("network", "delete", f"ext-{uniq}")
     r = alice("floating", "ip", "show", field(fip, "id"), expect_fail=True)
     assert "No FloatingIP found" in r.output, r
+
+
+def test_project_cleanup_lists_a_members_network_resources(srv, story, uniq):
+    """The SDK's project clean-up asks `/service-providers` before it
+    walks the network service; without it the clean-up aborts."""
+    alice = lambda *a, **kw: as_(srv, story, "alice", *a, **kw)  # noqa: E731
+    alice("network", "create", f"cl-{uniq}")
+    r = alice("project", "cleanup", "--dry-run", "--auth-project", json_output=False)
+    assert f"cl-{uniq}" in r.output, r
+    alice("network", "delete", f"cl-{uniq}")

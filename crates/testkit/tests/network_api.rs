@@ -3100,12 +3100,16 @@ async fn policy_checked_lists_are_filtered_not_refused() {
     }
     let all = e.get(&e.admin, "/agents").await;
     assert!(!all.body["agents"].as_array().unwrap().is_empty());
-    // One agent is still the admin's to read.
+    // One agent is still the admin's to read: to others it does not exist.
     let one = id(&all.body["agents"][0]);
     err(
         &e.get(&e.alice, &format!("/agents/{one}")).await,
-        StatusCode::FORBIDDEN,
-        "PolicyNotAuthorized",
+        StatusCode::NOT_FOUND,
+        "AgentNotFound",
+    );
+    assert_eq!(
+        e.get(&e.admin, &format!("/agents/{one}")).await.status,
+        StatusCode::OK
     );
 }
 

@@ -352,12 +352,14 @@ pub async fn agent_list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> 
     Ok(ok(lq.respond("agents", &n.url("/agents"), items, &[])?))
 }
 
+/// An agent the caller may not read answers 404, like any resource it may
+/// not see (Neutron's policy hook does the same for every single GET).
 pub async fn agent_show(State(n): S, ctx: Ctx, Path(id): Path<String>) -> Result<Response, Error> {
-    n.enforce(&ctx, "get_agent", &Target::new())?;
     agents(&n)
         .await?
         .into_iter()
         .find(|a| a["id"] == id.as_str())
+        .filter(|a| n.allowed(&ctx, "get_agent", &agent_target(a)))
         .map(|a| entity(StatusCode::OK, "agent", a))
         .ok_or_else(|| {
             fault::not_found(

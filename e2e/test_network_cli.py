@@ -331,3 +331,58 @@ def test_raw_api_errors_have_neutrons_shape(srv, story):
     )
     check(r, 400)
     assert "Unrecognized attribute" in r.json()["NeutronError"]["message"]
+
+
+def test_what_clients_hit_agents_providers_gateways_and_floating_ips(srv, os_, story, uniq):
+    """Issue 10, with the real CLI: a member lists agents (none, not 403)
+    and service providers; the extensions clients probe are listed; a router
+    gateway on an external network without a subnet is accepted; floating
+    IPs show `port_details`; an external network is deleted with its
+    unassociated floating IPs."""
+    alice = lambda *a, **kw: as_(srv, story, "alice", *a, **kw)  # noqa: E731
+    assert alice("network", "agent", "list") == []
+    providers = alice("network", "service", "provider", "list")
+    assert [(field(p, "service_type"), field(p, "name")) for p in providers] == [
+        ("L3_ROUTER_NAT", "single_node")
+    ], providers
+    aliases = set(column(alice("extension", "list", "--network"), "alias"))
+    assert {"tag", "service-type", "fip-port-details", "subnet-external-network"} <= aliases
+
+    bare = os_("network", "create", "--external", f"bare-{uniq}")
+    alice("router", "create", f"r-{uniq}")
+    alice("router", "set", "--external-gateway", f"bare-{uniq}", f"r-{uniq}")
+    gw = field(alice("router", "show", f"r-{uniq}"), "external_gateway_info")
+    assert field(bare, "id") in str(gw) and "external_fixed_ips" in str(gw), gw
+    assert gw["external_fixed_ips"] == [], gw
+    alice("router", "delete", f"r-{uniq}")
+    os_("network", "delete", f"bare-{uniq}")
+
+    os_("network", "create", "--external", f"ext-{uniq}")
+    os_(
+        "subnet", "create", "--network", f"ext-{uniq}", "--subnet-range", "198.51.100.0/24",
+        "--no-dhcp", f"ext-sub-{uniq}",
+    )
+    fip = alice("floating", "ip", "create", f"ext-{uniq}")
+    shown = alice("floating", "ip", "show", field(fip, "id"))
+    assert field(shown, "port_details") in (None, {}), shown
+    # The CLI prints a missing attribute the same way: ask the API too.
+    token = srv.api.password_token("alice", "s3cret", project="demo")[0]
+    raw = srv.api.session.get(
+        srv.url + "/network/v2.0/floatingips/" + field(fip, "id"),
+        headers={"X-Auth-Token": token},
+    )
+    check(raw, 200)
+    assert "port_details" in raw.json()["floatingip"], raw.json()
+    os_("network", "delete", f"ext-{uniq}")
+    r = alice("floating", "ip", "show", field(fip, "id"), expect_fail=True)
+    assert "No FloatingIP found" in r.output, r
+
+
+def test_project_cleanup_lists_a_members_network_resources(srv, story, uniq):
+    """The SDK's project clean-up asks `/service-providers` before it
+    walks the network service; without it the clean-up aborts."""
+    alice = lambda *a, **kw: as_(srv, story, "alice", *a, **kw)  # noqa: E731
+    alice("network", "create", f"cl-{uniq}")
+    r = alice("project", "cleanup", "--dry-run", "--auth-project", json_output=False)
+    assert f"cl-{uniq}" in r.output, r
+    alice("network", "delete", f"cl-{uniq}")

@@ -175,6 +175,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("get_agent", ADMIN),
     ("get_availability_zone", "role:reader"),
     ("get_network_ip_availability", ADMIN_OR_SERVICE),
+    ("get_service_provider", "rule:regular_user"),
     ("get_quota", ADMIN_OR_PROJECT_MANAGER),
     ("update_quota", ADMIN),
     ("delete_quota", ADMIN),

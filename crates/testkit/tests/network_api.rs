@@ -1617,12 +1617,10 @@ async fn projects_see_only_their_own_and_shared_or_external_networks() {
     let all = ids(&e.get(&e.admin, "/networks").await.body, "networks");
     assert!(all.contains(&mine) && all.contains(&shared) && all.contains(&ext));
     assert!(ids(&e.get(&e.admin, "/ports").await.body, "ports").contains(&port));
-    // Agents, IP availability: admin only.
-    err(
-        &e.get(&e.alice, "/agents").await,
-        StatusCode::FORBIDDEN,
-        "PolicyNotAuthorized",
-    );
+    // Agents, IP availability: admin only; lists are filtered, not refused.
+    let agents = e.get(&e.alice, "/agents").await;
+    assert_eq!(agents.status, StatusCode::OK, "{}", agents.body);
+    assert_eq!(agents.body["agents"], json!([]));
     let avail = e.get(&e.alice, "/network-ip-availabilities").await;
     assert_eq!(avail.body["network_ip_availabilities"], json!([]));
 }
@@ -2809,7 +2807,11 @@ async fn malformed_bodies_get_neutron_errors_and_create_nothing() {
         (Value::String("".into()), "MalformedRequestBody"),
         (json!([]), "HTTPBadRequest"),
         (json!({"port": []}), "HTTPBadRequest"),
-        (json!({"ports": [{"network_id": net}]}), "HTTPBadRequest"),
+        // A bulk create is all or nothing: one bad element refuses it.
+        (
+            json!({"ports": [{"network_id": net}, {"network_id": "nope"}]}),
+            "HTTPBadRequest",
+        ),
         (json!({"port": {}}), "HTTPBadRequest"),
         (json!({"port": {"network_id": "nope"}}), "HTTPBadRequest"),
         (
@@ -3049,4 +3051,679 @@ async fn an_agent_reported_down_is_not_alive_until_heard_from_again() {
         .unwrap();
     let a = alive(&e.get(&e.admin, "/agents").await);
     assert!(a.iter().all(|x| *x), "heard from again: {a:?}");
+}
+
+// -- issue 10: what real clients hit ------------------------------------------
+
+/// The extensions clients probe are listed (the old `tag` alias, the
+/// service providers, floating IP port details, subnets of external
+/// networks), `/service-providers` answers, and a body that is not JSON
+/// gets Neutron's 415 (webob's `HTTPUnsupportedMediaType`).
+#[tokio::test]
+async fn extensions_service_providers_and_unsupported_media_type() {
+    let e = env().await;
+    let x = e.get(&e.alice, "/extensions").await;
+    let aliases: HashSet<&str> = x.body["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alias"].as_str().unwrap())
+        .collect();
+    for a in [
+        "tag",
+        "standard-attr-tag",
+        "tag-creation",
+        "fip-port-details",
+        "service-type",
+        "subnet-external-network",
+    ] {
+        assert!(aliases.contains(a), "{a} missing from {aliases:?}");
+        let one = e.get(&e.alice, &format!("/extensions/{a}")).await;
+        assert_eq!(one.status, StatusCode::OK, "{a}: {}", one.body);
+        assert_eq!(one.body["extension"]["alias"], a);
+    }
+    let sp = e.get(&e.alice, "/service-providers").await;
+    assert_eq!(sp.status, StatusCode::OK, "{}", sp.body);
+    assert_eq!(
+        sp.body,
+        json!({"service_providers": [
+            {"service_type": "L3_ROUTER_NAT", "name": "single_node", "default": false}
+        ]})
+    );
+    let none = e
+        .get(&e.alice, "/service-providers?service_type=LOADBALANCERV2")
+        .await;
+    assert_eq!(none.body["service_providers"], json!([]));
+    let r =
+        e.c.call_raw(
+            Method::POST,
+            &format!("{V2}/networks"),
+            Some(&e.alice),
+            &[("content-type", "text/plain")],
+            bytes::Bytes::from_static(b"{\"network\": {}}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body = r.json();
+    assert_eq!(
+        body["NeutronError"]["type"], "HTTPUnsupportedMediaType",
+        "{body}"
+    );
+    assert!(body["NeutronError"]["message"].is_string(), "{body}");
+    assert_eq!(body["NeutronError"]["detail"], "");
+    assert!(e.get(&e.alice, "/networks").await.body["networks"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+/// Lists checked by policy are filtered item by item: a member gets 200
+/// and what it may see (no agents), never 403.
+#[tokio::test]
+async fn policy_checked_lists_are_filtered_not_refused() {
+    let e = env().await;
+    for tok in [&e.alice, &e.reader] {
+        let r = e.get(tok, "/agents").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body, json!({"agents": []}));
+        let r = e.get(tok, &format!("/agents?host={HOST}&fields=id")).await;
+        assert_eq!(r.body, json!({"agents": []}));
+    }
+    let all = e.get(&e.admin, "/agents").await;
+    assert!(!all.body["agents"].as_array().unwrap().is_empty());
+    // One agent is still the admin's to read: to others it does not exist.
+    let one = id(&all.body["agents"][0]);
+    err(
+        &e.get(&e.alice, &format!("/agents/{one}")).await,
+        StatusCode::NOT_FOUND,
+        "AgentNotFound",
+    );
+    assert_eq!(
+        e.get(&e.admin, &format!("/agents/{one}")).await.status,
+        StatusCode::OK
+    );
+}
+
+/// `tag-creation`: POST …/tags adds the tags to those present (201 with
+/// the request's tags) on every taggable collection, with the rights of
+/// the other tag writes, and all or nothing against the per-resource limit.
+#[tokio::test]
+async fn tags_are_added_with_post_on_every_collection() {
+    let e = env().await;
+    let (ext, _) = e.public().await;
+    let net = e.network(&e.alice, "n").await;
+    let sub = id(&e.subnet(&e.alice, &net, "10.0.0.0/24", json!({})).await);
+    let port = id(&e.port(&e.alice, &net, json!({})).await);
+    let router = e.router(&e.alice, &ext, &sub).await;
+    let sg = id(&e.security_group(&e.alice, "web").await);
+    let fip = id(&e
+        .create(
+            &e.alice,
+            "floatingips",
+            "floatingip",
+            json!({"floating_network_id": ext}),
+        )
+        .await);
+    for (coll, rid, missing) in [
+        ("networks", &net, "NetworkNotFound"),
+        ("subnets", &sub, "SubnetNotFound"),
+        ("ports", &port, "PortNotFound"),
+        ("routers", &router, "RouterNotFound"),
+        ("security-groups", &sg, "SecurityGroupNotFound"),
+        ("floatingips", &fip, "FloatingIPNotFound"),
+    ] {
+        let path = format!("{V2}/{coll}/{rid}/tags");
+        let r =
+            e.c.call(
+                Method::PUT,
+                &format!("{path}/old"),
+                Some(&e.alice),
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{coll}: {}", r.body);
+        let r =
+            e.c.post(&path, &e.alice, json!({"tags": ["red", "old", "blue"]}))
+                .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{coll}: {}", r.body);
+        let mut echoed: Vec<String> = serde_json::from_value(r.body["tags"].clone()).expect("tags");
+        echoed.sort();
+        assert_eq!(echoed, ["blue", "old", "red"], "{coll}");
+        assert_eq!(
+            e.c.get(&path, &e.alice).await.body,
+            json!({"tags": ["blue", "old", "red"]}),
+            "{coll}"
+        );
+        // Another project cannot see it: 404; the project's reader may see
+        // it but not change it: 403. Neither changes anything.
+        err(
+            &e.c.post(&path, &e.bob, json!({"tags": ["x"]})).await,
+            StatusCode::NOT_FOUND,
+            missing,
+        );
+        err(
+            &e.c.post(&path, &e.reader, json!({"tags": ["x"]})).await,
+            StatusCode::FORBIDDEN,
+            "PolicyNotAuthorized",
+        );
+        // Bad bodies and the limit: 400, and nothing added.
+        for bad in [
+            json!({"tags": "x"}),
+            json!({}),
+            json!({"tags": ["a"], "x": 1}),
+        ] {
+            let r = e.c.post(&path, &e.alice, bad).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);
+            assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
+        }
+        let many: Vec<String> = (0..48).map(|i| format!("t{i}")).collect();
+        let r = e.c.post(&path, &e.alice, json!({ "tags": many })).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);
+        assert_eq!(
+            e.c.get(&path, &e.alice).await.body,
+            json!({"tags": ["blue", "old", "red"]}),
+            "{coll}"
+        );
+    }
+}
+
+/// Tag writes check policy on the row they load inside their transaction:
+/// racing a delete, a tag write either lands before it (and goes with the
+/// resource) or answers 404; it never leaves tags of a resource that is
+/// gone.
+#[tokio::test]
+async fn tag_writes_racing_a_delete_leave_no_orphan_tags() {
+    let e = env().await;
+    let net_svc = e.s.network();
+    for i in 0..40 {
+        let net = e.network(&e.alice, &format!("n{i}")).await;
+        let put_path = format!("{V2}/networks/{net}/tags");
+        let del_path = format!("/networks/{net}");
+        let (d, t) = tokio::join!(e.delete(&e.alice, &del_path), async {
+            e.c.call(
+                Method::PUT,
+                &put_path,
+                Some(&e.alice),
+                &[],
+                Some(json!({"tags": ["a", "b"]})),
+            )
+            .await
+        });
+        assert_eq!(d.status, StatusCode::NO_CONTENT, "{}", d.body);
+        assert!(
+            t.status == StatusCode::OK || t.status == StatusCode::NOT_FOUND,
+            "{} {}",
+            t.status,
+            t.body
+        );
+        let left = network::store::misc::tags(&net_svc.pool, "networks", &net)
+            .await
+            .expect("tags");
+        assert!(left.is_empty(), "iteration {i}: orphan tags {left:?}");
+    }
+}
+
+/// A router gateway on an external network without a subnet is accepted
+/// with no addresses (current Neutron); the network's first subnet gives it
+/// one.
+#[tokio::test]
+async fn router_gateway_on_an_external_network_without_subnet() {
+    let e = env().await;
+    let ext = id(&e
+        .create(
+            &e.admin,
+            "networks",
+            "network",
+            json!({"name": "bare", "router:external": true}),
+        )
+        .await);
+    let r = e
+        .create(
+            &e.alice,
+            "routers",
+            "router",
+            json!({"name": "r", "external_gateway_info": {"network_id": ext}}),
+        )
+        .await;
+    assert_eq!(r["external_gateway_info"]["network_id"], ext.as_str());
+    assert_eq!(r["external_gateway_info"]["external_fixed_ips"], json!([]));
+    let rid = id(&r);
+    // Cleared and set again through an update, too.
+    let u = e
+        .put(
+            &e.alice,
+            &format!("/routers/{rid}"),
+            json!({"router": {"external_gateway_info": {}}}),
+        )
+        .await;
+    assert_eq!(u.body["router"]["external_gateway_info"], Value::Null);
+    let u = e
+        .put(
+            &e.alice,
+            &format!("/routers/{rid}"),
+            json!({"router": {"external_gateway_info": {"network_id": ext}}}),
+        )
+        .await;
+    assert_eq!(u.status, StatusCode::OK, "{}", u.body);
+    assert_eq!(
+        u.body["router"]["external_gateway_info"]["external_fixed_ips"],
+        json!([])
+    );
+    let sub = e
+        .subnet(
+            &e.admin,
+            &ext,
+            "198.51.100.0/24",
+            json!({"enable_dhcp": false}),
+        )
+        .await;
+    let shown = e.get(&e.alice, &format!("/routers/{rid}")).await;
+    let ips = &shown.body["router"]["external_gateway_info"]["external_fixed_ips"];
+    assert_eq!(ips.as_array().map(Vec::len), Some(1), "{ips}");
+    assert_eq!(ips[0]["subnet_id"], sub["id"]);
+}
+
+/// `fip-port-details`: a floating IP shows its port's details, `null` when
+/// it is not associated.
+#[tokio::test]
+async fn floating_ips_show_their_port_details() {
+    let e = env().await;
+    let (ext, _) = e.public().await;
+    let net = e.network(&e.alice, "n").await;
+    let sub = id(&e.subnet(&e.alice, &net, "10.0.0.0/24", json!({})).await);
+    e.router(&e.alice, &ext, &sub).await;
+    let vm = e
+        .port(
+            &e.alice,
+            &net,
+            json!({"name": "vm", "device_id": "d1", "device_owner": "compute:nova"}),
+        )
+        .await;
+    let f = e
+        .create(
+            &e.alice,
+            "floatingips",
+            "floatingip",
+            json!({"floating_network_id": ext}),
+        )
+        .await;
+    assert!(f.as_object().unwrap().contains_key("port_details"), "{f}");
+    assert_eq!(f["port_details"], Value::Null);
+    let fid = id(&f);
+    let a = e
+        .put(
+            &e.alice,
+            &format!("/floatingips/{fid}"),
+            json!({"floatingip": {"port_id": id(&vm)}}),
+        )
+        .await;
+    let want = json!({
+        "name": "vm",
+        "network_id": net,
+        "mac_address": vm["mac_address"],
+        "admin_state_up": true,
+        "status": vm["status"],
+        "device_id": "d1",
+        "device_owner": "compute:nova",
+    });
+    assert_eq!(a.body["floatingip"]["port_details"], want);
+    let shown = e.get(&e.alice, &format!("/floatingips/{fid}")).await;
+    assert_eq!(shown.body["floatingip"]["port_details"], want);
+    let listed = e
+        .get(&e.alice, "/floatingips?fields=id&fields=port_details")
+        .await;
+    assert_eq!(listed.body["floatingips"][0]["port_details"], want);
+    err(
+        &e.post(
+            &e.alice,
+            "/floatingips",
+            json!({"floatingip": {"floating_network_id": ext, "port_details": {}}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "HTTPBadRequest",
+    );
+}
+
+/// `subnet-external-network`: the subnets of an external network that is
+/// not shared are readable by every project, in lists and shown alike, and
+/// say `router:external`.
+#[tokio::test]
+async fn subnets_of_external_networks_are_readable_and_say_so() {
+    let e = env().await;
+    let (ext, ext_sub) = e.public().await;
+    let mine = e.network(&e.alice, "mine").await;
+    let my_sub = id(&e.subnet(&e.alice, &mine, "10.0.0.0/24", json!({})).await);
+    let listed = e.get(&e.bob, &format!("/subnets?network_id={ext}")).await;
+    assert_eq!(ids(&listed.body, "subnets"), [ext_sub.as_str()]);
+    assert_eq!(listed.body["subnets"][0]["router:external"], true);
+    let shown = e.get(&e.bob, &format!("/subnets/{ext_sub}")).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.body["subnet"]["router:external"], true);
+    let own = e.get(&e.alice, &format!("/subnets/{my_sub}")).await;
+    assert_eq!(own.body["subnet"]["router:external"], false);
+    let only_ext = e.get(&e.alice, "/subnets?router:external=true").await;
+    assert_eq!(ids(&only_ext.body, "subnets"), [ext_sub.as_str()]);
+    // Other projects' private subnets stay hidden.
+    err(
+        &e.get(&e.bob, &format!("/subnets/{my_sub}")).await,
+        StatusCode::NOT_FOUND,
+        "SubnetNotFound",
+    );
+}
+
+/// Deleting an external network deletes the floating IPs allocated from it
+/// that are not associated; an associated one still makes it 409, and then
+/// nothing is deleted.
+#[tokio::test]
+async fn deleting_an_external_network_takes_its_unassociated_floating_ips() {
+    let e = env().await;
+    let (ext, _) = e.public().await;
+    let net = e.network(&e.alice, "n").await;
+    let sub = id(&e.subnet(&e.alice, &net, "10.0.0.0/24", json!({})).await);
+    let rid = e.router(&e.alice, &ext, &sub).await;
+    let vm = id(&e.port(&e.alice, &net, json!({})).await);
+    let free = id(&e
+        .create(
+            &e.alice,
+            "floatingips",
+            "floatingip",
+            json!({"floating_network_id": ext}),
+        )
+        .await);
+    let bound = id(&e
+        .create(
+            &e.alice,
+            "floatingips",
+            "floatingip",
+            json!({"floating_network_id": ext, "port_id": vm}),
+        )
+        .await);
+    // Associated (and a router gateway): refused, and nothing goes.
+    err(
+        &e.delete(&e.admin, &format!("/networks/{ext}")).await,
+        StatusCode::CONFLICT,
+        "NetworkInUse",
+    );
+    assert_eq!(
+        e.get(&e.alice, &format!("/floatingips/{free}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Disassociate, drop the router: only unassociated floating IPs are
+    // left, and they go with the network.
+    let d = e
+        .put(
+            &e.alice,
+            &format!("/floatingips/{bound}"),
+            json!({"floatingip": {"port_id": null}}),
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let r = e
+        .put(
+            &e.alice,
+            &format!("/routers/{rid}/remove_router_interface"),
+            json!({"subnet_id": sub}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        e.delete(&e.alice, &format!("/routers/{rid}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let del = e.delete(&e.admin, &format!("/networks/{ext}")).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.body);
+    for f in [&free, &bound] {
+        err(
+            &e.get(&e.alice, &format!("/floatingips/{f}")).await,
+            StatusCode::NOT_FOUND,
+            "FloatingIPNotFound",
+        );
+    }
+    assert_eq!(
+        e.get(&e.admin, &format!("/ports?network_id={ext}"))
+            .await
+            .body["ports"],
+        json!([])
+    );
+}
+
+/// Filters and sort keys on attributes the caller may not read are
+/// ignored for that caller, so they cannot be used to probe the values;
+/// the admin's still apply.
+#[tokio::test]
+async fn hidden_attributes_cannot_be_probed_through_filters_or_sorting() {
+    let e = env().await;
+    let n1 = e.network(&e.alice, "a").await;
+    let n2 = e.network(&e.alice, "b").await;
+    let vni = |v: &Value| v["network"]["provider:segmentation_id"].as_i64().unwrap();
+    let v1 = vni(&e.get(&e.admin, &format!("/networks/{n1}")).await.body);
+    let mut mine = vec![n1.clone(), n2.clone()];
+    mine.sort();
+    for q in [
+        format!("provider:segmentation_id={v1}"),
+        "provider:segmentation_id=1".to_string(),
+        "provider:network_type=flat".to_string(),
+        "provider:physical_network=physnet1".to_string(),
+    ] {
+        let r = e.get(&e.alice, &format!("/networks?{q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.body);
+        let mut got = ids(&r.body, "networks");
+        got.sort();
+        assert_eq!(got, mine, "{q} must be ignored for a member");
+        assert!(r.body["networks"][0]
+            .get("provider:segmentation_id")
+            .is_none());
+    }
+    // Sorting by a hidden key is ignored too: the order is the default
+    // one whatever the direction.
+    let asc = e
+        .get(
+            &e.alice,
+            "/networks?sort_key=provider:segmentation_id&sort_dir=asc",
+        )
+        .await;
+    let desc = e
+        .get(
+            &e.alice,
+            "/networks?sort_key=provider:segmentation_id&sort_dir=desc",
+        )
+        .await;
+    assert_eq!(asc.status, StatusCode::OK, "{}", asc.body);
+    assert_eq!(ids(&asc.body, "networks"), ids(&desc.body, "networks"));
+    // `fields` naming a hidden attribute shows nothing of it.
+    let f = e
+        .get(
+            &e.alice,
+            "/networks?fields=id&fields=provider:segmentation_id",
+        )
+        .await;
+    assert!(f.body["networks"][0]
+        .get("provider:segmentation_id")
+        .is_none());
+    // The admin's filters apply.
+    let r = e
+        .get(
+            &e.admin,
+            &format!("/networks?provider:segmentation_id={v1}"),
+        )
+        .await;
+    assert_eq!(ids(&r.body, "networks"), [n1.as_str()]);
+    // Ports: the binding attributes.
+    e.subnet(&e.alice, &n1, "10.0.0.0/24", json!({})).await;
+    let p = id(&e.port(&e.alice, &n1, json!({})).await);
+    for q in [
+        "binding:host_id=nowhere",
+        "binding:vif_type=ovs",
+        "binding:profile=x",
+    ] {
+        let r = e.get(&e.alice, &format!("/ports?device_owner=&{q}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.body);
+        assert_eq!(ids(&r.body, "ports"), [p.as_str()], "{q}");
+    }
+    let r = e
+        .get(&e.admin, &format!("/ports?id={p}&binding:host_id=nowhere"))
+        .await;
+    assert_eq!(r.body["ports"], json!([]));
+}
+
+/// Bulk create (`{"networks": [...]}`, `{"subnets": [...]}`,
+/// `{"ports": [...]}`): 201 with every resource, in one transaction, so a
+/// bad element — refused by the parser, by policy, by IPAM, by the quota —
+/// creates nothing.
+#[tokio::test]
+async fn bulk_create_makes_all_or_nothing() {
+    let e = env().await;
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {v}"))
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = e
+        .post(
+            &e.alice,
+            "/networks",
+            json!({"networks": [{"name": "b1"}, {"network": {"name": "b2"}}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "networks"), ["b1", "b2"]);
+    assert!(r.body["networks"][0]
+        .get("provider:segmentation_id")
+        .is_none());
+    let (n1, n2) = (id(&r.body["networks"][0]), id(&r.body["networks"][1]));
+    let r = e
+        .post(
+            &e.alice,
+            "/subnets",
+            json!({"subnets": [
+                {"name": "s1", "network_id": n1, "ip_version": 4, "cidr": "10.1.0.0/24"},
+                {"name": "s2", "network_id": n2, "ip_version": 4, "cidr": "10.2.0.0/24"},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "subnets"), ["s1", "s2"]);
+    let r = e
+        .post(
+            &e.alice,
+            "/ports",
+            json!({"ports": [
+                {"name": "p1", "network_id": n1},
+                {"name": "p2", "network_id": n1},
+                {"name": "p3", "network_id": n2},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(names(&r.body, "ports"), ["p1", "p2", "p3"]);
+    let ip = |i: usize| r.body["ports"][i]["fixed_ips"][0]["ip_address"].clone();
+    assert_ne!(ip(0), ip(1), "{}", r.body);
+    assert!(r.body["ports"][0].get("binding:host_id").is_none());
+    let taken = ip(0);
+
+    // Each failure below leaves nothing of its batch.
+    let count = |coll: &'static str| {
+        let e = &e;
+        async move {
+            e.get(&e.admin, &format!("/{coll}")).await.body[coll]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let before = (
+        count("networks").await,
+        count("subnets").await,
+        count("ports").await,
+    );
+    let refused = [
+        // The parser: the second element is malformed.
+        (
+            "/networks",
+            json!({"networks": [{"name": "x1"}, {"name": "x2", "mtu": "big"}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // Policy: members may not set provider attributes.
+        (
+            "/networks",
+            json!({"networks": [{"name": "x1"}, {"name": "x2", "provider:network_type": "vxlan"}]}),
+            StatusCode::FORBIDDEN,
+        ),
+        // The subnets of one batch see each other: overlap.
+        (
+            "/subnets",
+            json!({"subnets": [
+                {"network_id": n1, "ip_version": 4, "cidr": "10.3.0.0/24"},
+                {"network_id": n1, "ip_version": 4, "cidr": "10.3.0.0/25"},
+            ]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        // IPAM: an address already taken, and one taken twice in the batch.
+        (
+            "/ports",
+            json!({"ports": [
+                {"name": "x1", "network_id": n1},
+                {"name": "x2", "network_id": n1, "fixed_ips": [{"ip_address": taken}]},
+            ]}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/ports",
+            json!({"ports": [
+                {"name": "x1", "network_id": n2, "fixed_ips": [{"ip_address": "10.2.0.99"}]},
+                {"name": "x2", "network_id": n2, "fixed_ips": [{"ip_address": "10.2.0.99"}]},
+            ]}),
+            StatusCode::CONFLICT,
+        ),
+        // Shapes.
+        ("/ports", json!({"ports": []}), StatusCode::BAD_REQUEST),
+        (
+            "/ports",
+            json!({"ports": {"network_id": n1}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/ports",
+            json!({"ports": [{"network_id": n1}], "x": 1}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (path, body, status) in refused {
+        let r = e.post(&e.alice, path, body.clone()).await;
+        assert_eq!(r.status, status, "{path} {body}: {}", r.body);
+        assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
+    }
+    // The quota counts the whole batch.
+    let used = count("ports").await;
+    let q = e
+        .put(
+            &e.admin,
+            &format!("/quotas/{}", e.demo),
+            json!({"quota": {"port": used + 1}}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.body);
+    err(
+        &e.post(
+            &e.alice,
+            "/ports",
+            json!({"ports": [{"network_id": n1}, {"network_id": n1}]}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "OverQuota",
+    );
+    let after = (
+        count("networks").await,
+        count("subnets").await,
+        count("ports").await,
+    );
+    assert_eq!(before, after, "a refused batch created something");
 }

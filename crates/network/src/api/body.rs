@@ -19,7 +19,7 @@ pub const DEVICE_MAX: usize = 255;
 /// Tags: Neutron's `MAX_TAG_LEN`.
 pub const TAG_MAX: usize = 255;
 /// Tags on one resource.
-pub const TAGS_PER_RESOURCE: usize = 50;
+pub use crate::app::tags::TAGS_PER_RESOURCE;
 
 /// Whether this is a create (POST) or an update (PUT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,11 +31,13 @@ pub const ATTRS: &[&str] = &[
     "created_at",
     "updated_at",
     "revision_number",
+    "port_details",
 ];
 
 const READ_ONLY: &[&str] = &[
     "router_id",
     "status",
+    "port_details",
     "created_at",
     "updated_at",
     "revision_number",
@@ -60,6 +62,15 @@ pub fn to_json(v: &FloatingIpView) -> Value {
         "created_at": ts(f.created_at),
         "updated_at": ts(f.updated_at),
         "revision_number": f.revision_number,
+        "port_details": v.port.as_ref().map(|p| json!({
+            "name": p.name,
+            "network_id": p.network_id,
+            "mac_address": p.mac_address,
+            "admin_state_up": p.admin_state_up,
+            "status": p.status,
+            "device_id": p.device_id,
+            "device_owner": p.device_owner,
+        })),
     })
 }
 

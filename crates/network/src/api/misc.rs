@@ -32,6 +32,7 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router", "2013-02-01T10:00:00-00:00"),
     ("extraroute-atomic", "Atomically add/remove extra routes", "Edit extra routes of a router on server side by atomically adding/removing extra routes", "2019-07-10T00:00:00+00:00"),
     ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters.", "2018-07-04T10:00:00-00:00"),
+    ("fip-port-details", "Floating IP Port Details Extension", "Add port_details attribute to Floating IP resource", "2018-04-09T10:00:00-00:00"),
     ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource.", "2015-03-25T10:00:00-00:00"),
     ("net-mtu-writable", "Network MTU (writable)", "Provides a writable MTU attribute for a network resource.", "2017-07-12T00:00:00-00:00"),
     ("network-ip-availability", "Network IP Availability", "Provides IP availability data for each network and subnet.", "2015-09-24T00:00:00-00:00"),
@@ -45,11 +46,16 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.", "2012-07-20T10:00:00-00:00"),
     ("router_availability_zone", "Router Availability Zone", "Availability zone support for router.", "2015-01-01T10:00:00-00:00"),
     ("security-group", "security-group", "The security groups extension.", "2012-10-05T10:00:00-00:00"),
+    ("service-type", "Neutron Service Type Management", "API for retrieving service providers for Neutron advanced services", "2013-01-20T00:00:00-00:00"),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled.", "2016-06-12T00:00:00-00:00"),
     ("standard-attr-description", "standard-attr-description", "Extension to add descriptions to standard attributes", "2016-02-10T10:00:00-00:00"),
     ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources.", "2016-04-11T10:00:00-00:00"),
     ("standard-attr-tag", "Tag support for resources with standard attribute: subnet, trunk, network_segment_range, router, network, policy, subnetpool, port, security_group, floatingip", "Enables to set tag on resources with standard attribute.", "2017-01-01T00:00:00-00:00"),
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.", "2016-09-12T10:00:00-00:00"),
+    ("subnet-external-network", "Subnet belongs to an external network", "Informs if the subnet belongs to an external network", "2024-02-05T18:00:00-00:00"),
+    // The alias of Neutron's first tag extension (networks only), which
+    // clients still probe before they use tags.
+    ("tag", "Tag support", "Enables to set tag on resources.", "2016-01-01T00:00:00-00:00"),
     ("tag-creation", "Tag creation extension", "Allow to create multiple tags for a resource", "2024-23-07T10:00:00-00:00"),
 ];
 
@@ -325,23 +331,35 @@ async fn agents(n: &crate::app::Network) -> Result<Vec<Value>, Error> {
     Ok(out)
 }
 
-pub async fn agent_list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    n.enforce(&ctx, "get_agent", &Target::new())?;
-    let lq = ListQuery::parse(&q, AGENT_ATTRS)?;
-    Ok(ok(lq.respond(
-        "agents",
-        &n.url("/agents"),
-        agents(&n).await?,
-        &[],
-    )?))
+/// The policy target of an agent (agents belong to no project).
+fn agent_target(a: &Value) -> Target {
+    Target::new()
+        .with("id", a["id"].as_str().unwrap_or_default())
+        .with("host", a["host"].as_str().unwrap_or_default())
+        .with("agent_type", a["agent_type"].as_str().unwrap_or_default())
 }
 
+/// Like every list, the agents are filtered by `get_agent` item by item:
+/// a caller who may see none gets 200 and an empty list (Neutron's rule),
+/// not 403.
+pub async fn agent_list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
+    let lq = ListQuery::parse(&q, AGENT_ATTRS)?;
+    let items = agents(&n)
+        .await?
+        .into_iter()
+        .filter(|a| n.allowed(&ctx, "get_agent", &agent_target(a)))
+        .collect();
+    Ok(ok(lq.respond("agents", &n.url("/agents"), items, &[])?))
+}
+
+/// An agent the caller may not read answers 404, like any resource it may
+/// not see (Neutron's policy hook does the same for every single GET).
 pub async fn agent_show(State(n): S, ctx: Ctx, Path(id): Path<String>) -> Result<Response, Error> {
-    n.enforce(&ctx, "get_agent", &Target::new())?;
     agents(&n)
         .await?
         .into_iter()
         .find(|a| a["id"] == id.as_str())
+        .filter(|a| n.allowed(&ctx, "get_agent", &agent_target(a)))
         .map(|a| entity(StatusCode::OK, "agent", a))
         .ok_or_else(|| {
             fault::not_found(
@@ -354,13 +372,48 @@ pub async fn agent_show(State(n): S, ctx: Ctx, Path(id): Path<String>) -> Result
 // -- availability zones ----------------------------------------------------------
 
 pub async fn availability_zones(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    n.enforce(&ctx, "get_availability_zone", &Target::new())?;
     let lq = ListQuery::parse(&q, &["name", "resource", "state"])?;
     let items = ["network", "router"]
         .iter()
         .map(|r| json!({"name": AVAILABILITY_ZONE, "resource": r, "state": "available"}))
+        .filter(|z| {
+            let t = Target::new()
+                .with("name", AVAILABILITY_ZONE)
+                .with("resource", z["resource"].as_str().unwrap_or_default());
+            n.allowed(&ctx, "get_availability_zone", &t)
+        })
         .collect();
     Ok(ok(lq.respond("availability_zones", "", items, &[])?))
+}
+
+// -- service providers -----------------------------------------------------------
+
+const PROVIDER_ATTRS: &[&str] = &["service_type", "name", "default"];
+
+/// `GET /v2.0/service-providers` (extension `service-type`): the drivers of
+/// the advanced services. The one service here is the L3 router, whose
+/// only driver is the single-node one (no HA, no DVR); Neutron lists its
+/// legacy L3 providers with `default` false, and so does this.
+pub async fn service_providers(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
+    let lq = ListQuery::parse(&q, PROVIDER_ATTRS)?;
+    let items = [json!({"service_type": "L3_ROUTER_NAT", "name": "single_node", "default": false})]
+        .into_iter()
+        .filter(|p| {
+            let t = Target::new()
+                .with(
+                    "service_type",
+                    p["service_type"].as_str().unwrap_or_default(),
+                )
+                .with("name", p["name"].as_str().unwrap_or_default());
+            n.allowed(&ctx, "get_service_provider", &t)
+        })
+        .collect();
+    Ok(ok(lq.respond(
+        "service_providers",
+        &n.url("/service-providers"),
+        items,
+        &[],
+    )?))
 }
 
 // -- network IP availability -------------------------------------------------------

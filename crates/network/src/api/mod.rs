@@ -121,6 +121,7 @@ pub fn router(net: Arc<Network>, authenticator: Arc<dyn api::Authenticator>) -> 
         .route("/v2.0/agents", get(misc::agent_list))
         .route("/v2.0/agents/{id}", get(misc::agent_show))
         .route("/v2.0/availability_zones", get(misc::availability_zones))
+        .route("/v2.0/service-providers", get(misc::service_providers))
         .route(
             "/v2.0/network-ip-availabilities",
             get(misc::ip_availability_list),
@@ -133,7 +134,10 @@ pub fn router(net: Arc<Network>, authenticator: Arc<dyn api::Authenticator>) -> 
         r = r
             .route(
                 &format!("/v2.0/{coll}/{{id}}/tags"),
-                get(tags::list).put(tags::replace).delete(tags::clear),
+                get(tags::list)
+                    .put(tags::replace)
+                    .post(tags::create)
+                    .delete(tags::clear),
             )
             .route(
                 &format!("/v2.0/{coll}/{{id}}/tags/{{tag}}"),
@@ -201,6 +205,53 @@ pub fn json_list(s: &str) -> Value {
         .unwrap_or_else(|| json!([]))
 }
 
+/// A create body: one resource, or a bulk of them.
+pub enum CreateBody {
+    /// `{"port": {...}}`, as the single-resource parser takes it.
+    One(Value),
+    /// `{"ports": [...]}`: each element rewrapped as `{"port": {...}}`.
+    Bulk(Vec<Value>),
+}
+
+/// Tells a bulk create (`{"<plural>": [...]}`, Neutron's native bulk) from
+/// a single one. Elements may be given bare or under the singular key, as
+/// Neutron accepts; an empty list is 400 "Resources required".
+pub fn create_body(v: Value, singular: &str, plural: &str) -> Result<CreateBody, api::Error> {
+    let Value::Object(mut top) = v else {
+        return Ok(CreateBody::One(v));
+    };
+    if top.contains_key(singular) || !top.contains_key(plural) {
+        return Ok(CreateBody::One(Value::Object(top)));
+    }
+    if top.len() != 1 {
+        return Err(crate::app::fault::bad_request(format!(
+            "Unrecognized attribute(s) '{}'",
+            top.keys()
+                .filter(|k| *k != plural)
+                .map(|k| body::shown(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    match top.remove(plural) {
+        Some(Value::Array(items)) if !items.is_empty() => Ok(CreateBody::Bulk(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(o) if o.len() == 1 && o.contains_key(singular) => {
+                        Value::Object(o)
+                    }
+                    other => json!({ singular: other }),
+                })
+                .collect(),
+        )),
+        Some(Value::Array(_)) => Err(crate::app::fault::bad_request("Resources required")),
+        _ => Err(crate::app::fault::bad_request(format!(
+            "Invalid input for {plural}. Reason: expected a list of {singular} objects."
+        ))),
+    }
+}
+
 /// The JSON request body, as a `serde_json::Value`.
 pub struct JsonBody(pub Value);
 
@@ -218,6 +269,14 @@ impl<St: Send + Sync> axum::extract::FromRequest<St> for JsonBody {
                         "MalformedRequestBody",
                         format!("Malformed request body: {}", e.message),
                     )
+                } else if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    // Neutron answers with webob's exception, whose class
+                    // name is the error's type.
+                    api::Error::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "The request media type is not supported by this server.",
+                    )
+                    .kind("HTTPUnsupportedMediaType")
                 } else {
                     e
                 }

@@ -92,7 +92,8 @@ fn hidden(n: &Network, ctx: &AuthContext) -> Vec<&'static str> {
 }
 
 pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    let lq = ListQuery::parse(&q, ATTRS)?;
+    let unreadable = hidden(&n, &ctx);
+    let lq = ListQuery::parse(&q, ATTRS)?.unreadable(&unreadable);
     let items = n
         .network_views(None)
         .await?
@@ -104,7 +105,7 @@ pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         "networks",
         &n.url("/networks"),
         items,
-        &hidden(&n, &ctx),
+        &unreadable,
     )?))
 }
 
@@ -178,7 +179,8 @@ fn mtu(b: &mut Body) -> Result<Option<u32>, Error> {
     }
 }
 
-pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+/// One element of a create body, parsed.
+fn create_request(v: Value) -> Result<NetworkCreate, Error> {
     let mut b = Body::new(v, "network")?;
     let pv = provider(&mut b)?;
     let req = NetworkCreate {
@@ -198,12 +200,34 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
         tags: b.tags()?,
     };
     b.finish(Op::Create, READ_ONLY)?;
-    let view = n.network_create(&ctx, req).await?;
-    Ok(entity(
-        StatusCode::CREATED,
-        "network",
-        ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
-    ))
+    Ok(req)
+}
+
+/// `POST /v2.0/networks`: one network, or many at once
+/// (`{"networks": [...]}`), created all or none.
+pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+    match super::create_body(v, "network", "networks")? {
+        super::CreateBody::One(v) => {
+            let view = n.network_create(&ctx, create_request(v)?).await?;
+            Ok(entity(
+                StatusCode::CREATED,
+                "network",
+                ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
+            ))
+        }
+        super::CreateBody::Bulk(items) => {
+            let reqs = items
+                .into_iter()
+                .map(create_request)
+                .collect::<Result<Vec<_>, Error>>()?;
+            let views = n.network_create_bulk(&ctx, reqs).await?;
+            let items = views
+                .iter()
+                .map(|view| ListQuery::default().select(to_json(view), &hidden(&n, &ctx)))
+                .collect();
+            Ok(entity(StatusCode::CREATED, "networks", Value::Array(items)))
+        }
+    }
 }
 
 pub async fn update(

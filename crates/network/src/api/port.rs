@@ -132,7 +132,8 @@ fn hidden(n: &Network, ctx: &AuthContext) -> Vec<&'static str> {
 }
 
 pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
-    let lq = ListQuery::parse(&q, ATTRS)?;
+    let unreadable = hidden(&n, &ctx);
+    let lq = ListQuery::parse(&q, ATTRS)?.unreadable(&unreadable);
     let sel = db::port::Select {
         network_id: lq.single("network_id"),
         device_id: lq.single("device_id"),
@@ -149,7 +150,7 @@ pub async fn list(State(n): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
         "ports",
         &n.url("/ports"),
         items,
-        &hidden(&n, &ctx),
+        &unreadable,
     )?))
 }
 
@@ -402,7 +403,8 @@ fn dns_name(b: &mut Body) -> Result<Option<String>, Error> {
     }
 }
 
-pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+/// One element of a create body, parsed.
+fn create_request(n: &Network, v: Value) -> Result<PortCreate, Error> {
     let mut b = Body::new(v, "port")?;
     let network_id = b.uuid("network_id")?.ok_or_else(|| {
         fault::bad_request("Failed to parse request. Required attribute 'network_id' not specified")
@@ -427,18 +429,40 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
             .transpose()?,
         allowed_address_pairs: b
             .take("allowed_address_pairs")
-            .map(|v| address_pairs(&n, &v))
+            .map(|v| address_pairs(n, &v))
             .transpose()?,
         dns_name: dns_name(&mut b)?,
         tags: b.tags()?,
     };
     b.finish(Op::Create, READ_ONLY)?;
-    let view = n.port_create(&ctx, req).await?;
-    Ok(entity(
-        StatusCode::CREATED,
-        "port",
-        ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
-    ))
+    Ok(req)
+}
+
+/// `POST /v2.0/ports`: one port, or many at once
+/// (`{"ports": [...]}`), created all or none.
+pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+    match super::create_body(v, "port", "ports")? {
+        super::CreateBody::One(v) => {
+            let view = n.port_create(&ctx, create_request(&n, v)?).await?;
+            Ok(entity(
+                StatusCode::CREATED,
+                "port",
+                ListQuery::default().select(to_json(&view), &hidden(&n, &ctx)),
+            ))
+        }
+        super::CreateBody::Bulk(items) => {
+            let reqs = items
+                .into_iter()
+                .map(|v| create_request(&n, v))
+                .collect::<Result<Vec<_>, Error>>()?;
+            let views = n.port_create_bulk(&ctx, &reqs).await?;
+            let items = views
+                .iter()
+                .map(|view| ListQuery::default().select(to_json(view), &hidden(&n, &ctx)))
+                .collect();
+            Ok(entity(StatusCode::CREATED, "ports", Value::Array(items)))
+        }
+    }
 }
 
 pub async fn update(

@@ -145,6 +145,17 @@ impl ListQuery {
         }
     }
 
+    /// Drops the filters and sort keys on attributes the caller may not
+    /// read (policy `get_<resource>:<attr>`), so that a list cannot be used
+    /// to probe their values: Neutron ignores such filters too (the
+    /// attributes are not columns its queries know), and strips the
+    /// attributes from what it answers.
+    pub fn unreadable(mut self, attrs: &[&str]) -> ListQuery {
+        self.filters.retain(|(k, _)| !attrs.contains(&k.as_str()));
+        self.sorts.retain(|(k, _)| !attrs.contains(&k.as_str()));
+        self
+    }
+
     /// The value of a filter key, if given once.
     pub fn single(&self, key: &str) -> Option<&str> {
         match self.filters.iter().find(|(k, _)| k == key) {

@@ -43,8 +43,11 @@ pub const ATTRS: &[&str] = &[
     "router:external",
 ];
 
-/// Filter-only attributes (from the subnet's network).
-const HIDDEN: &[&str] = &["shared", "router:external"];
+/// Filter-only attributes (from the subnet's network). `router:external`
+/// is shown, as Neutron's `subnet-external-network` extension does: it is
+/// why members of other projects may read the subnets of an external
+/// network (policy `rule:external_network`).
+const HIDDEN: &[&str] = &["shared"];
 
 const READ_ONLY: &[&str] = &[
     "subnetpool_id",
@@ -235,7 +238,8 @@ fn ipv6_mode(b: &mut Body, key: &str) -> Result<Option<String>, Error> {
     }
 }
 
-pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+/// One element of a create body, parsed.
+fn create_request(v: Value) -> Result<SubnetCreate, Error> {
     let mut b = Body::new(v, "subnet")?;
     let required = |k: &str| {
         fault::bad_request(format!(
@@ -317,12 +321,34 @@ pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Resp
         tags: b.tags()?,
     };
     b.finish(Op::Create, READ_ONLY)?;
-    let view = n.subnet_create(&ctx, req).await?;
-    Ok(entity(
-        StatusCode::CREATED,
-        "subnet",
-        ListQuery::default().select(to_json(&view), HIDDEN),
-    ))
+    Ok(req)
+}
+
+/// `POST /v2.0/subnets`: one subnet, or many at once
+/// (`{"subnets": [...]}`), created all or none.
+pub async fn create(State(n): S, ctx: Ctx, JsonBody(v): JsonBody) -> Result<Response, Error> {
+    match super::create_body(v, "subnet", "subnets")? {
+        super::CreateBody::One(v) => {
+            let view = n.subnet_create(&ctx, create_request(v)?).await?;
+            Ok(entity(
+                StatusCode::CREATED,
+                "subnet",
+                ListQuery::default().select(to_json(&view), HIDDEN),
+            ))
+        }
+        super::CreateBody::Bulk(items) => {
+            let reqs = items
+                .into_iter()
+                .map(create_request)
+                .collect::<Result<Vec<_>, Error>>()?;
+            let views = n.subnet_create_bulk(&ctx, reqs).await?;
+            let items = views
+                .iter()
+                .map(|view| ListQuery::default().select(to_json(view), HIDDEN))
+                .collect();
+            Ok(entity(StatusCode::CREATED, "subnets", Value::Array(items)))
+        }
+    }
 }
 
 pub async fn update(

@@ -1,17 +1,18 @@
 //! Tags of any taggable resource: `/v2.0/{collection}/{id}/tags[/{tag}]`
-//! (Neutron's `standard-attr-tag`).
+//! (Neutron's `standard-attr-tag` and `tag-creation`). The handlers parse;
+//! `app::tags` loads the resource and checks policy inside the write.
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use api::{AuthContext, Ctx, Error, Target};
+use api::{Ctx, Error};
 
-use super::body::{self, TAGS_PER_RESOURCE};
-use super::{no_content, ok, JsonBody, S};
-use crate::app::{db_err, fault, Network};
-use crate::store as db;
+use super::body;
+use super::{entity, no_content, ok, JsonBody, S};
+use crate::app::fault;
+use crate::app::tags::{tag_not_found, TagChange};
 
 /// The collections that carry tags.
 pub const COLLECTIONS: &[&str] = &[
@@ -33,47 +34,16 @@ fn collection(p: &OriginalUri) -> &'static str {
         .unwrap_or("networks")
 }
 
-/// The resource's policy target and its not-found error; 404 when it does
-/// not exist or the caller may not see it.
-async fn resource(
-    n: &Network,
-    ctx: &AuthContext,
-    coll: &str,
-    id: &str,
-) -> Result<(Target, &'static str), Error> {
-    let (target, singular) = match coll {
-        "networks" => (n.load_network(id).await?.target(), "network"),
-        "subnets" => (n.load_subnet(id).await?.target(), "subnet"),
-        "ports" => (n.load_port(id).await?.target(), "port"),
-        "routers" => (n.load_router(id).await?.target(), "router"),
-        "floatingips" => (n.load_floatingip(id).await?.target(), "floatingip"),
-        _ => (n.load_security_group(id).await?.target(), "security_group"),
-    };
-    if !n.allowed(ctx, &format!("get_{singular}"), &target) {
-        return Err(not_found(singular, id));
+/// `{"tags": [...]}` and nothing else (Neutron's `validate_tags`).
+fn tags_body(v: Value) -> Result<Vec<String>, Error> {
+    match v {
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("tags") => {
+            body::validate_tags(&o.remove("tags").unwrap_or(Value::Null))
+        }
+        _ => Err(fault::bad_request(
+            "Invalid tags body: expected {\"tags\": [...]}",
+        )),
     }
-    Ok((target, singular))
-}
-
-fn not_found(singular: &str, id: &str) -> Error {
-    match singular {
-        "network" => fault::network_not_found(id),
-        "subnet" => fault::subnet_not_found(id),
-        "port" => fault::port_not_found(id),
-        "router" => fault::router_not_found(id),
-        "floatingip" => fault::floatingip_not_found(id),
-        _ => fault::security_group_not_found(id),
-    }
-}
-
-fn may_change(
-    n: &Network,
-    ctx: &AuthContext,
-    singular: &str,
-    target: &Target,
-) -> Result<(), Error> {
-    n.enforce(ctx, &format!("update_{singular}"), target)?;
-    n.enforce_attr(ctx, &format!("update_{singular}:tags"), target)
 }
 
 pub async fn list(
@@ -82,12 +52,11 @@ pub async fn list(
     p: OriginalUri,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let coll = collection(&p);
-    resource(&n, &ctx, coll, &id).await?;
-    let tags = db::misc::tags(&n.pool, coll, &id).await.map_err(db_err)?;
+    let tags = n.tags_of(&ctx, collection(&p), &id).await?;
     Ok(ok(json!({ "tags": tags })))
 }
 
+/// `PUT …/tags`: replaces the set; 200 with the tags.
 pub async fn replace(
     State(n): S,
     ctx: Ctx,
@@ -95,24 +64,26 @@ pub async fn replace(
     Path(id): Path<String>,
     JsonBody(v): JsonBody,
 ) -> Result<Response, Error> {
-    let coll = collection(&p);
-    let (target, singular) = resource(&n, &ctx, coll, &id).await?;
-    may_change(&n, &ctx, singular, &target)?;
-    let tags = match v {
-        Value::Object(mut o) if o.len() == 1 && o.contains_key("tags") => {
-            body::validate_tags(&o.remove("tags").unwrap_or(Value::Null))?
-        }
-        _ => {
-            return Err(fault::bad_request(
-                "Invalid tags body: expected {\"tags\": [...]}",
-            ))
-        }
-    };
-    let mut tx = n.begin().await?;
-    crate::app::network::set_tags(&mut tx, coll, &id, &tags).await?;
-    n.commit(tx).await?;
-    let tags = db::misc::tags(&n.pool, coll, &id).await.map_err(db_err)?;
+    let tags = tags_body(v)?;
+    let tags = n
+        .tags_change(&ctx, collection(&p), &id, TagChange::Replace(&tags))
+        .await?;
     Ok(ok(json!({ "tags": tags })))
+}
+
+/// `POST …/tags` (`tag-creation`): adds the tags to those present and
+/// answers 201 with the request's tags, as Neutron's `create_tags` does.
+pub async fn create(
+    State(n): S,
+    ctx: Ctx,
+    p: OriginalUri,
+    Path(id): Path<String>,
+    JsonBody(v): JsonBody,
+) -> Result<Response, Error> {
+    let tags = tags_body(v)?;
+    n.tags_change(&ctx, collection(&p), &id, TagChange::Create(&tags))
+        .await?;
+    Ok(entity(StatusCode::CREATED, "tags", json!(tags)))
 }
 
 pub async fn clear(
@@ -121,25 +92,9 @@ pub async fn clear(
     p: OriginalUri,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let coll = collection(&p);
-    let (target, singular) = resource(&n, &ctx, coll, &id).await?;
-    may_change(&n, &ctx, singular, &target)?;
-    let mut tx = n.begin().await?;
-    db::misc::clear_tags(tx.c(), coll, &id)
-        .await
-        .map_err(db_err)?;
-    n.commit(tx).await?;
+    n.tags_change(&ctx, collection(&p), &id, TagChange::Clear)
+        .await?;
     Ok(no_content())
-}
-
-fn tag_not_found(tag: &str, singular: &str, id: &str) -> Error {
-    fault::not_found(
-        "TagNotFound",
-        format!(
-            "Tag {} could not be found for {singular} {id}.",
-            body::shown(tag)
-        ),
-    )
 }
 
 pub async fn check(
@@ -149,12 +104,10 @@ pub async fn check(
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response, Error> {
     let coll = collection(&p);
-    let (_, singular) = resource(&n, &ctx, coll, &id).await?;
-    let tags = db::misc::tags(&n.pool, coll, &id).await.map_err(db_err)?;
-    if tags.contains(&tag) {
+    if n.tags_of(&ctx, coll, &id).await?.contains(&tag) {
         Ok(no_content())
     } else {
-        Err(tag_not_found(&tag, singular, &id))
+        Err(tag_not_found(&tag, coll, &id))
     }
 }
 
@@ -164,22 +117,9 @@ pub async fn add(
     p: OriginalUri,
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response, Error> {
-    let coll = collection(&p);
-    let (target, singular) = resource(&n, &ctx, coll, &id).await?;
-    may_change(&n, &ctx, singular, &target)?;
     let tag = body::validate_tag(&Value::String(tag))?;
-    let mut tx = n.begin().await?;
-    let have = db::misc::tags(tx.c(), coll, &id).await.map_err(db_err)?;
-    if !have.contains(&tag) && have.len() >= TAGS_PER_RESOURCE {
-        return Err(fault::invalid_attr(
-            "tags",
-            format!("at most {TAGS_PER_RESOURCE} tags are allowed"),
-        ));
-    }
-    db::misc::add_tag(tx.c(), coll, &id, &tag)
-        .await
-        .map_err(db_err)?;
-    n.commit(tx).await?;
+    n.tags_change(&ctx, collection(&p), &id, TagChange::Add(&tag))
+        .await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -189,17 +129,7 @@ pub async fn remove(
     p: OriginalUri,
     Path((id, tag)): Path<(String, String)>,
 ) -> Result<Response, Error> {
-    let coll = collection(&p);
-    let (target, singular) = resource(&n, &ctx, coll, &id).await?;
-    may_change(&n, &ctx, singular, &target)?;
-    let mut tx = n.begin().await?;
-    let removed = db::misc::remove_tag(tx.c(), coll, &id, &tag)
-        .await
-        .map_err(db_err)?;
-    n.commit(tx).await?;
-    if removed {
-        Ok(no_content())
-    } else {
-        Err(tag_not_found(&tag, singular, &id))
-    }
+    n.tags_change(&ctx, collection(&p), &id, TagChange::Remove(&tag))
+        .await?;
+    Ok(no_content())
 }

@@ -16,6 +16,7 @@ pub mod quota;
 pub mod router;
 pub mod secgroup;
 pub mod subnet;
+pub mod tags;
 pub mod view;
 
 use std::net::IpAddr;

@@ -78,6 +78,41 @@ impl Network {
         ctx: &AuthContext,
         req: NetworkCreate,
     ) -> Result<NetworkView, Error> {
+        self.network_create_bulk(ctx, vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal(&"bulk create answered nothing"))
+    }
+
+    /// Creates networks all or none (Neutron's bulk create): one
+    /// transaction, so a bad element leaves nothing behind and the quota
+    /// counts the whole batch.
+    pub async fn network_create_bulk(
+        &self,
+        ctx: &AuthContext,
+        reqs: Vec<NetworkCreate>,
+    ) -> Result<Vec<NetworkView>, Error> {
+        let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            ids.push(self.network_create_in(&mut tx, ctx, req).await?);
+        }
+        self.commit(tx).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.push(self.load_network(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates one network inside `tx` (policy, quota, segment, zone) and
+    /// answers its id.
+    async fn network_create_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &AuthContext,
+        req: NetworkCreate,
+    ) -> Result<String, Error> {
         let owner = self.owner_for_create(ctx, req.project_id.clone())?;
         let target = Target::new()
             .with("project_id", &owner)
@@ -103,15 +138,14 @@ impl Network {
             }
         }
         self.check_availability_zones(&req.availability_zone_hints)?;
-        let mut tx = self.begin().await?;
-        self.ensure_default_security_group(&mut tx, &owner).await?;
-        self.check_quota(&mut tx, &owner, "network", 1).await?;
-        let seg = self.resolve_segment(&mut tx, &req).await?;
+        self.ensure_default_security_group(tx, &owner).await?;
+        self.check_quota(tx, &owner, "network", 1).await?;
+        let seg = self.resolve_segment(tx, &req).await?;
         let mtu = match req.mtu {
             Some(m) => check_mtu(m, seg.max_mtu)?,
             None => seg.max_mtu,
         };
-        let zone = free_conntrack_zone(&mut tx).await?;
+        let zone = free_conntrack_zone(tx).await?;
         let n = db::network::Network {
             id: super::new_id(),
             project_id: owner,
@@ -137,11 +171,9 @@ impl Network {
         };
         db::network::insert(tx.c(), &n).await.map_err(db_err)?;
         if let Some(tags) = &req.tags {
-            set_tags(&mut tx, "networks", &n.id, tags).await?;
+            set_tags(tx, "networks", &n.id, tags).await?;
         }
-        let id = n.id.clone();
-        self.commit(tx).await?;
-        self.load_network(&id).await
+        Ok(n.id)
     }
 
     async fn resolve_segment(&self, tx: &mut Tx, req: &NetworkCreate) -> Result<Segment, Error> {
@@ -470,6 +502,25 @@ impl Network {
             &network_target(&n),
             || fault::network_not_found(id),
         )?;
+        // Floating IPs allocated from the network but not associated go
+        // with it (Neutron's `delete_disassociated_floatingips`); an
+        // associated one keeps its port, which blocks the delete below.
+        for f in db::floatingip::by_network(tx.c(), id)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .filter(|f| f.port_id.is_none())
+        {
+            db::misc::clear_tags(tx.c(), "floatingips", &f.id)
+                .await
+                .map_err(db_err)?;
+            db::floatingip::delete(tx.c(), &f.id)
+                .await
+                .map_err(db_err)?;
+            db::port::delete(tx.c(), &f.floating_port_id)
+                .await
+                .map_err(db_err)?;
+        }
         let ports = db::port::select(
             tx.c(),
             &db::port::Select {

@@ -212,22 +212,55 @@ impl Network {
     }
 
     pub async fn port_create(&self, ctx: &AuthContext, req: PortCreate) -> Result<PortView, Error> {
-        let mut attempt = 0;
-        loop {
-            match self.port_create_once(ctx, &req).await {
-                Err(e) if fault::is_race(&e) && attempt < 4 => attempt += 1,
-                r => return r,
-            }
-        }
+        self.port_create_bulk(ctx, &[req])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal(&"bulk create answered nothing"))
     }
 
-    async fn port_create_once(
+    /// Creates ports all or none, in one transaction; a lost race on an
+    /// address or a MAC retries the whole batch.
+    pub async fn port_create_bulk(
         &self,
         ctx: &AuthContext,
-        req: &PortCreate,
-    ) -> Result<PortView, Error> {
-        let owner = self.owner_for_create(ctx, req.project_id.clone())?;
+        reqs: &[PortCreate],
+    ) -> Result<Vec<PortView>, Error> {
+        let mut attempt = 0;
+        let ids = loop {
+            match self.port_create_batch(ctx, reqs).await {
+                Err(e) if fault::is_race(&e) && attempt < 4 => attempt += 1,
+                r => break r?,
+            }
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.push(self.load_port(id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn port_create_batch(
+        &self,
+        ctx: &AuthContext,
+        reqs: &[PortCreate],
+    ) -> Result<Vec<String>, Error> {
         let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            ids.push(self.port_create_in(&mut tx, ctx, req).await?);
+        }
+        self.commit(tx).await?;
+        Ok(ids)
+    }
+
+    /// Creates one port inside `tx` and answers its id.
+    async fn port_create_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &AuthContext,
+        req: &PortCreate,
+    ) -> Result<String, Error> {
+        let owner = self.owner_for_create(ctx, req.project_id.clone())?;
         let net = db::network::get(tx.c(), &req.network_id)
             .await
             .map_err(db_err)?
@@ -280,7 +313,7 @@ impl Network {
                 self.enforce_attr(ctx, rule, &target)?;
             }
         }
-        self.check_quota(&mut tx, &owner, "port", 1).await?;
+        self.check_quota(tx, &owner, "port", 1).await?;
         let port_security = req
             .port_security_enabled
             .unwrap_or(net.port_security_enabled);
@@ -290,12 +323,12 @@ impl Network {
                 if !ids.is_empty() && !port_security {
                     return Err(port_security_and_groups());
                 }
-                self.check_port_security_groups(&mut tx, ctx, &owner, ids)
+                self.check_port_security_groups(tx, ctx, &owner, ids)
                     .await?;
                 ids.clone()
             }
             None if port_security && !trusted => self
-                .ensure_default_security_group(&mut tx, &owner)
+                .ensure_default_security_group(tx, &owner)
                 .await?
                 .into_iter()
                 .collect(),
@@ -317,7 +350,7 @@ impl Network {
                 }
                 m.clone()
             }
-            None => self.free_mac(&mut tx, &net.id).await?,
+            None => self.free_mac(tx, &net.id).await?,
         };
         let pairs = match &req.allowed_address_pairs {
             Some(p) if !p.is_empty() => {
@@ -354,19 +387,16 @@ impl Network {
             revision_number: 1,
         };
         db::port::insert(tx.c(), &port).await.map_err(db_err)?;
-        self.assign_ips(&mut tx, &port, req.fixed_ips.as_deref())
-            .await?;
+        self.assign_ips(tx, &port, req.fixed_ips.as_deref()).await?;
         for sg in &sgs {
             db::port::add_security_group(tx.c(), &port.id, sg)
                 .await
                 .map_err(db_err)?;
         }
         if let Some(t) = &req.tags {
-            super::network::set_tags(&mut tx, "ports", &port.id, t).await?;
+            super::network::set_tags(tx, "ports", &port.id, t).await?;
         }
-        let id = port.id.clone();
-        self.commit(tx).await?;
-        self.load_port(&id).await
+        Ok(port.id)
     }
 
     pub async fn port_update(

@@ -204,12 +204,9 @@ impl Network {
                 format!("Network {} is not an external network", net.id),
             ));
         }
-        if ipam::subnets_of(tx, &net.id).await?.is_empty() {
-            return Err(fault::bad_resource(
-                "router",
-                format!("Network {} does not contain any IPv4 subnet", net.id),
-            ));
-        }
+        // A gateway on an external network without a subnet is accepted,
+        // with no addresses, as current Neutron does: the subnet may come
+        // later (or the gateway serves IPv6 only through routes).
         let port = self
             .create_service_port(
                 tx,
@@ -225,6 +222,45 @@ impl Network {
             .await?;
         r.gw_port_id = Some(port.id);
         r.enable_snat = g.enable_snat.unwrap_or(true);
+        Ok(())
+    }
+
+    /// A subnet new on an external network gives every router gateway on
+    /// that network that has no address of its IP version one (Neutron's
+    /// `update_router_gw_ports`): a gateway set while the network had no
+    /// subnet gets its address this way. A pool already full leaves the
+    /// gateway as it is; the subnet is still created.
+    pub(crate) async fn add_gateway_addresses(
+        &self,
+        tx: &mut Tx,
+        subnet: &SubnetInfo,
+    ) -> Result<(), Error> {
+        if subnet.auto_address() {
+            return Ok(());
+        }
+        let ports = db::port::select(
+            tx.c(),
+            &db::port::Select {
+                network_id: Some(&subnet.row.network_id),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(db_err)?;
+        for p in ports
+            .iter()
+            .filter(|p| p.device_owner == OWNER_ROUTER_GATEWAY)
+        {
+            let allocs = db::port::allocations_of_port(tx.c(), &p.id)
+                .await
+                .map_err(db_err)?;
+            let has_version = allocs.iter().any(|a| {
+                addr::parse_ip(&a.ip_address).is_some_and(|ip| ip.is_ipv6() == subnet.is_v6())
+            });
+            if !has_version {
+                ipam::allocate(tx, &p.id, &p.mac_address, subnet, None).await?;
+            }
+        }
         Ok(())
     }
 

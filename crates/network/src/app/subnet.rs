@@ -201,8 +201,40 @@ impl Network {
         ctx: &AuthContext,
         req: SubnetCreate,
     ) -> Result<SubnetView, Error> {
-        let owner = self.owner_for_create(ctx, req.project_id.clone())?;
+        self.subnet_create_bulk(ctx, vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal(&"bulk create answered nothing"))
+    }
+
+    /// Creates subnets all or none, in one transaction (a later subnet of
+    /// the batch sees the earlier ones: overlaps are refused).
+    pub async fn subnet_create_bulk(
+        &self,
+        ctx: &AuthContext,
+        reqs: Vec<SubnetCreate>,
+    ) -> Result<Vec<SubnetView>, Error> {
         let mut tx = self.begin().await?;
+        let mut ids = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            ids.push(self.subnet_create_in(&mut tx, ctx, req).await?);
+        }
+        self.commit(tx).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            out.push(self.load_subnet(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates one subnet inside `tx` and answers its id.
+    async fn subnet_create_in(
+        &self,
+        tx: &mut Tx,
+        ctx: &AuthContext,
+        req: SubnetCreate,
+    ) -> Result<String, Error> {
+        let owner = self.owner_for_create(ctx, req.project_id.clone())?;
         let net = db::network::get(tx.c(), &req.network_id)
             .await
             .map_err(db_err)?
@@ -261,7 +293,7 @@ impl Network {
                 "Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
             )));
         }
-        for other in ipam::subnets_of(&mut tx, &net.id).await? {
+        for other in ipam::subnets_of(tx, &net.id).await? {
             if addr::overlaps(&other.cidr, &cidr) {
                 return Err(fault::invalid_input(format!(
                     "Requested subnet with cidr: {cidr} for network: {} overlaps with another subnet",
@@ -293,7 +325,7 @@ impl Network {
                 )));
             }
         }
-        self.check_quota(&mut tx, &owner, "subnet", 1).await?;
+        self.check_quota(tx, &owner, "subnet", 1).await?;
         let s = db::subnet::Subnet {
             id: super::new_id(),
             network_id: net.id.clone(),
@@ -315,16 +347,18 @@ impl Network {
         };
         db::subnet::insert(tx.c(), &s).await.map_err(db_err)?;
         if let Some(t) = &req.tags {
-            super::network::set_tags(&mut tx, "subnets", &s.id, t).await?;
+            super::network::set_tags(tx, "subnets", &s.id, t).await?;
         }
         if auto {
-            self.add_slaac_addresses(&mut tx, &SubnetInfo::new(s.clone()))
+            self.add_slaac_addresses(tx, &SubnetInfo::new(s.clone()))
                 .await?;
         }
-        self.sync_dhcp_port(&mut tx, &net.id).await?;
-        let id = s.id.clone();
-        self.commit(tx).await?;
-        self.load_subnet(&id).await
+        if net.external {
+            self.add_gateway_addresses(tx, &SubnetInfo::new(s.clone()))
+                .await?;
+        }
+        self.sync_dhcp_port(tx, &net.id).await?;
+        Ok(s.id)
     }
 
     /// Gives every port of the network (but router legs) its EUI-64

@@ -158,6 +158,8 @@ pub fn router_target(r: &db::router::Router) -> Target {
 #[derive(Debug, Clone)]
 pub struct FloatingIpView {
     pub fip: db::floatingip::FloatingIp,
+    /// The associated port (`port_details`, extension `fip-port-details`).
+    pub port: Option<db::port::Port>,
     pub tags: Vec<String>,
 }
 
@@ -422,12 +424,18 @@ impl Network {
         let mut tags = db::misc::tags_of_type(&self.pool, "floatingips")
             .await
             .map_err(db_err)?;
-        Ok(fips
-            .into_iter()
-            .map(|fip| FloatingIpView {
+        let mut out = Vec::with_capacity(fips.len());
+        for fip in fips {
+            let port = match &fip.port_id {
+                Some(pid) => db::port::get(&self.pool, pid).await.map_err(db_err)?,
+                None => None,
+            };
+            out.push(FloatingIpView {
                 tags: tags.remove(&fip.id).unwrap_or_default(),
+                port,
                 fip,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 }

@@ -55,6 +55,16 @@ pub async fn by_router<'e>(e: impl Exec<'e>, router_id: &str) -> Result<Vec<Floa
     )
 }
 
+/// The floating IPs allocated from a network.
+pub async fn by_network<'e>(e: impl Exec<'e>, network_id: &str) -> Result<Vec<FloatingIp>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM floatingip WHERE floating_network_id = $1 ORDER BY created_at, id",
+    )
+    .bind(network_id)
+    .fetch_all(e)
+    .await?)
+}
+
 pub async fn insert<'e>(e: impl Exec<'e>, f: &FloatingIp) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO floatingip (id, project_id, floating_network_id, floating_port_id, \

@@ -17,10 +17,12 @@
 pub mod addr;
 pub mod data;
 pub mod fetch;
+pub mod image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::{AuthContext, Error, Target};
 use store::Pool;
@@ -55,6 +57,34 @@ pub struct Config {
     /// https from 127.0.0.1 with a certificate they make; empty in
     /// production.
     pub import_extra_root_certs: Vec<Vec<u8>>,
+    /// Bounds on interoperable imports.
+    pub import_limits: ImportLimits,
+}
+
+/// Bounds on interoperable imports, so that slow or many sources cannot
+/// pin the controller's connections, threads and disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// A `web-download` source that sends no data for this long fails the
+    /// import.
+    pub idle_timeout: Duration,
+    /// An import that runs longer than this fails (time spent waiting for
+    /// a slot does not count).
+    pub total_timeout: Duration,
+    /// Imports that run at once. More are accepted and wait for a slot
+    /// with their task `pending`, as Glance's task executor queues tasks
+    /// beyond its `max_workers`.
+    pub max_concurrent: usize,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        ImportLimits {
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(6 * 3600),
+            max_concurrent: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -70,6 +100,7 @@ impl Default for Config {
             member_quota: 128,
             import_allow_loopback: false,
             import_extra_root_certs: Vec::new(),
+            import_limits: ImportLimits::default(),
         }
     }
 }
@@ -85,6 +116,8 @@ pub struct Images {
     pub staging: FileStore,
     /// The `web-download` fetcher (address guard setting, TLS client).
     pub fetcher: fetch::Fetcher,
+    /// The imports running or waiting for a slot, by image.
+    pub imports: data::Imports,
 }
 
 /// An image with its properties and tags.
@@ -146,6 +179,7 @@ impl Images {
             store: Arc::new(store),
             staging,
             fetcher,
+            imports: data::Imports::new(cfg.import_limits.max_concurrent),
             cfg,
         }))
     }
@@ -246,36 +280,6 @@ impl Images {
         let target = target(&image.row, member.as_ref());
         self.policy.enforce("get_image", ctx, &target)?;
         Ok((image, target))
-    }
-
-    /// Checks the project's image-count quota before an image is created.
-    pub async fn check_count_quota(&self, owner: &str) -> Result<(), Error> {
-        if let Some(max) = self.cfg.quota_image_count {
-            let (count, _) = db::image::usage(&self.pool, owner).await.map_err(db_err)?;
-            if count as u64 >= max {
-                return Err(over_quota(format!(
-                    "Maximum number of images exceeded: the project may own {max} images (image_count_total)."
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// How many more bytes the owner may store (`None`: no limit beyond the
-    /// size cap), 413 when nothing is left.
-    pub async fn bytes_left(&self, owner: Option<&str>) -> Result<u64, Error> {
-        let mut left = self.cfg.image_size_cap;
-        if let (Some(max), Some(owner)) = (self.cfg.quota_image_bytes, owner) {
-            let (_, used) = db::image::usage(&self.pool, owner).await.map_err(db_err)?;
-            let rest = max.saturating_sub(used.max(0) as u64);
-            if rest == 0 {
-                return Err(over_quota(format!(
-                    "Denying attempt to upload image because it exceeds the quota: the project may store {max} bytes of image data (image_size_total)."
-                )));
-            }
-            left = left.min(rest);
-        }
-        Ok(left)
     }
 }
 

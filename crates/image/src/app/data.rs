@@ -416,12 +416,14 @@ impl Method {
     }
 }
 
+/// Image id → (task id, the import's task).
+type Running = HashMap<String, (String, tokio::task::JoinHandle<()>)>;
+
 /// The imports in progress: a bounded number run at once, the others wait
 /// for a slot; each can be cancelled by its image's id.
 pub struct Imports {
     slots: Arc<tokio::sync::Semaphore>,
-    /// Image id → (task id, the import's task).
-    running: Arc<Mutex<HashMap<String, (String, tokio::task::JoinHandle<()>)>>>,
+    running: Arc<Mutex<Running>>,
 }
 
 impl Imports {

@@ -14,7 +14,7 @@ use api::{Ctx, Error, Target};
 use super::{image_json, json_object, no_content, reply, Q, S};
 use crate::app::image::{Attr, NewImage, PatchOp};
 use crate::app::{
-    db_err, is_uuid, Image, Images, CONTAINER_FORMATS, DISK_FORMATS, READ_ONLY, RESERVED,
+    db_err, is_uuid, listed, Image, Images, CONTAINER_FORMATS, DISK_FORMATS, READ_ONLY, RESERVED,
     VISIBILITIES,
 };
 use crate::store as db;
@@ -551,29 +551,10 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
             .collect(),
         None => BTreeMap::new(),
     };
-    let admin = ctx.is_admin();
     let mut images: Vec<Image> = Vec::new();
     for r in rows {
-        let own = caller.is_some() && r.owner.as_deref() == caller.as_deref();
         let membership = memberships.get(&r.id).map(String::as_str);
-        let member_ok = membership.is_some_and(|s| member_status == "all" || s == member_status);
-        let shown = match visibility {
-            None => match r.visibility.as_str() {
-                "public" => true,
-                "community" => own || admin,
-                "shared" => own || admin || member_ok,
-                _ => own || admin,
-            },
-            Some("all") => match r.visibility.as_str() {
-                "public" | "community" => true,
-                "shared" => own || admin || member_ok,
-                _ => own || admin,
-            },
-            Some(v) if v != r.visibility => false,
-            Some("public") | Some("community") => true,
-            Some("shared") => own || member_ok || (admin && membership.is_none()),
-            Some(_) => own || admin,
-        };
+        let shown = listed(&ctx, &r, membership, visibility, member_status);
         if !shown || r.os_hidden != os_hidden {
             continue;
         }

@@ -298,6 +298,40 @@ pub fn sees(ctx: &AuthContext, row: &ImageRow, member: Option<&db::member::Membe
     }
 }
 
+/// Whether a list shows the image to the caller (Glance's list rules):
+/// `membership` is the caller's member status on it, `visibility` the
+/// list's `visibility` filter (`all` or one value), `member_status` its
+/// `member_status` filter. Without a filter, community images are listed
+/// only to their owner (and admins), shared ones to accepted members.
+pub fn listed(
+    ctx: &AuthContext,
+    row: &ImageRow,
+    membership: Option<&str>,
+    visibility: Option<&str>,
+    member_status: &str,
+) -> bool {
+    let admin = ctx.is_admin();
+    let own = ctx.project_id().is_some() && row.owner.as_deref() == ctx.project_id();
+    let member_ok = membership.is_some_and(|s| member_status == "all" || s == member_status);
+    match visibility {
+        None => match row.visibility.as_str() {
+            "public" => true,
+            "community" => own || admin,
+            "shared" => own || admin || member_ok,
+            _ => own || admin,
+        },
+        Some("all") => match row.visibility.as_str() {
+            "public" | "community" => true,
+            "shared" => own || admin || member_ok,
+            _ => own || admin,
+        },
+        Some(v) if v != row.visibility => false,
+        Some("public") | Some("community") => true,
+        Some("shared") => own || member_ok || (admin && membership.is_none()),
+        Some(_) => own || admin,
+    }
+}
+
 /// The policy target of an image for a caller with `member` membership.
 pub fn target(row: &ImageRow, member: Option<&db::member::MemberRow>) -> Target {
     let owner = row.owner.clone().unwrap_or_default();

@@ -1969,13 +1969,46 @@ async fn a_disk_format_change_racing_an_upload_cannot_outlive_the_inspection() {
     }
 }
 
+/// A PUT of `data` with a chunked body (no size announced, so nothing can
+/// be reserved up front); returns the status and the body.
+async fn chunked_put(
+    addr: std::net::SocketAddr,
+    token: &str,
+    path: &str,
+    data: &[u8],
+) -> (u16, String) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: {}\r\nx-auth-token: {token}\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n",
+        addr,
+        data.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(data).await.unwrap();
+    sock.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
 #[tokio::test]
 async fn parallel_uploads_cannot_share_out_the_same_byte_quota() {
+    // 10 uploads of 1000 bytes against 3000 bytes left: exactly 3 fit,
+    // whether the size is announced (reserved when the upload starts) or
+    // not (checked when it completes), for direct uploads and staging.
     let s = Stack::start_with(|st| st.image_quota_bytes = Some(3000)).await;
     let c = s.client();
     let admin = c.admin_token().await;
     let body = json!({"name": "q", "disk_format": "raw", "container_format": "bare"});
-    for round in 0..4 {
+    for round in 0..8 {
+        let what = if round % 4 < 2 { "file" } else { "stage" };
+        let chunked = round % 2 == 1;
         let mut ids = Vec::new();
         for _ in 0..10 {
             ids.push(create_id(&c, &admin, body.clone()).await);
@@ -1983,21 +2016,34 @@ async fn parallel_uploads_cannot_share_out_the_same_byte_quota() {
         let mut set = tokio::task::JoinSet::new();
         for id in &ids {
             let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
-            set.spawn(async move { put_data(&c, &admin, &id, "file", &[7u8; 1000]).await });
+            let path = format!("{V2}/images/{id}/{what}");
+            let addr = s.addr;
+            set.spawn(async move {
+                if chunked {
+                    chunked_put(addr, &admin, &path, &[7u8; 1000]).await
+                } else {
+                    let r = put_data(&c, &admin, &id, what, &[7u8; 1000]).await;
+                    (r.status.as_u16(), format!("{:?}", r.json()))
+                }
+            });
         }
         let mut ok = 0;
         while let Some(r) = set.join_next().await {
-            let r = r.unwrap();
-            match r.status {
-                StatusCode::NO_CONTENT => ok += 1,
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    assert!(r.json()["message"].as_str().unwrap().contains("quota"))
-                }
-                other => panic!("round {round}: {other} {:?}", r.json()),
+            let (status, answer) = r.unwrap();
+            match status {
+                204 => ok += 1,
+                413 => assert!(answer.contains("quota"), "{answer}"),
+                other => panic!("round {round} ({what}, chunked {chunked}): {other} {answer}"),
             }
         }
-        assert_eq!(ok, 3, "round {round}");
-        assert_eq!(files(&s, "images").len(), 3, "round {round}");
+        let dir = if what == "file" { "images" } else { "staging" };
+        assert_eq!(ok, 3, "round {round} ({what}, chunked {chunked})");
+        assert_eq!(
+            files(&s, dir).len(),
+            3,
+            "round {round}: {:?}",
+            files(&s, dir)
+        );
         for id in &ids {
             let r = c.delete(&format!("{V2}/images/{id}"), &admin).await;
             assert_eq!(r.status, StatusCode::NO_CONTENT);

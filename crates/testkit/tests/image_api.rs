@@ -2085,6 +2085,46 @@ async fn parallel_creates_cannot_exceed_the_image_count_quota() {
     }
 }
 
+#[tokio::test]
+async fn parallel_member_adds_cannot_exceed_the_member_quota() {
+    // image_member_quota is 128 by default: 140 parallel adds, 128 land.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..2 {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": format!("m{round}"), "visibility": "shared"}),
+        )
+        .await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..140 {
+            let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
+            set.spawn(async move {
+                c.post(
+                    &format!("{V2}/images/{id}/members"),
+                    &admin,
+                    json!({"member": format!("project-{i}")}),
+                )
+                .await
+            });
+        }
+        let mut ok = 0;
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap();
+            match r.status {
+                StatusCode::OK => ok += 1,
+                StatusCode::PAYLOAD_TOO_LARGE => {}
+                other => panic!("round {round}: {other} {}", r.body),
+            }
+        }
+        assert_eq!(ok, 128, "round {round}");
+        let list = c.get(&format!("{V2}/images/{id}/members"), &admin).await;
+        assert_eq!(list.body["members"].as_array().unwrap().len(), 128);
+    }
+}
+
 // ----- slow import sources (issue 10) ----------------------------------------
 
 /// A web-download source that answers every GET with headers announcing

@@ -17,6 +17,7 @@ use api::{AuthContext, Error, Target};
 use super::{db_err, is_uuid, not_found, over_quota, sees, target, Image, Images};
 use crate::store as db;
 use crate::store::image::ImageRow;
+use crate::store::member::MemberRow;
 use crate::store::Tx;
 
 /// One attribute with its value, already validated by the API layer.
@@ -398,6 +399,52 @@ impl Images {
             .map_err(db_err)?;
         db::image::touch(&mut tx, id).await.map_err(db_err)?;
         tx.commit().await.map_err(|e| Error::internal(&e))
+    }
+
+    /// `POST /v2/images/{id}/members`: only the owner (or an admin) adds
+    /// members, only to a shared image, and the member quota is counted in
+    /// the transaction that inserts.
+    pub async fn add_member(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        member: &str,
+    ) -> Result<MemberRow, Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| Error::internal(&e))?;
+        let (img, target) = self.locked(&mut tx, ctx, id).await?;
+        self.policy.enforce("add_member", ctx, &target)?;
+        let owner = ctx.project_id().is_some() && ctx.project_id() == img.row.owner.as_deref();
+        if !owner && !ctx.is_admin() {
+            return Err(Error::forbidden(
+                "Only the image owner can add members to an image.",
+            ));
+        }
+        if img.row.visibility != "shared" {
+            return Err(Error::forbidden("Only shared images have members."));
+        }
+        let count = db::member::count(&mut *tx, id).await.map_err(db_err)?;
+        if count as usize >= self.cfg.member_quota {
+            return Err(over_quota(format!(
+                "Maximum number of image members exceeded: at most {} (image_member_quota).",
+                self.cfg.member_quota
+            )));
+        }
+        let now = store::now_micros();
+        let m = MemberRow {
+            image_id: id.to_string(),
+            member: member.to_string(),
+            status: "pending".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        db::member::insert(&mut tx, &m).await.map_err(|e| match e {
+            db::Error::Conflict(_) => Error::conflict(format!(
+                "The member {member} is already associated with image {id}."
+            )),
+            other => db_err(other),
+        })?;
+        tx.commit().await.map_err(|e| Error::internal(&e))?;
+        Ok(m)
     }
 
     /// `POST /v2/images/{id}/actions/deactivate` (`active: false`) and

@@ -1998,6 +1998,39 @@ async fn chunked_put(
 }
 
 #[tokio::test]
+async fn a_delete_racing_a_protect_never_deletes_a_protected_image() {
+    // The delete checks `protected` on the row its transaction locked: a
+    // PATCH that protected the image either lands first (the delete is
+    // refused) or finds the image gone (404). Never both 200 and 204.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..30 {
+        let id = create_id(&c, &admin, json!({"name": format!("p{round}")})).await;
+        let protect = patch(
+            &c,
+            &admin,
+            &id,
+            json!([{"op": "replace", "path": "/protected", "value": true}]),
+        );
+        let path = format!("{V2}/images/{id}");
+        let delete = c.delete(&path, &admin);
+        let (protect, delete) = tokio::join!(protect, delete);
+        match (protect.status, delete.status) {
+            (StatusCode::OK, StatusCode::FORBIDDEN) => {
+                assert_eq!(show(&c, &admin, &id).await["protected"], true);
+            }
+            (StatusCode::NOT_FOUND, StatusCode::NO_CONTENT) => {}
+            other => panic!(
+                "round {round}: {other:?} {:?} {}",
+                protect.json(),
+                delete.body
+            ),
+        }
+    }
+}
+
+#[tokio::test]
 async fn parallel_uploads_cannot_share_out_the_same_byte_quota() {
     // 10 uploads of 1000 bytes against 3000 bytes left: exactly 3 fit,
     // whether the size is announced (reserved when the upload starts) or

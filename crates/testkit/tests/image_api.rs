@@ -2306,7 +2306,7 @@ async fn a_stalled_web_download_fails_at_the_idle_limit_and_imports_wait_for_a_s
     // no connection made) until the first has ended.
     let s = Stack::start_with(|st| {
         st.image_import_allow_loopback = true;
-        st.image_import_limits.idle_timeout = Duration::from_secs(1);
+        st.image_import_limits.idle_timeout = Duration::from_secs(2);
         st.image_import_limits.total_timeout = Duration::from_secs(60);
         st.image_import_limits.max_concurrent = 1;
     })

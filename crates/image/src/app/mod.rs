@@ -1,7 +1,7 @@
-//! Image logic: the service object, who sees which image, the status
-//! machine, quotas, and the data paths (upload, staging, import) in
-//! [`data`]. Handlers in `crate::api` call into here; SQL is in
-//! `crate::store`.
+//! Image logic: the service object, who sees and who lists which image,
+//! the records' writes and quotas in [`image`], and the status machine and
+//! data paths (upload, staging, import) in [`data`]. Handlers in
+//! `crate::api` parse and call into here; SQL is in `crate::store`.
 //!
 //! Status machine (Glance's):
 //!

@@ -243,6 +243,27 @@ def test_hostile_images_are_rejected_by_the_cli_upload(server: Server, tmp_path:
         assert store_files(server) == [], store_files(server)
 
 
+def test_empty_data_and_the_version_document_as_the_cli_sees_them(server: Server):
+    """Without --file the CLI uploads standard input, /dev/null here: zero
+    bytes, which Glance's inspector calls raw. Accepted as raw; refused
+    (400; the CLI then deletes the record) as qcow2 or iso. The version document the
+    CLI discovers from advertises v2.9, the newest version fully served."""
+    os_ = server.openstack
+    img = os_("image", "create", "--disk-format", "raw", "--container-format", "bare",
+              "empty-raw")
+    img = wait_status(server, img["id"], "active")
+    assert img["size"] == 0, img
+    for fmt in ("qcow2", "iso"):
+        r = os_("image", "create", "--disk-format", fmt, "--container-format", "bare",
+                f"empty-{fmt}", expect_fail=True)
+        assert "400" in r.output and "empty" in r.output, r
+        assert f"empty-{fmt}" not in listed(server), listed(server)
+    assert store_files(server) == [img["id"]], store_files(server)
+    rows = os_("versions", "show", "--service", "image")
+    current = [r for r in rows if r["Status"] == "CURRENT"]
+    assert [r["Version"] for r in current] == ["2.9"], rows
+
+
 def test_web_download_refuses_internal_addresses(server: Server):
     os_ = server.openstack
     img = create_queued(server, "web")

@@ -100,6 +100,16 @@ pub struct ServeArgs {
     /// Largest single image in bytes ([DEFAULT] image_size_cap).
     #[arg(long, default_value_t = 1 << 40)]
     pub image_size_cap: u64,
+    /// Seconds a web-download source may send nothing before its import
+    /// fails.
+    #[arg(long, default_value_t = 60)]
+    pub image_import_idle_timeout: u64,
+    /// Seconds an import may run before it fails.
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub image_import_timeout: u64,
+    /// Imports run at once; more wait for a slot (task `pending`).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_import_workers: u64,
     /// This node's name ([DEFAULT] host): routers and DHCP ports are
     /// scheduled here. Defaults to the machine's host name.
     #[arg(long, env = "FERROSTACK_HOST")]
@@ -272,6 +282,11 @@ impl ServeArgs {
             image_quota_bytes: self.image_quota_bytes,
             image_size_cap: self.image_size_cap,
             image_import_allow_loopback: false,
+            image_import_limits: image::ImportLimits {
+                idle_timeout: std::time::Duration::from_secs(self.image_import_idle_timeout),
+                total_timeout: std::time::Duration::from_secs(self.image_import_timeout),
+                max_concurrent: self.image_import_workers as usize,
+            },
             host: self.host.unwrap_or_else(ferrostack::serve::local_hostname),
             vni_range: self.vni_range,
             physical_networks: self.physical_networks,

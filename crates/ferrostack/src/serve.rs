@@ -53,6 +53,8 @@ pub struct Settings {
     /// Lets `web-download` fetch from loopback. Only tests set it (they
     /// serve images from 127.0.0.1); there is no command-line option.
     pub image_import_allow_loopback: bool,
+    /// Import timeouts and concurrency (`image::ImportLimits`).
+    pub image_import_limits: image::ImportLimits,
     /// This node's name: routers and DHCP ports are scheduled here.
     pub host: String,
     /// VXLAN VNIs for tenant networks, inclusive.
@@ -101,6 +103,7 @@ impl Settings {
             image_quota_bytes: None,
             image_size_cap: image::Config::default().image_size_cap,
             image_import_allow_loopback: false,
+            image_import_limits: image::ImportLimits::default(),
             host: local_hostname(),
             vni_range: (1000, 1999),
             physical_networks: Vec::new(),
@@ -247,6 +250,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             image_size_cap: args.image_size_cap,
             import_allow_loopback: args.image_import_allow_loopback,
             import_extra_root_certs: args.image_import_extra_root_certs.clone(),
+            import_limits: args.image_import_limits.clone(),
             ..Default::default()
         },
     )

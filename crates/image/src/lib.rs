@@ -14,4 +14,4 @@ pub mod blob;
 pub mod policy;
 pub mod store;
 
-pub use app::{Config, Images};
+pub use app::{Config, Images, ImportLimits};

@@ -163,8 +163,23 @@ async fn catalog_and_version_discovery() {
     assert_eq!(public["url"], format!("http://{}/image", s.addr));
     let v = c.call(Method::GET, "/image", None, &[], None).await;
     assert_eq!(v.status, StatusCode::MULTIPLE_CHOICES);
-    assert_eq!(v.body["versions"][0]["id"], "v2.16");
-    assert_eq!(v.body["versions"][0]["status"], "CURRENT");
+    // Only versions whose calls are all served: up to 2.9 (2.10 deletes
+    // from one store, 2.13 quota usage, 2.14+ the cache, 2.17 locations
+    // are not served).
+    let ids: Vec<(&str, &str)> = v.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["id"].as_str().unwrap(), v["status"].as_str().unwrap()))
+        .collect();
+    let mut want = vec![("v2.9", "CURRENT")];
+    want.extend(
+        [
+            "v2.8", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0",
+        ]
+        .map(|v| (v, "SUPPORTED")),
+    );
+    assert_eq!(ids, want);
     assert_eq!(
         v.body["versions"][0]["links"][0]["href"],
         format!("http://{}/image/v2/", s.addr)
@@ -330,23 +345,6 @@ async fn create_validates_every_field() {
         .as_str()
         .unwrap()
         .contains("disk_format"));
-    // Zero bytes are accepted whatever the declared format (the CLI sends
-    // an empty body when its standard input is not a terminal).
-    let empty = create_id(
-        &c,
-        &admin,
-        json!({"name": "e", "disk_format": "qcow2", "container_format": "bare"}),
-    )
-    .await;
-    assert_eq!(
-        put_data(&c, &admin, &empty, "file", b"").await.status,
-        StatusCode::NO_CONTENT
-    );
-    let img = show(&c, &admin, &empty).await;
-    assert_eq!(
-        (img["status"].clone(), img["size"].clone()),
-        (json!("active"), json!(0))
-    );
     // Wrong content type for data: 415.
     let r = c
         .call_raw(
@@ -358,6 +356,73 @@ async fn create_validates_every_field() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn empty_data_is_accepted_only_where_glances_inspector_accepts_it() {
+    // Glance's inspector calls zero bytes raw: fine for a declared raw and
+    // for the formats it cannot inspect, a mismatch for every other one
+    // (iso included). A refused image stays queued with no data.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for (fmt, accepted) in [
+        ("raw", true),
+        ("ami", true),
+        ("ari", true),
+        ("aki", true),
+        ("ploop", true),
+        ("qcow2", false),
+        ("iso", false),
+        ("vmdk", false),
+        ("vhd", false),
+        ("vhdx", false),
+        ("vdi", false),
+    ] {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": fmt, "disk_format": fmt, "container_format": "bare"}),
+        )
+        .await;
+        for what in ["file", "stage"] {
+            let r = put_data(&c, &admin, &id, what, b"").await;
+            if what == "stage" {
+                // Staging does not inspect; the import does.
+                if r.status == StatusCode::NO_CONTENT {
+                    let r = import(&c, &admin, &id, json!({"name": "glance-direct"})).await;
+                    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+                    let want = if accepted { "active" } else { "queued" };
+                    let img = wait_status(&c, &admin, &id, want).await;
+                    if !accepted {
+                        assert_eq!(img["os_glance_failed_import"], "file", "{img}");
+                        let msg = task_message(&c, &admin, &id).await;
+                        assert!(msg.contains("empty"), "{fmt}: {msg}");
+                    }
+                }
+                continue;
+            }
+            let img = show(&c, &admin, &id).await;
+            if accepted {
+                assert_eq!(r.status, StatusCode::NO_CONTENT, "{fmt}: {:?}", r.json());
+                assert_eq!(
+                    (img["status"].clone(), img["size"].clone()),
+                    (json!("active"), json!(0)),
+                    "{fmt}"
+                );
+            } else {
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "{fmt}: {:?}", r.json());
+                let msg = r.json()["message"].as_str().unwrap().to_string();
+                assert!(msg.contains("empty"), "{fmt}: {msg}");
+                assert_eq!(img["status"], "queued", "{fmt}");
+            }
+        }
+    }
+    assert!(
+        files(&s, "staging").is_empty(),
+        "{:?}",
+        files(&s, "staging")
+    );
 }
 
 #[tokio::test]
@@ -1799,4 +1864,527 @@ async fn schemas_and_error_bodies_are_glances() {
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["code"], "405 Method Not Allowed");
+}
+
+// ----- atomic writes and quotas under concurrency (issue 10) -----------------
+
+#[tokio::test]
+async fn concurrent_tag_adds_and_property_patches_all_survive() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..5 {
+        let id = create_id(&c, &admin, json!({"name": format!("t{round}")})).await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
+            set.spawn(async move {
+                c.put(&format!("{V2}/images/{id}/tags/tag-{i}"), &admin)
+                    .await
+                    .status
+            });
+        }
+        for i in 0..8 {
+            let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
+            set.spawn(async move {
+                patch(
+                    &c,
+                    &admin,
+                    &id,
+                    json!([{"op": "add", "path": format!("/prop_{i}"), "value": "v"}]),
+                )
+                .await
+                .status
+            });
+        }
+        while let Some(status) = set.join_next().await {
+            let status = status.unwrap();
+            assert!(status.is_success(), "round {round}: {status}");
+        }
+        let img = show(&c, &admin, &id).await;
+        let tags: Vec<String> = img["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(tags.len(), 16, "round {round}: {tags:?}");
+        for i in 0..8 {
+            assert_eq!(img[format!("prop_{i}")], "v", "round {round}: {img}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_disk_format_change_racing_an_upload_cannot_outlive_the_inspection() {
+    // The data is inspected against the disk_format read in the same
+    // transaction that moves the image to `saving`; a PATCH of the format
+    // either lands before (and the upload is inspected against it) or is
+    // refused. It can never relabel data inspected as another format.
+    let dir = tempfile::tempdir().unwrap();
+    let data = make(dir.path(), "r.qcow2", "qcow2", "1M", &[]);
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..30 {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": format!("r{round}"), "disk_format": "qcow2", "container_format": "bare"}),
+        )
+        .await;
+        let relabel = patch(
+            &c,
+            &admin,
+            &id,
+            json!([{"op": "replace", "path": "/disk_format", "value": "raw"}]),
+        );
+        let upload = put_data(&c, &admin, &id, "file", &data);
+        let (relabel, upload) = tokio::join!(relabel, upload);
+        assert!(
+            [StatusCode::OK, StatusCode::FORBIDDEN, StatusCode::CONFLICT].contains(&relabel.status),
+            "round {round}: {:?}",
+            relabel.json()
+        );
+        assert!(
+            [
+                StatusCode::NO_CONTENT,
+                StatusCode::BAD_REQUEST,
+                StatusCode::CONFLICT
+            ]
+            .contains(&upload.status),
+            "round {round}: {:?}",
+            upload.json()
+        );
+        let img = show(&c, &admin, &id).await;
+        assert!(
+            !(relabel.status == StatusCode::OK && upload.status == StatusCode::NO_CONTENT),
+            "round {round}: both the relabel and the upload succeeded: {img}"
+        );
+        if img["status"] == "active" {
+            assert_eq!(img["disk_format"], "qcow2", "round {round}: {img}");
+        } else {
+            assert_eq!(img["status"], "queued", "round {round}: {img}");
+        }
+    }
+}
+
+/// A PUT of `data` with a chunked body (no size announced, so nothing can
+/// be reserved up front); returns the status and the body.
+async fn chunked_put(
+    addr: std::net::SocketAddr,
+    token: &str,
+    path: &str,
+    data: &[u8],
+) -> (u16, String) {
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: {}\r\nx-auth-token: {token}\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n",
+        addr,
+        data.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(data).await.unwrap();
+    sock.write_all(b"\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[tokio::test]
+async fn a_delete_racing_a_protect_never_deletes_a_protected_image() {
+    // The delete checks `protected` on the row its transaction locked: a
+    // PATCH that protected the image either lands first (the delete is
+    // refused) or finds the image gone (404). Never both 200 and 204.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..30 {
+        let id = create_id(&c, &admin, json!({"name": format!("p{round}")})).await;
+        let protect = patch(
+            &c,
+            &admin,
+            &id,
+            json!([{"op": "replace", "path": "/protected", "value": true}]),
+        );
+        let path = format!("{V2}/images/{id}");
+        let delete = c.delete(&path, &admin);
+        let (protect, delete) = tokio::join!(protect, delete);
+        match (protect.status, delete.status) {
+            (StatusCode::OK, StatusCode::FORBIDDEN) => {
+                assert_eq!(show(&c, &admin, &id).await["protected"], true);
+            }
+            (StatusCode::NOT_FOUND, StatusCode::NO_CONTENT) => {}
+            other => panic!(
+                "round {round}: {other:?} {:?} {}",
+                protect.json(),
+                delete.body
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn parallel_uploads_cannot_share_out_the_same_byte_quota() {
+    // 10 uploads of 1000 bytes against 3000 bytes left: exactly 3 fit,
+    // whether the size is announced (reserved when the upload starts) or
+    // not (checked when it completes), for direct uploads and staging.
+    let s = Stack::start_with(|st| st.image_quota_bytes = Some(3000)).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let body = json!({"name": "q", "disk_format": "raw", "container_format": "bare"});
+    for round in 0..8 {
+        let what = if round % 4 < 2 { "file" } else { "stage" };
+        let chunked = round % 2 == 1;
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(create_id(&c, &admin, body.clone()).await);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for id in &ids {
+            let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
+            let path = format!("{V2}/images/{id}/{what}");
+            let addr = s.addr;
+            set.spawn(async move {
+                if chunked {
+                    chunked_put(addr, &admin, &path, &[7u8; 1000]).await
+                } else {
+                    let r = put_data(&c, &admin, &id, what, &[7u8; 1000]).await;
+                    (r.status.as_u16(), format!("{:?}", r.json()))
+                }
+            });
+        }
+        let mut ok = 0;
+        while let Some(r) = set.join_next().await {
+            let (status, answer) = r.unwrap();
+            match status {
+                204 => ok += 1,
+                413 => assert!(answer.contains("quota"), "{answer}"),
+                other => panic!("round {round} ({what}, chunked {chunked}): {other} {answer}"),
+            }
+        }
+        let dir = if what == "file" { "images" } else { "staging" };
+        assert_eq!(ok, 3, "round {round} ({what}, chunked {chunked})");
+        assert_eq!(
+            files(&s, dir).len(),
+            3,
+            "round {round}: {:?}",
+            files(&s, dir)
+        );
+        for id in &ids {
+            let r = c.delete(&format!("{V2}/images/{id}"), &admin).await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT);
+        }
+    }
+}
+
+#[tokio::test]
+async fn parallel_creates_cannot_exceed_the_image_count_quota() {
+    let s = Stack::start_with(|st| st.image_quota_count = Some(3)).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..4 {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let (c, admin) = (c.clone(), admin.clone());
+            set.spawn(async move {
+                c.post(
+                    &format!("{V2}/images"),
+                    &admin,
+                    json!({"name": format!("n{i}")}),
+                )
+                .await
+            });
+        }
+        let mut created = Vec::new();
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap();
+            match r.status {
+                StatusCode::CREATED => created.push(r.body["id"].as_str().unwrap().to_string()),
+                StatusCode::PAYLOAD_TOO_LARGE => {}
+                other => panic!("round {round}: {other} {}", r.body),
+            }
+        }
+        assert_eq!(created.len(), 3, "round {round}");
+        for id in &created {
+            c.delete(&format!("{V2}/images/{id}"), &admin).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn parallel_member_adds_cannot_exceed_the_member_quota() {
+    // image_member_quota is 128 by default: 140 parallel adds, 128 land.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for round in 0..2 {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": format!("m{round}"), "visibility": "shared"}),
+        )
+        .await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..140 {
+            let (c, admin, id) = (c.clone(), admin.clone(), id.clone());
+            set.spawn(async move {
+                c.post(
+                    &format!("{V2}/images/{id}/members"),
+                    &admin,
+                    json!({"member": format!("project-{i}")}),
+                )
+                .await
+            });
+        }
+        let mut ok = 0;
+        while let Some(r) = set.join_next().await {
+            let r = r.unwrap();
+            match r.status {
+                StatusCode::OK => ok += 1,
+                StatusCode::PAYLOAD_TOO_LARGE => {}
+                other => panic!("round {round}: {other} {}", r.body),
+            }
+        }
+        assert_eq!(ok, 128, "round {round}");
+        let list = c.get(&format!("{V2}/images/{id}/members"), &admin).await;
+        assert_eq!(list.body["members"].as_array().unwrap().len(), 128);
+    }
+}
+
+// ----- slow import sources (issue 10) ----------------------------------------
+
+/// A web-download source that answers every GET with headers announcing
+/// `len` bytes, then sends one byte every `every` (nothing at all when
+/// `None`). It counts the connections it accepted and those the importer
+/// closed.
+struct Trickle {
+    addr: std::net::SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trickle {
+    async fn start(len: usize, every: Option<Duration>) -> Trickle {
+        use std::sync::atomic::Ordering;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, cl) = (accepted.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let cl = cl.clone();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = sock.into_split();
+                    let mut buf = vec![0u8; 4096];
+                    let _ = r.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+                    );
+                    if w.write_all(head.as_bytes()).await.is_err() {
+                        cl.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    let send = async {
+                        for _ in 0..len {
+                            match every {
+                                Some(d) => tokio::time::sleep(d).await,
+                                None => std::future::pending::<()>().await,
+                            }
+                            if w.write_all(&[0u8]).await.is_err() {
+                                return;
+                            }
+                        }
+                        std::future::pending::<()>().await
+                    };
+                    // The importer closing its end ends the read.
+                    let closed =
+                        async { while matches!(r.read(&mut buf).await, Ok(n) if n > 0) {} };
+                    tokio::select! {
+                        _ = send => {}
+                        _ = closed => {}
+                    }
+                    cl.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Trickle {
+            addr,
+            accepted,
+            closed,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/image", self.addr)
+    }
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `secs` seconds.
+async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+async fn task_status(c: &Client, tok: &str, id: &str) -> String {
+    let t = c.get(&format!("{V2}/images/{id}/tasks"), tok).await;
+    t.body["tasks"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_trickling_web_download_fails_at_the_total_time_limit() {
+    // One byte every 300 ms never trips the idle limit; the total limit
+    // ends the import, records the failure as Glance does and closes the
+    // connection to the source.
+    let s = Stack::start_with(|st| {
+        st.image_import_allow_loopback = true;
+        st.image_import_limits.idle_timeout = Duration::from_secs(2);
+        st.image_import_limits.total_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let src = Trickle::start(100_000, Some(Duration::from_millis(300))).await;
+    let id = create_id(
+        &c,
+        &admin,
+        json!({"name": "slow", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let r = import(
+        &c,
+        &admin,
+        &id,
+        json!({"name": "web-download", "uri": src.url()}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let started = std::time::Instant::now();
+    let img = wait_status(&c, &admin, &id, "queued").await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    assert_eq!(img["os_glance_failed_import"], "file", "{img}");
+    assert_eq!(img["os_glance_importing_to_stores"], "", "{img}");
+    assert_eq!(task_status(&c, &admin, &id).await, "failure");
+    let msg = task_message(&c, &admin, &id).await;
+    assert!(msg.contains("time limit"), "{msg}");
+    assert!(
+        eventually(5, || src.closed() == 1).await,
+        "the source connection stays open"
+    );
+    assert!(files(&s, "images").is_empty(), "{:?}", files(&s, "images"));
+    assert!(s.running.as_ref().unwrap().image.imports.is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_web_download_fails_at_the_idle_limit_and_imports_wait_for_a_slot() {
+    // A source that sends its headers and then nothing fails at the idle
+    // limit. With one import slot, a second import waits (task `pending`,
+    // no connection made) until the first has ended.
+    let s = Stack::start_with(|st| {
+        st.image_import_allow_loopback = true;
+        st.image_import_limits.idle_timeout = Duration::from_secs(2);
+        st.image_import_limits.total_timeout = Duration::from_secs(60);
+        st.image_import_limits.max_concurrent = 1;
+    })
+    .await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let src = Trickle::start(1000, None).await;
+    let body = json!({"name": "stalled", "disk_format": "raw", "container_format": "bare"});
+    let first = create_id(&c, &admin, body.clone()).await;
+    let second = create_id(&c, &admin, body).await;
+    for id in [&first, &second] {
+        let r = import(
+            &c,
+            &admin,
+            id,
+            json!({"name": "web-download", "uri": src.url()}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+    assert!(eventually(5, || src.accepted() >= 1).await);
+    // While the first holds the only slot, the second has not connected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if src.closed() == 0 {
+        assert_eq!(src.accepted(), 1);
+        assert_eq!(task_status(&c, &admin, &second).await, "pending");
+        assert_eq!(show(&c, &admin, &second).await["status"], "importing");
+    }
+    for id in [&first, &second] {
+        let img = wait_status(&c, &admin, id, "queued").await;
+        assert_eq!(img["os_glance_failed_import"], "file", "{img}");
+        let msg = task_message(&c, &admin, id).await;
+        assert!(msg.contains("no data"), "{msg}");
+    }
+    assert_eq!(src.accepted(), 2);
+    assert!(eventually(5, || src.closed() == 2).await);
+    assert!(files(&s, "images").is_empty(), "{:?}", files(&s, "images"));
+}
+
+#[tokio::test]
+async fn deleting_an_importing_image_cancels_its_import_and_leaves_nothing() {
+    let s = Stack::start_with(|st| st.image_import_allow_loopback = true).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let src = Trickle::start(100_000, Some(Duration::from_millis(100))).await;
+    let id = create_id(
+        &c,
+        &admin,
+        json!({"name": "doomed", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let r = import(
+        &c,
+        &admin,
+        &id,
+        json!({"name": "web-download", "uri": src.url()}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(eventually(5, || src.accepted() == 1).await);
+    // Some data is on its way into a temporary file.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(show(&c, &admin, &id).await["status"], "importing");
+    let r = c.delete(&format!("{V2}/images/{id}"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(
+        c.get(&format!("{V2}/images/{id}"), &admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        eventually(5, || src.closed() == 1).await,
+        "the import still reads from its source after the delete"
+    );
+    assert!(s.running.as_ref().unwrap().image.imports.is_empty());
+    assert!(files(&s, "images").is_empty(), "{:?}", files(&s, "images"));
+    assert!(
+        files(&s, "staging").is_empty(),
+        "{:?}",
+        files(&s, "staging")
+    );
 }

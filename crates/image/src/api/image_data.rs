@@ -54,10 +54,15 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("upload_image", &ctx, &target)?;
     check_octet_stream(&headers)?;
-    data::upload(&svc, &img, body.into_data_stream(), declared_len(&headers)).await?;
+    data::upload(
+        &svc,
+        &ctx,
+        &id,
+        body.into_data_stream(),
+        declared_len(&headers),
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -68,10 +73,15 @@ pub async fn stage(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("upload_image", &ctx, &target)?;
     check_octet_stream(&headers)?;
-    data::stage(&svc, &img, body.into_data_stream(), declared_len(&headers)).await?;
+    data::stage(
+        &svc,
+        &ctx,
+        &id,
+        body.into_data_stream(),
+        declared_len(&headers),
+    )
+    .await?;
     Ok(no_content())
 }
 

@@ -9,12 +9,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use api::{AuthContext, Ctx, Error, Target};
+use api::{Ctx, Error, Target};
 
 use super::{image_json, json_object, no_content, reply, Q, S};
+use crate::app::image::{Attr, NewImage, PatchOp};
 use crate::app::{
-    data, db_err, is_uuid, not_found, over_quota, Image, Images, CONTAINER_FORMATS, DISK_FORMATS,
-    READ_ONLY, RESERVED, VISIBILITIES,
+    db_err, is_uuid, listed, Image, Images, CONTAINER_FORMATS, DISK_FORMATS, READ_ONLY, RESERVED,
+    VISIBILITIES,
 };
 use crate::store as db;
 use crate::store::image::ImageRow;
@@ -118,33 +119,26 @@ fn property_value(key: &str, v: &Value) -> Result<String, Error> {
     }
 }
 
-/// Sets one attribute (core or custom) on an image being built or patched.
-fn set_attr(img: &mut Image, key: &str, v: &Value) -> Result<(), Error> {
+/// Parses one attribute (core or custom) of a create or patch request.
+fn parse_attr(key: &str, v: &Value) -> Result<Attr, Error> {
     if let Some(e) = forbidden_attr(key) {
         return Err(e);
     }
-    let r = &mut img.row;
-    match key {
-        "name" => r.name = str_or_null(key, v, 255)?,
-        "visibility" => {
-            r.visibility = enum_or_null(key, v, VISIBILITIES)?.ok_or_else(|| {
-                Error::bad_request("Invalid value for 'visibility': must be a string.")
-            })?
-        }
-        "protected" => r.protected = boolean(key, v)?,
-        "os_hidden" => r.os_hidden = boolean(key, v)?,
-        "owner" => r.owner = str_or_null(key, v, 255)?,
-        "disk_format" => r.disk_format = enum_or_null(key, v, DISK_FORMATS)?,
-        "container_format" => r.container_format = enum_or_null(key, v, CONTAINER_FORMATS)?,
-        "min_disk" => r.min_disk = non_negative(key, v)?,
-        "min_ram" => r.min_ram = non_negative(key, v)?,
-        "tags" => img.tags = tag_list(v)?,
-        other => {
-            let val = property_value(other, v)?;
-            img.properties.insert(other.to_string(), val);
-        }
-    }
-    Ok(())
+    Ok(match key {
+        "name" => Attr::Name(str_or_null(key, v, 255)?),
+        "visibility" => Attr::Visibility(enum_or_null(key, v, VISIBILITIES)?.ok_or_else(|| {
+            Error::bad_request("Invalid value for 'visibility': must be a string.")
+        })?),
+        "protected" => Attr::Protected(boolean(key, v)?),
+        "os_hidden" => Attr::OsHidden(boolean(key, v)?),
+        "owner" => Attr::Owner(str_or_null(key, v, 255)?),
+        "disk_format" => Attr::DiskFormat(enum_or_null(key, v, DISK_FORMATS)?),
+        "container_format" => Attr::ContainerFormat(enum_or_null(key, v, CONTAINER_FORMATS)?),
+        "min_disk" => Attr::MinDisk(non_negative(key, v)?),
+        "min_ram" => Attr::MinRam(non_negative(key, v)?),
+        "tags" => Attr::Tags(tag_list(v)?),
+        other => Attr::Property(other.to_string(), property_value(other, v)?),
+    })
 }
 
 const CORE: &[&str] = &[
@@ -160,111 +154,21 @@ const CORE: &[&str] = &[
     "tags",
 ];
 
-fn check_quotas(svc: &Images, img: &Image) -> Result<(), Error> {
-    let props = img
-        .properties
-        .keys()
-        .filter(|k| !k.starts_with("os_glance"))
-        .count();
-    if props > svc.cfg.property_quota {
-        return Err(over_quota(format!(
-            "Maximum number of image properties exceeded: at most {} (image_property_quota).",
-            svc.cfg.property_quota
-        )));
-    }
-    if img.tags.len() > svc.cfg.tag_quota {
-        return Err(over_quota(format!(
-            "Maximum number of tags exceeded: at most {} (image_tag_quota).",
-            svc.cfg.tag_quota
-        )));
-    }
-    Ok(())
-}
-
-/// The policy checks a visibility entails.
-fn check_visibility_policy(
-    svc: &Images,
-    ctx: &AuthContext,
-    visibility: &str,
-    target: &Target,
-) -> Result<(), Error> {
-    match visibility {
-        "public" => svc.policy.enforce("publicize_image", ctx, target),
-        "community" => svc.policy.enforce("communitize_image", ctx, target),
-        _ => Ok(()),
-    }
-}
-
 pub async fn create(State(svc): S, ctx: Ctx, body: Bytes) -> Result<Response, Error> {
     let body = json_object(&body)?;
-    let now = store::now_micros();
-    let mut img = Image {
-        row: ImageRow {
-            id: store::new_uuid(),
-            name: None,
-            status: "queued".into(),
-            visibility: "shared".into(),
-            protected: false,
-            os_hidden: false,
-            owner: ctx.project_id().map(str::to_string),
-            disk_format: None,
-            container_format: None,
-            size: None,
-            virtual_size: None,
-            checksum: None,
-            os_hash_algo: None,
-            os_hash_value: None,
-            min_disk: 0,
-            min_ram: 0,
-            store: None,
-            created_at: now,
-            updated_at: now,
-        },
-        properties: BTreeMap::new(),
-        tags: BTreeSet::new(),
-    };
+    let mut new = NewImage::default();
     for (k, v) in &body {
         if k == "id" {
             let id = v
                 .as_str()
                 .filter(|s| is_uuid(s))
                 .ok_or_else(|| Error::bad_request("Invalid value for 'id': expected a UUID."))?;
-            img.row.id = id.to_ascii_lowercase();
+            new.id = Some(id.to_ascii_lowercase());
             continue;
         }
-        set_attr(&mut img, k, v)?;
+        new.attrs.push(parse_attr(k, v)?);
     }
-    let owner = img.row.owner.clone().unwrap_or_default();
-    let target = Target::new()
-        .with("project_id", owner.clone())
-        .with("owner", owner.clone())
-        .with("visibility", img.row.visibility.clone());
-    svc.policy.enforce("add_image", &ctx, &target)?;
-    if !ctx.is_admin() && img.row.owner.as_deref() != ctx.project_id() {
-        return Err(Error::forbidden(format!(
-            "You are not permitted to create images owned by '{owner}'."
-        )));
-    }
-    check_visibility_policy(&svc, &ctx, &img.row.visibility, &target)?;
-    check_quotas(&svc, &img)?;
-    svc.check_count_quota(&owner).await?;
-    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-    db::image::insert(&mut tx, &img.row)
-        .await
-        .map_err(|e| match e {
-            db::Error::Conflict(_) => Error::conflict(format!(
-                "An image with identifier {} already exists",
-                img.row.id
-            )),
-            other => db_err(other),
-        })?;
-    db::image::set_properties(&mut tx, &img.row.id, &img.properties)
-        .await
-        .map_err(db_err)?;
-    db::image::set_tags(&mut tx, &img.row.id, &img.tags)
-        .await
-        .map_err(db_err)?;
-    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    let img = svc.create_image(&ctx, new).await?;
     let mut resp = reply(StatusCode::CREATED, image_json(&svc, &img));
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&svc.url(&format!("/v2/images/{}", img.row.id))) {
@@ -287,7 +191,7 @@ pub async fn show(State(svc): S, ctx: Ctx, Path(id): Path<String>) -> Result<Res
 
 /// One JSON-patch operation, in the 2.1 (`{"op", "path"}`) or 2.0
 /// (`{"<op>": path}`) form.
-fn patch_op(v: &Value) -> Result<(String, String, Option<Value>), Error> {
+fn patch_op(v: &Value) -> Result<PatchOp, Error> {
     let o = v
         .as_object()
         .ok_or_else(|| Error::bad_request("Each patch operation must be a JSON object."))?;
@@ -337,7 +241,19 @@ fn patch_op(v: &Value) -> Result<(String, String, Option<Value>), Error> {
         )));
     }
     let key = rest.replace("~1", "/").replace("~0", "~");
-    Ok((op, key, value))
+    if let Some(e) = forbidden_attr(&key) {
+        return Err(e);
+    }
+    Ok(match op.as_str() {
+        "remove" if CORE.contains(&key.as_str()) => {
+            return Err(Error::forbidden(format!(
+                "Attribute '{key}' cannot be removed."
+            )))
+        }
+        "remove" => PatchOp::Remove(key),
+        "add" => PatchOp::Add(parse_attr(&key, value.as_ref().unwrap_or(&Value::Null))?),
+        _ => PatchOp::Replace(parse_attr(&key, value.as_ref().unwrap_or(&Value::Null))?),
+    })
 }
 
 pub async fn update(
@@ -364,8 +280,6 @@ pub async fn update(
             "The Content-Type of an image update must be application/openstack-images-v2.1-json-patch.",
         ));
     }
-    let (orig, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("modify_image", &ctx, &target)?;
     let ops = match api::json::parse::<Value>(&body)? {
         Value::Array(a) => a,
         _ => {
@@ -374,81 +288,13 @@ pub async fn update(
             ))
         }
     };
-    let mut img = orig.clone();
-    for op in &ops {
-        let (op, key, value) = patch_op(op)?;
-        if let Some(e) = forbidden_attr(&key) {
-            return Err(e);
-        }
-        if (key == "disk_format" || key == "container_format") && img.row.status != "queued" {
-            return Err(Error::forbidden(format!(
-                "Attribute {key} can be only replaced for a queued image."
-            )));
-        }
-        let is_core = CORE.contains(&key.as_str());
-        match op.as_str() {
-            "remove" => {
-                if is_core {
-                    return Err(Error::forbidden(format!(
-                        "Attribute '{key}' cannot be removed."
-                    )));
-                }
-                if img.properties.remove(&key).is_none() {
-                    return Err(Error::conflict(format!("Property {key} does not exist.")));
-                }
-            }
-            "replace" if !is_core && !img.properties.contains_key(&key) => {
-                return Err(Error::conflict(format!("Property {key} does not exist.")));
-            }
-            _ => set_attr(&mut img, &key, value.as_ref().unwrap_or(&Value::Null))?,
-        }
-    }
-    if img.row.owner != orig.row.owner && !ctx.is_admin() {
-        return Err(Error::forbidden(
-            "You are not permitted to change the owner of an image.",
-        ));
-    }
-    if img.row.visibility != orig.row.visibility {
-        check_visibility_policy(&svc, &ctx, &img.row.visibility, &target)?;
-    }
-    check_quotas(&svc, &img)?;
-    img.row.updated_at = store::now_micros();
-    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-    if !db::image::update_attrs(&mut tx, &img.row)
-        .await
-        .map_err(db_err)?
-    {
-        return Err(not_found(&id));
-    }
-    if img.properties != orig.properties {
-        db::image::set_properties(&mut tx, &id, &img.properties)
-            .await
-            .map_err(db_err)?;
-    }
-    if img.tags != orig.tags {
-        db::image::set_tags(&mut tx, &id, &img.tags)
-            .await
-            .map_err(db_err)?;
-    }
-    tx.commit().await.map_err(|e| Error::internal(&e))?;
-    // Status and data attributes may have moved on meanwhile (an upload
-    // finishing): answer with what is stored now.
-    let img = svc.load(&id).await?.ok_or_else(|| not_found(&id))?;
+    let ops = ops.iter().map(patch_op).collect::<Result<Vec<_>, _>>()?;
+    let img = svc.update_image(&ctx, &id, ops).await?;
     Ok(reply(StatusCode::OK, image_json(&svc, &img)))
 }
 
 pub async fn delete(State(svc): S, ctx: Ctx, Path(id): Path<String>) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("delete_image", &ctx, &target)?;
-    if img.row.protected {
-        return Err(Error::forbidden(format!(
-            "Image {id} is protected and cannot be deleted."
-        )));
-    }
-    if !db::image::delete(&svc.pool, &id).await.map_err(db_err)? {
-        return Err(not_found(&id));
-    }
-    data::delete_data(&svc, &id);
+    svc.delete_image(&ctx, &id).await?;
     Ok(no_content())
 }
 
@@ -457,24 +303,7 @@ pub async fn deactivate(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("deactivate", &ctx, &target)?;
-    match img.row.status.as_str() {
-        "deactivated" => {}
-        "active" => {
-            if !db::image::set_status(&svc.pool, &id, &["active"], "deactivated")
-                .await
-                .map_err(db_err)?
-            {
-                return Err(Error::conflict("The image changed status meanwhile."));
-            }
-        }
-        other => {
-            return Err(Error::bad_request(format!(
-                "Not allowed to deactivate image in status '{other}'"
-            )))
-        }
-    }
+    svc.set_active(&ctx, &id, false).await?;
     Ok(no_content())
 }
 
@@ -483,24 +312,7 @@ pub async fn reactivate(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("reactivate", &ctx, &target)?;
-    match img.row.status.as_str() {
-        "active" => {}
-        "deactivated" => {
-            if !db::image::set_status(&svc.pool, &id, &["deactivated"], "active")
-                .await
-                .map_err(db_err)?
-            {
-                return Err(Error::conflict("The image changed status meanwhile."));
-            }
-        }
-        other => {
-            return Err(Error::bad_request(format!(
-                "Not allowed to reactivate image in status '{other}'"
-            )))
-        }
-    }
+    svc.set_active(&ctx, &id, true).await?;
     Ok(no_content())
 }
 
@@ -739,29 +551,10 @@ pub async fn list(State(svc): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
             .collect(),
         None => BTreeMap::new(),
     };
-    let admin = ctx.is_admin();
     let mut images: Vec<Image> = Vec::new();
     for r in rows {
-        let own = caller.is_some() && r.owner.as_deref() == caller.as_deref();
         let membership = memberships.get(&r.id).map(String::as_str);
-        let member_ok = membership.is_some_and(|s| member_status == "all" || s == member_status);
-        let shown = match visibility {
-            None => match r.visibility.as_str() {
-                "public" => true,
-                "community" => own || admin,
-                "shared" => own || admin || member_ok,
-                _ => own || admin,
-            },
-            Some("all") => match r.visibility.as_str() {
-                "public" | "community" => true,
-                "shared" => own || admin || member_ok,
-                _ => own || admin,
-            },
-            Some(v) if v != r.visibility => false,
-            Some("public") | Some("community") => true,
-            Some("shared") => own || member_ok || (admin && membership.is_none()),
-            Some(_) => own || admin,
-        };
+        let shown = listed(&ctx, &r, membership, visibility, member_status);
         if !shown || r.os_hidden != os_hidden {
             continue;
         }
@@ -848,16 +641,4 @@ fn first_link(svc: &Images, q: &[(String, String)]) -> String {
     // next_link appends a marker; strip it again for `first`.
     let link = api::pagination::next_link(&svc.href("/images"), &rest, "");
     link.trim_end_matches("&marker=").to_string()
-}
-
-/// Used by the member and tag handlers: an image the caller may see and
-/// modify.
-pub async fn modifiable(
-    svc: &Images,
-    ctx: &AuthContext,
-    id: &str,
-) -> Result<(Image, Target), Error> {
-    let (img, target) = svc.visible(ctx, id).await?;
-    svc.policy.enforce("modify_image", ctx, &target)?;
-    Ok((img, target))
 }

@@ -21,8 +21,6 @@ pub async fn import(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("modify_image", &ctx, &target)?;
     let body = json_object(&body)?;
     for k in body.keys() {
         if !["method", "stores", "all_stores", "all_stores_must_succeed"].contains(&k.as_str()) {
@@ -83,7 +81,7 @@ pub async fn import(
             )))
         }
     };
-    data::start_import(&svc, &img, method).await?;
+    data::start_import(&svc, &ctx, &id, method).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use api::{AuthContext, Ctx, Error, Target};
 
 use super::{json_object, no_content, reply, S};
-use crate::app::{db_err, over_quota, Image, Images};
+use crate::app::{db_err, Image, Images};
 use crate::store as db;
 use crate::store::member::MemberRow;
 
@@ -46,14 +46,6 @@ pub async fn create(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, Error> {
-    let (img, target) = svc.visible(&ctx, &id).await?;
-    svc.policy.enforce("add_member", &ctx, &target)?;
-    if !is_owner(&ctx, &img) && !ctx.is_admin() {
-        return Err(Error::forbidden(
-            "Only the image owner can add members to an image.",
-        ));
-    }
-    only_shared(&img)?;
     let body = json_object(&body)?;
     let member = body
         .get("member")
@@ -67,29 +59,7 @@ pub async fn create(
             "Additional properties are not allowed ('{extra}' was unexpected)."
         )));
     }
-    let count = db::member::count(&svc.pool, &id).await.map_err(db_err)?;
-    if count as usize >= svc.cfg.member_quota {
-        return Err(over_quota(format!(
-            "Maximum number of image members exceeded: at most {} (image_member_quota).",
-            svc.cfg.member_quota
-        )));
-    }
-    let now = store::now_micros();
-    let m = MemberRow {
-        image_id: id.clone(),
-        member: member.to_string(),
-        status: "pending".into(),
-        created_at: now,
-        updated_at: now,
-    };
-    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-    db::member::insert(&mut tx, &m).await.map_err(|e| match e {
-        db::Error::Conflict(_) => Error::conflict(format!(
-            "The member {member} is already associated with image {id}."
-        )),
-        other => db_err(other),
-    })?;
-    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    let m = svc.add_member(&ctx, &id, member).await?;
     Ok(reply(StatusCode::OK, member_json(&svc, &m)))
 }
 

@@ -9,12 +9,27 @@
 //! data, a quota — leaves no file behind and puts the image back where it
 //! was: the temporary file and the status are both restored by drop guards,
 //! so this holds even when the handler never runs another line.
+//!
+//! Each transfer starts in one transaction that locks the image, reads its
+//! status and formats, checks the owner's byte quota and reserves the
+//! declared size (`reserved`), and moves the image to `saving`,
+//! `uploading` or `importing`; it ends in one transaction that checks the
+//! quota again against the size received and makes the image active. The
+//! format the data was inspected against is the one read in the first:
+//! the format attributes cannot change once the image left `queued`.
+//!
+//! Imports run as tracked tasks ([`Imports`]): at most
+//! `ImportLimits::max_concurrent` at once (the others wait with their task
+//! `pending`), each bounded by an idle and a total timeout, and cancelled
+//! when their image is deleted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use api::Error;
+use api::{AuthContext, Error};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 
 use super::{db_err, over_quota, Image, Images};
 use crate::blob::{self, Digest, ImageStore, ReceiveError, TempBlob};
@@ -105,24 +120,24 @@ fn receive_error(e: ReceiveError, owner_limit: u64, cap: u64) -> Error {
     }
 }
 
+/// Disk formats whose data may be empty. Glance's inspector detects zero
+/// bytes as `raw`, which it accepts for a declared `raw` and for the
+/// formats it cannot inspect (`ami`, `ari`, `aki`, `ploop`); every other
+/// declared format (`iso` included) is a mismatch it refuses.
+const MAY_BE_EMPTY: &[&str] = &["raw", "ami", "ari", "aki", "ploop"];
+
 /// Runs the format inspector on a complete file, on a blocking thread.
 /// A rejection is the client's 400 with the inspector's message.
-///
-/// Zero bytes are accepted whatever the declared format: there is nothing
-/// in them for QEMU to misread, and the CLI uploads an empty body when it
-/// runs with a standard input that is not a terminal and no `--file`.
 async fn inspect(
     declared: &str,
     path: std::path::PathBuf,
     size: u64,
 ) -> Result<diskformat::Inspection, Error> {
-    if size == 0 {
-        return Ok(diskformat::Inspection {
-            format: diskformat::DiskFormat::from_glance(declared)
-                .unwrap_or(diskformat::DiskFormat::Raw),
-            virtual_size: 0,
-            actual_size: 0,
-        });
+    if size == 0 && !MAY_BE_EMPTY.contains(&declared) {
+        return Err(Error::bad_request(format!(
+            "Image rejected by the format inspector: the data is empty, which is not a {declared} image (only {} images may be empty).",
+            MAY_BE_EMPTY.join(", ")
+        )));
     }
     let declared = declared.to_string();
     tokio::task::spawn_blocking(move || diskformat::verify_path(&declared, &path))
@@ -147,59 +162,97 @@ fn data_of(d: &Digest, inspection: &diskformat::Inspection, store: &str) -> db::
     }
 }
 
-/// Commits checked data as the image's and makes it active, if the image
-/// is still in status `from` (it may have been deleted meanwhile, in which
-/// case the data is removed again).
+/// Makes data already committed to the store the image's and the image
+/// active, if the image is still in status `from` and the owner's quota
+/// still has room for it (checked against the usage of every other image,
+/// under the owner's quota lock). On any failure the committed data is
+/// removed again.
 async fn activate(
     svc: &Images,
     id: &str,
     from: &str,
     data: &db::image::Data,
     clear_import: bool,
-) -> Result<bool, Error> {
-    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-    let ok = db::image::set_data(&mut tx, id, from, data)
-        .await
-        .map_err(db_err)?;
-    if ok && clear_import {
-        db::image::put_properties(
-            &mut tx,
-            id,
-            &[
-                ("os_glance_importing_to_stores", Some("")),
-                ("os_glance_failed_import", Some("")),
-            ],
-        )
-        .await
-        .map_err(db_err)?;
+) -> Result<(), Error> {
+    let result = async {
+        let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+        let gone = || {
+            Error::conflict("The image was deleted or changed while its data was being received.")
+        };
+        if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
+            return Err(gone());
+        }
+        let row = db::image::get(&mut *tx, id)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(gone)?;
+        if row.status != from {
+            return Err(gone());
+        }
+        let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
+        if data.size as u64 > left {
+            return Err(receive_error(
+                ReceiveError::TooLarge(left),
+                left,
+                svc.cfg.image_size_cap,
+            ));
+        }
+        if !db::image::set_data(&mut tx, id, from, data)
+            .await
+            .map_err(db_err)?
+        {
+            return Err(gone());
+        }
+        if clear_import {
+            db::image::put_properties(
+                &mut tx,
+                id,
+                &[
+                    ("os_glance_importing_to_stores", Some("")),
+                    ("os_glance_failed_import", Some("")),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(|e| Error::internal(&e))
     }
-    tx.commit().await.map_err(|e| Error::internal(&e))?;
-    if !ok {
+    .await;
+    if result.is_err() {
         let _ = svc.store.delete(id);
     }
-    Ok(ok)
+    result
 }
 
-/// `PUT /v2/images/{id}/file`: streams the body into the store.
-pub async fn upload<S, E>(
-    svc: &Arc<Images>,
-    image: &Image,
-    body: S,
+/// Starts a transfer of image `id`'s data in one transaction: locks the
+/// image, checks the caller may and the image is in `from`, checks the
+/// owner's byte quota and reserves the declared size, and moves the image
+/// to `to`. Returns the image as it was read (its formats are the ones the
+/// data will be inspected against) and how many bytes it may receive.
+async fn begin(
+    svc: &Images,
+    ctx: &AuthContext,
+    id: &str,
+    rule: &str,
+    from: &str,
+    to: &str,
     declared_len: Option<u64>,
-) -> Result<(), Error>
-where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: std::fmt::Display,
-{
-    let id = image.row.id.as_str();
-    let (disk_format, _) = require_formats(image)?;
-    if image.row.status != "queued" {
+) -> Result<(Image, u64), Error> {
+    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+    let (image, target) = svc.locked(&mut tx, ctx, id).await?;
+    svc.policy.enforce(rule, ctx, &target)?;
+    if to == "saving" {
+        require_formats(&image)?;
+    }
+    if image.row.status != from {
         return Err(Error::conflict(format!(
-            "Image status transition from {} to saving is not allowed",
+            "Image status transition from {} to {to} is not allowed",
             image.row.status
         )));
     }
-    let left = svc.bytes_left(image.row.owner.as_deref()).await?;
+    let left = svc
+        .bytes_left(&mut tx, image.row.owner.as_deref(), id)
+        .await?;
     if declared_len.is_some_and(|n| n > left) {
         return Err(receive_error(
             ReceiveError::TooLarge(left),
@@ -207,16 +260,44 @@ where
             svc.cfg.image_size_cap,
         ));
     }
-    if !db::image::set_status(&svc.pool, id, &["queued"], "saving")
+    let reserve = declared_len.unwrap_or(0).min(i64::MAX as u64) as i64;
+    if !db::image::begin_transfer(&mut tx, id, image.row.revision, from, to, reserve)
         .await
         .map_err(db_err)?
     {
-        return Err(Error::conflict(
-            "Image status transition from queued to saving is not allowed: another upload is in progress",
-        ));
+        return Err(Error::conflict(format!(
+            "Image status transition from {from} to {to} is not allowed: the image changed meanwhile"
+        )));
     }
+    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    Ok((image, left))
+}
+
+/// `PUT /v2/images/{id}/file`: streams the body into the store.
+pub async fn upload<S, E>(
+    svc: &Arc<Images>,
+    ctx: &AuthContext,
+    id: &str,
+    body: S,
+    declared_len: Option<u64>,
+) -> Result<(), Error>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let (image, left) = begin(
+        svc,
+        ctx,
+        id,
+        "upload_image",
+        "queued",
+        "saving",
+        declared_len,
+    )
+    .await?;
     let guard = StatusGuard::new(svc, id, "saving", "queued");
     let result = async {
+        let (disk_format, _) = require_formats(&image)?;
         let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
@@ -226,12 +307,7 @@ where
             .commit(temp, id)
             .map_err(|e| Error::internal(&e))?;
         let data = data_of(&digest, &inspection, svc.store.id());
-        if !activate(svc, id, "saving", &data, false).await? {
-            return Err(Error::conflict(
-                "The image was deleted or changed while its data was being uploaded.",
-            ));
-        }
-        Ok(())
+        activate(svc, id, "saving", &data, false).await
     }
     .await;
     match result {
@@ -247,9 +323,12 @@ where
 }
 
 /// `PUT /v2/images/{id}/stage`: streams the body into the staging area.
+/// The staged file's size stays reserved against the owner's quota until
+/// it is imported or dropped.
 pub async fn stage<S, E>(
     svc: &Arc<Images>,
-    image: &Image,
+    ctx: &AuthContext,
+    id: &str,
     body: S,
     declared_len: Option<u64>,
 ) -> Result<(), Error>
@@ -257,38 +336,26 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let id = image.row.id.as_str();
-    if image.row.status != "queued" {
-        return Err(Error::conflict(format!(
-            "Image status transition from {} to uploading is not allowed",
-            image.row.status
-        )));
-    }
-    let left = svc.bytes_left(image.row.owner.as_deref()).await?;
-    if declared_len.is_some_and(|n| n > left) {
-        return Err(receive_error(
-            ReceiveError::TooLarge(left),
-            left,
-            svc.cfg.image_size_cap,
-        ));
-    }
-    if !db::image::set_status(&svc.pool, id, &["queued"], "uploading")
-        .await
-        .map_err(db_err)?
-    {
-        return Err(Error::conflict(
-            "Image status transition from queued to uploading is not allowed: another upload is in progress",
-        ));
-    }
+    let (_, left) = begin(
+        svc,
+        ctx,
+        id,
+        "upload_image",
+        "queued",
+        "uploading",
+        declared_len,
+    )
+    .await?;
     let guard = StatusGuard::new(svc, id, "uploading", "queued");
     let result = async {
         let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
-        blob::receive(body, &mut temp, Some(left))
+        let digest = blob::receive(body, &mut temp, Some(left))
             .await
             .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
         svc.staging
             .commit(temp, id)
-            .map_err(|e| Error::internal(&e))
+            .map_err(|e| Error::internal(&e))?;
+        claim_staged(svc, id, digest.size).await
     }
     .await;
     match result {
@@ -301,6 +368,36 @@ where
             Err(e)
         }
     }
+}
+
+/// Reserves a staged file's size, checked against the owner's quota in
+/// the same transaction.
+async fn claim_staged(svc: &Images, id: &str, size: u64) -> Result<(), Error> {
+    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+    let gone =
+        || Error::conflict("The image was deleted or changed while its data was being staged.");
+    if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
+        return Err(gone());
+    }
+    let row = db::image::get(&mut *tx, id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(gone)?;
+    let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
+    if size > left {
+        return Err(receive_error(
+            ReceiveError::TooLarge(left),
+            left,
+            svc.cfg.image_size_cap,
+        ));
+    }
+    if !db::image::set_reserved(&mut tx, id, "uploading", size as i64)
+        .await
+        .map_err(db_err)?
+    {
+        return Err(gone());
+    }
+    tx.commit().await.map_err(|e| Error::internal(&e))
 }
 
 /// An import method with its argument.
@@ -319,45 +416,132 @@ impl Method {
     }
 }
 
-/// `POST /v2/images/{id}/import`: checks the preconditions synchronously,
-/// moves the image to `importing`, and runs the import as a task.
+/// Image id → (task id, the import's task).
+type Running = HashMap<String, (String, tokio::task::JoinHandle<()>)>;
+
+/// The imports in progress: a bounded number run at once, the others wait
+/// for a slot; each can be cancelled by its image's id.
+pub struct Imports {
+    slots: Arc<tokio::sync::Semaphore>,
+    running: Arc<Mutex<Running>>,
+}
+
+impl Imports {
+    /// Room for `max_concurrent` imports at once (at least one).
+    pub fn new(max_concurrent: usize) -> Imports {
+        Imports {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            running: Arc::default(),
+        }
+    }
+
+    /// How many imports are running or waiting.
+    pub fn len(&self) -> usize {
+        self.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no import is running or waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `work` once a slot is free, tracked under `image_id`.
+    fn spawn<F>(&self, image_id: &str, task_id: &str, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let slots = self.slots.clone();
+        let running = self.running.clone();
+        let (image, task) = (image_id.to_string(), task_id.to_string());
+        let (image2, task2) = (image.clone(), task.clone());
+        // The map is locked across the spawn, so the task cannot remove its
+        // entry before it is inserted.
+        let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let handle = tokio::spawn(async move {
+            if let Ok(_slot) = slots.acquire_owned().await {
+                work.await;
+            }
+            let mut map = running.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&image2).is_some_and(|(t, _)| *t == task2) {
+                map.remove(&image2);
+            }
+        });
+        map.insert(image, (task, handle));
+    }
+
+    /// Cancels image `id`'s import, if one is running or waiting, and
+    /// waits (briefly) until it has stopped: its temporary file is gone and
+    /// it writes nothing more.
+    pub async fn cancel(&self, id: &str) {
+        let entry = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some((_, handle)) = entry {
+            handle.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+    }
+}
+
+/// `POST /v2/images/{id}/import`: checks the preconditions, moves the
+/// image to `importing` and records the task in one transaction, and runs
+/// the import as a tracked task.
 pub async fn start_import(
     svc: &Arc<Images>,
-    image: &Image,
+    ctx: &AuthContext,
+    id: &str,
     method: Method,
 ) -> Result<String, Error> {
-    let id = image.row.id.clone();
-    require_formats(image)?;
+    if let Method::WebDownload(uri) = &method {
+        // The caller must see the image before a URL of theirs is looked
+        // up; the checks are made again on the locked row below.
+        let (_, target) = svc.visible(ctx, id).await?;
+        svc.policy.enforce("modify_image", ctx, &target)?;
+        // The URL's form and its addresses are checked now so a refused
+        // URL is the caller's 400; the fetch checks again (and checks every
+        // redirect) when it runs.
+        let url = super::fetch::parse_url(uri)
+            .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
+        super::fetch::resolve(&url, svc.fetcher.allow_loopback())
+            .await
+            .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
+    }
+    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+    let (image, target) = svc.locked(&mut tx, ctx, id).await?;
+    svc.policy.enforce("modify_image", ctx, &target)?;
+    require_formats(&image)?;
     let from = match &method {
         Method::GlanceDirect => {
-            if image.row.status != "uploading" || !svc.staging.exists(&id) {
+            if image.row.status != "uploading" || !svc.staging.exists(id) {
                 return Err(Error::conflict(
                     "Image needs to be staged before 'glance-direct' method can be used",
                 ));
             }
             "uploading"
         }
-        Method::WebDownload(uri) => {
+        Method::WebDownload(_) => {
             if image.row.status != "queued" {
                 return Err(Error::conflict(format!(
                     "Image needs to be in 'queued' state to use 'web-download' method, not '{}'",
                     image.row.status
                 )));
             }
-            // The URL's form and its addresses are checked now so a
-            // refused URL is the caller's 400; the fetch checks again
-            // (and checks every redirect) when it runs.
-            let url = super::fetch::parse_url(uri)
-                .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
-            super::fetch::resolve(&url, svc.fetcher.allow_loopback())
-                .await
-                .map_err(|m| Error::bad_request(format!("Invalid web-download URI: {m}.")))?;
             "queued"
         }
     };
-    if !db::image::set_status(&svc.pool, &id, &[from], "importing")
-        .await
-        .map_err(db_err)?
+    // A staged file keeps its reservation through the import.
+    if !db::image::begin_transfer(
+        &mut tx,
+        id,
+        image.row.revision,
+        from,
+        "importing",
+        image.row.reserved,
+    )
+    .await
+    .map_err(db_err)?
     {
         return Err(Error::conflict(format!(
             "Image status transition from {from} to importing is not allowed"
@@ -365,10 +549,9 @@ pub async fn start_import(
     }
     let task_id = store::new_uuid();
     let now = store::now_micros();
-    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
     db::image::put_properties(
         &mut tx,
-        &id,
+        id,
         &[
             ("os_glance_import_task", Some(task_id.as_str())),
             ("os_glance_importing_to_stores", Some(svc.store.id())),
@@ -377,14 +560,13 @@ pub async fn start_import(
     )
     .await
     .map_err(db_err)?;
-    tx.commit().await.map_err(|e| Error::internal(&e))?;
     db::task::insert(
-        &svc.pool,
+        &mut tx,
         &db::task::TaskRow {
             id: task_id.clone(),
-            image_id: id.clone(),
+            image_id: id.to_string(),
             owner: image.row.owner.clone(),
-            status: "processing".into(),
+            status: "pending".into(),
             method: method.name().into(),
             message: String::new(),
             created_at: now,
@@ -393,18 +575,31 @@ pub async fn start_import(
     )
     .await
     .map_err(db_err)?;
+    tx.commit().await.map_err(|e| Error::internal(&e))?;
     let svc2 = svc.clone();
-    let image = image.clone();
     let tid = task_id.clone();
-    tokio::spawn(async move {
-        let result = run_import(&svc2, &image, &method).await;
+    let limits = svc.cfg.import_limits.clone();
+    svc.imports.spawn(id, &task_id, async move {
+        let id = image.row.id.as_str();
+        let _ = db::task::start(&svc2.pool, &tid).await;
+        let result = tokio::time::timeout(
+            limits.total_timeout,
+            run_import(&svc2, &image, &method, limits.idle_timeout),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the import did not finish within {} s (the import time limit)",
+                limits.total_timeout.as_secs_f64()
+            ))
+        });
         match result {
             Ok(()) => {
                 let _ = db::task::finish(&svc2.pool, &tid, "success", "").await;
             }
             Err(message) => {
-                tracing::info!(image = %image.row.id, %message, "image import failed");
-                import_failed(&svc2, &image.row.id, Some(&tid), &message).await;
+                tracing::info!(image = %id, %message, "image import failed");
+                import_failed(&svc2, id, Some(&tid), &message).await;
             }
         }
     });
@@ -413,7 +608,7 @@ pub async fn start_import(
 
 /// Records a failed import the way Glance does: the image goes back to
 /// `queued`, `os_glance_failed_import` names the store, staged data is
-/// deleted, and the task says why.
+/// deleted (and its reservation given up), and the task says why.
 pub async fn import_failed(svc: &Images, id: &str, task: Option<&str>, message: &str) {
     let _ = svc.staging.delete(id);
     if let Some(t) = task {
@@ -436,43 +631,65 @@ pub async fn import_failed(svc: &Images, id: &str, task: Option<&str>, message: 
     let _ = db::image::set_status(&svc.pool, id, &["importing"], "queued").await;
 }
 
-async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result<(), String> {
+/// A body stream that fails once no data arrived for `idle`.
+fn idle_limited<S, E>(stream: S, idle: Duration) -> impl Stream<Item = Result<Bytes, String>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+    E: std::fmt::Display,
+{
+    futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut s = state?;
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(Ok(b))) => Some((Ok(b), Some(s))),
+            Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(format!(
+                    "the source sent no data for {} s (the import idle time limit)",
+                    idle.as_secs_f64()
+                )),
+                None,
+            )),
+        }
+    })
+}
+
+async fn run_import(
+    svc: &Arc<Images>,
+    image: &Image,
+    method: &Method,
+    idle: Duration,
+) -> Result<(), String> {
     let id = image.row.id.as_str();
     let disk_format = image.row.disk_format.clone().unwrap_or_default();
-    let left = svc
-        .bytes_left(image.row.owner.as_deref())
-        .await
-        .map_err(|e| e.message)?;
+    let left = {
+        let mut tx = svc.pool.begin().await.map_err(|e| e.to_string())?;
+        let left = svc
+            .bytes_left(&mut tx, image.row.owner.as_deref(), id)
+            .await
+            .map_err(|e| e.message)?;
+        let _ = tx.rollback().await;
+        left
+    };
     match method {
         Method::GlanceDirect => {
             let path = svc.staging.path(id).map_err(|e| e.to_string())?;
             let digest = blob::digest_file(path.clone())
                 .await
                 .map_err(|e| format!("reading the staged data failed: {e}"))?;
-            if digest.size > left {
-                return Err(receive_error(
-                    ReceiveError::TooLarge(left),
-                    left,
-                    svc.cfg.image_size_cap,
-                )
-                .message);
-            }
             let inspection = inspect(&disk_format, path.clone(), digest.size)
                 .await
                 .map_err(|e| e.message)?;
             svc.store.adopt(&path, id).map_err(|e| e.to_string())?;
             let data = data_of(&digest, &inspection, svc.store.id());
-            if !activate(svc, id, "importing", &data, true)
+            activate(svc, id, "importing", &data, true)
                 .await
-                .map_err(|e| e.message)?
-            {
-                return Err("the image was deleted during the import".into());
-            }
+                .map_err(|e| e.message)?;
         }
         Method::WebDownload(uri) => {
             let stream = svc.fetcher.open(uri).await?;
             let mut temp: TempBlob = svc.store.temp().map_err(|e| e.to_string())?;
-            let digest = blob::receive(stream, &mut temp, Some(left))
+            let digest = blob::receive(idle_limited(stream, idle), &mut temp, Some(left))
                 .await
                 .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap).message)?;
             let inspection = inspect(&disk_format, temp.path().to_path_buf(), digest.size)
@@ -480,12 +697,9 @@ async fn run_import(svc: &Arc<Images>, image: &Image, method: &Method) -> Result
                 .map_err(|e| e.message)?;
             svc.store.commit(temp, id).map_err(|e| e.to_string())?;
             let data = data_of(&digest, &inspection, svc.store.id());
-            if !activate(svc, id, "importing", &data, true)
+            activate(svc, id, "importing", &data, true)
                 .await
-                .map_err(|e| e.message)?
-            {
-                return Err("the image was deleted during the import".into());
-            }
+                .map_err(|e| e.message)?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
-//! Image logic: the service object, who sees which image, the status
-//! machine, quotas, and the data paths (upload, staging, import) in
-//! [`data`]. Handlers in `crate::api` call into here; SQL is in
-//! `crate::store`.
+//! Image logic: the service object, who sees and who lists which image,
+//! the records' writes and quotas in [`image`], and the status machine and
+//! data paths (upload, staging, import) in [`data`]. Handlers in
+//! `crate::api` parse and call into here; SQL is in `crate::store`.
 //!
 //! Status machine (Glance's):
 //!
@@ -17,10 +17,12 @@
 pub mod addr;
 pub mod data;
 pub mod fetch;
+pub mod image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::{AuthContext, Error, Target};
 use store::Pool;
@@ -55,6 +57,34 @@ pub struct Config {
     /// https from 127.0.0.1 with a certificate they make; empty in
     /// production.
     pub import_extra_root_certs: Vec<Vec<u8>>,
+    /// Bounds on interoperable imports.
+    pub import_limits: ImportLimits,
+}
+
+/// Bounds on interoperable imports, so that slow or many sources cannot
+/// pin the controller's connections, threads and disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportLimits {
+    /// A `web-download` source that sends no data for this long fails the
+    /// import.
+    pub idle_timeout: Duration,
+    /// An import that runs longer than this fails (time spent waiting for
+    /// a slot does not count).
+    pub total_timeout: Duration,
+    /// Imports that run at once. More are accepted and wait for a slot
+    /// with their task `pending`, as Glance's task executor queues tasks
+    /// beyond its `max_workers`.
+    pub max_concurrent: usize,
+}
+
+impl Default for ImportLimits {
+    fn default() -> Self {
+        ImportLimits {
+            idle_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(6 * 3600),
+            max_concurrent: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -70,6 +100,7 @@ impl Default for Config {
             member_quota: 128,
             import_allow_loopback: false,
             import_extra_root_certs: Vec::new(),
+            import_limits: ImportLimits::default(),
         }
     }
 }
@@ -85,6 +116,8 @@ pub struct Images {
     pub staging: FileStore,
     /// The `web-download` fetcher (address guard setting, TLS client).
     pub fetcher: fetch::Fetcher,
+    /// The imports running or waiting for a slot, by image.
+    pub imports: data::Imports,
 }
 
 /// An image with its properties and tags.
@@ -146,6 +179,7 @@ impl Images {
             store: Arc::new(store),
             staging,
             fetcher,
+            imports: data::Imports::new(cfg.import_limits.max_concurrent),
             cfg,
         }))
     }
@@ -247,36 +281,6 @@ impl Images {
         self.policy.enforce("get_image", ctx, &target)?;
         Ok((image, target))
     }
-
-    /// Checks the project's image-count quota before an image is created.
-    pub async fn check_count_quota(&self, owner: &str) -> Result<(), Error> {
-        if let Some(max) = self.cfg.quota_image_count {
-            let (count, _) = db::image::usage(&self.pool, owner).await.map_err(db_err)?;
-            if count as u64 >= max {
-                return Err(over_quota(format!(
-                    "Maximum number of images exceeded: the project may own {max} images (image_count_total)."
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// How many more bytes the owner may store (`None`: no limit beyond the
-    /// size cap), 413 when nothing is left.
-    pub async fn bytes_left(&self, owner: Option<&str>) -> Result<u64, Error> {
-        let mut left = self.cfg.image_size_cap;
-        if let (Some(max), Some(owner)) = (self.cfg.quota_image_bytes, owner) {
-            let (_, used) = db::image::usage(&self.pool, owner).await.map_err(db_err)?;
-            let rest = max.saturating_sub(used.max(0) as u64);
-            if rest == 0 {
-                return Err(over_quota(format!(
-                    "Denying attempt to upload image because it exceeds the quota: the project may store {max} bytes of image data (image_size_total)."
-                )));
-            }
-            left = left.min(rest);
-        }
-        Ok(left)
-    }
 }
 
 /// Whether the caller may see the image at all (Glance's visibility rules).
@@ -291,6 +295,40 @@ pub fn sees(ctx: &AuthContext, row: &ImageRow, member: Option<&db::member::Membe
         "public" | "community" => true,
         "shared" => member.is_some(),
         _ => false,
+    }
+}
+
+/// Whether a list shows the image to the caller (Glance's list rules):
+/// `membership` is the caller's member status on it, `visibility` the
+/// list's `visibility` filter (`all` or one value), `member_status` its
+/// `member_status` filter. Without a filter, community images are listed
+/// only to their owner (and admins), shared ones to accepted members.
+pub fn listed(
+    ctx: &AuthContext,
+    row: &ImageRow,
+    membership: Option<&str>,
+    visibility: Option<&str>,
+    member_status: &str,
+) -> bool {
+    let admin = ctx.is_admin();
+    let own = ctx.project_id().is_some() && row.owner.as_deref() == ctx.project_id();
+    let member_ok = membership.is_some_and(|s| member_status == "all" || s == member_status);
+    match visibility {
+        None => match row.visibility.as_str() {
+            "public" => true,
+            "community" => own || admin,
+            "shared" => own || admin || member_ok,
+            _ => own || admin,
+        },
+        Some("all") => match row.visibility.as_str() {
+            "public" | "community" => true,
+            "shared" => own || admin || member_ok,
+            _ => own || admin,
+        },
+        Some(v) if v != row.visibility => false,
+        Some("public") | Some("community") => true,
+        Some("shared") => own || member_ok || (admin && membership.is_none()),
+        Some(_) => own || admin,
     }
 }
 

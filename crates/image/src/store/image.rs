@@ -4,6 +4,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Pool, Result, Tx};
 
+/// Anything a query can run on: the pool, or a transaction's connection
+/// (`&mut **tx`), so reads inside a write transaction use the same SQL.
+pub trait Exec<'e>: sqlx::Executor<'e, Database = sqlx::Sqlite> {}
+impl<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlite>> Exec<'e> for E {}
+
 /// One row of `image`.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ImageRow {
@@ -26,14 +31,19 @@ pub struct ImageRow {
     pub store: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Counts the writes to the row (see [`lock`] and [`update_attrs`]).
+    pub revision: i64,
+    /// Bytes claimed against the owner's quota by a transfer in progress
+    /// or a staged file.
+    pub reserved: i64,
 }
 
-const COLUMNS: &str = "id, name, status, visibility, protected, os_hidden, owner, disk_format, container_format, size, virtual_size, checksum, os_hash_algo, os_hash_value, min_disk, min_ram, store, created_at, updated_at";
+const COLUMNS: &str = "id, name, status, visibility, protected, os_hidden, owner, disk_format, container_format, size, virtual_size, checksum, os_hash_algo, os_hash_value, min_disk, min_ram, store, created_at, updated_at, revision, reserved";
 
 /// Inserts a new image row.
 pub async fn insert(tx: &mut Tx<'_>, r: &ImageRow) -> Result<()> {
     sqlx::query(&format!(
-        "INSERT INTO image ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        "INSERT INTO image ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
     ))
     .bind(&r.id)
     .bind(&r.name)
@@ -54,16 +64,45 @@ pub async fn insert(tx: &mut Tx<'_>, r: &ImageRow) -> Result<()> {
     .bind(&r.store)
     .bind(r.created_at)
     .bind(r.updated_at)
+    .bind(r.revision)
+    .bind(r.reserved)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Locks an image row for the rest of the transaction; `false` if there is
+/// no such image. It must be the transaction's first statement: a write
+/// (that changes nothing) takes SQLite's write lock before anything is
+/// read, so what the transaction reads next stays true until it commits
+/// (and in PostgreSQL it locks the row).
+pub async fn lock(tx: &mut Tx<'_>, id: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE image SET revision = revision WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Locks the quota of an owning project for the rest of the transaction:
+/// the usage read after it stays true until commit.
+pub async fn lock_owner(tx: &mut Tx<'_>, owner: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO image_owner_lock (owner, revision) VALUES ($1, 1) ON CONFLICT (owner) DO UPDATE SET revision = image_owner_lock.revision + 1",
+    )
+    .bind(owner)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Writes every user-changeable column (not the status or the data's
-/// attributes, which only [`set_status`] and [`set_data`] change).
+/// attributes, which only [`set_status`] and [`set_data`] change), if the
+/// row is still at `r.revision`; `false` when another write got there
+/// first (or the image is gone).
 pub async fn update_attrs(tx: &mut Tx<'_>, r: &ImageRow) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE image SET name = $1, visibility = $2, protected = $3, os_hidden = $4, owner = $5, disk_format = $6, container_format = $7, min_disk = $8, min_ram = $9, updated_at = $10 WHERE id = $11",
+        "UPDATE image SET name = $1, visibility = $2, protected = $3, os_hidden = $4, owner = $5, disk_format = $6, container_format = $7, min_disk = $8, min_ram = $9, updated_at = $10, revision = revision + 1 WHERE id = $11 AND revision = $12",
     )
     .bind(&r.name)
     .bind(&r.visibility)
@@ -76,18 +115,19 @@ pub async fn update_attrs(tx: &mut Tx<'_>, r: &ImageRow) -> Result<bool> {
     .bind(r.min_ram)
     .bind(r.updated_at)
     .bind(&r.id)
+    .bind(r.revision)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Moves an image from one of `from` to status `to`; `false` if the image
-/// is gone or was not in one of those states (someone else got there
-/// first). This compare-and-set is what makes concurrent uploads safe.
-pub async fn set_status(pool: &Pool, id: &str, from: &[&str], to: &str) -> Result<bool> {
+/// Moves an image from one of `from` to status `to`, giving up any bytes
+/// it had reserved; `false` if the image is gone or was not in one of
+/// those states (someone else got there first).
+pub async fn set_status<'e>(ex: impl Exec<'e>, id: &str, from: &[&str], to: &str) -> Result<bool> {
     let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 4)).collect();
     let sql = format!(
-        "UPDATE image SET status = $1, updated_at = $2 WHERE id = $3 AND status IN ({})",
+        "UPDATE image SET status = $1, updated_at = $2, reserved = 0, revision = revision + 1 WHERE id = $3 AND status IN ({})",
         placeholders.join(", ")
     );
     let mut q = sqlx::query(&sql)
@@ -97,7 +137,46 @@ pub async fn set_status(pool: &Pool, id: &str, from: &[&str], to: &str) -> Resul
     for f in from {
         q = q.bind(*f);
     }
-    Ok(q.execute(pool).await?.rows_affected() == 1)
+    Ok(q.execute(ex).await?.rows_affected() == 1)
+}
+
+/// Starts a transfer: moves the image from `from` to `to` and reserves
+/// `reserved` bytes, if it is still at `revision` (the one the caller read
+/// the image's formats and status at, inside this transaction).
+pub async fn begin_transfer(
+    tx: &mut Tx<'_>,
+    id: &str,
+    revision: i64,
+    from: &str,
+    to: &str,
+    reserved: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE image SET status = $1, reserved = $2, updated_at = $3, revision = revision + 1 WHERE id = $4 AND status = $5 AND revision = $6",
+    )
+    .bind(to)
+    .bind(reserved)
+    .bind(::store::now_micros())
+    .bind(id)
+    .bind(from)
+    .bind(revision)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets the bytes an image reserves (a staged file keeps its bytes claimed
+/// until it is imported or dropped).
+pub async fn set_reserved(tx: &mut Tx<'_>, id: &str, status: &str, reserved: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE image SET reserved = $1, revision = revision + 1 WHERE id = $2 AND status = $3",
+    )
+    .bind(reserved)
+    .bind(id)
+    .bind(status)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The data's attributes, recorded when data becomes the image's.
@@ -114,7 +193,7 @@ pub struct Data {
 /// Makes the image active with `data`, if it is still in status `from`.
 pub async fn set_data(tx: &mut Tx<'_>, id: &str, from: &str, d: &Data) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE image SET status = 'active', size = $1, virtual_size = $2, checksum = $3, os_hash_algo = $4, os_hash_value = $5, store = $6, updated_at = $7 WHERE id = $8 AND status = $9",
+        "UPDATE image SET status = 'active', size = $1, virtual_size = $2, checksum = $3, os_hash_algo = $4, os_hash_value = $5, store = $6, updated_at = $7, reserved = 0, revision = revision + 1 WHERE id = $8 AND status = $9",
     )
     .bind(d.size)
     .bind(d.virtual_size)
@@ -131,11 +210,11 @@ pub async fn set_data(tx: &mut Tx<'_>, id: &str, from: &str, d: &Data) -> Result
 }
 
 /// One image row.
-pub async fn get(pool: &Pool, id: &str) -> Result<Option<ImageRow>> {
+pub async fn get<'e>(ex: impl Exec<'e>, id: &str) -> Result<Option<ImageRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM image WHERE id = $1"))
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(ex)
             .await?,
     )
 }
@@ -149,20 +228,20 @@ pub async fn all(pool: &Pool) -> Result<Vec<ImageRow>> {
 }
 
 /// Deletes an image row (properties, tags, members and tasks cascade).
-pub async fn delete(pool: &Pool, id: &str) -> Result<bool> {
+pub async fn delete(tx: &mut Tx<'_>, id: &str) -> Result<bool> {
     let done = sqlx::query("DELETE FROM image WHERE id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// An image's custom properties.
-pub async fn properties(pool: &Pool, id: &str) -> Result<BTreeMap<String, String>> {
+pub async fn properties<'e>(ex: impl Exec<'e>, id: &str) -> Result<BTreeMap<String, String>> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT name, value FROM image_property WHERE image_id = $1")
             .bind(id)
-            .fetch_all(pool)
+            .fetch_all(ex)
             .await?;
     Ok(rows.into_iter().collect())
 }
@@ -226,10 +305,10 @@ pub async fn put_properties(
 }
 
 /// An image's tags.
-pub async fn tags(pool: &Pool, id: &str) -> Result<BTreeSet<String>> {
+pub async fn tags<'e>(ex: impl Exec<'e>, id: &str) -> Result<BTreeSet<String>> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT value FROM image_tag WHERE image_id = $1")
         .bind(id)
-        .fetch_all(pool)
+        .fetch_all(ex)
         .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
@@ -262,9 +341,9 @@ pub async fn set_tags(tx: &mut Tx<'_>, id: &str, tags: &BTreeSet<String>) -> Res
     Ok(())
 }
 
-/// Touches `updated_at`.
+/// Touches `updated_at` and counts a write.
 pub async fn touch(tx: &mut Tx<'_>, id: &str) -> Result<()> {
-    sqlx::query("UPDATE image SET updated_at = $1 WHERE id = $2")
+    sqlx::query("UPDATE image SET updated_at = $1, revision = revision + 1 WHERE id = $2")
         .bind(::store::now_micros())
         .bind(id)
         .execute(&mut **tx)
@@ -272,13 +351,17 @@ pub async fn touch(tx: &mut Tx<'_>, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A project's usage: how many images it owns and the bytes of their data
-/// (staged data included, as Glance counts it).
-pub async fn usage(pool: &Pool, owner: &str) -> Result<(i64, i64)> {
-    let row: (i64, Option<i64>) =
-        sqlx::query_as("SELECT COUNT(*), SUM(size) FROM image WHERE owner = $1")
-            .bind(owner)
-            .fetch_one(pool)
-            .await?;
+/// A project's usage, leaving out image `except` if given: how many images
+/// it owns and the bytes of their data, counting the bytes reserved by
+/// transfers in progress and staged files (staged data counts, as Glance
+/// counts it).
+pub async fn usage<'e>(ex: impl Exec<'e>, owner: &str, except: Option<&str>) -> Result<(i64, i64)> {
+    let row: (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), SUM(COALESCE(size, 0) + reserved) FROM image WHERE owner = $1 AND id <> $2",
+    )
+    .bind(owner)
+    .bind(except.unwrap_or(""))
+    .fetch_one(ex)
+    .await?;
     Ok((row.0, row.1.unwrap_or(0)))
 }

@@ -24,11 +24,15 @@ pub async fn insert(tx: &mut Tx<'_>, m: &MemberRow) -> Result<()> {
     Ok(())
 }
 
-pub async fn get(pool: &Pool, image_id: &str, member: &str) -> Result<Option<MemberRow>> {
+pub async fn get<'e>(
+    ex: impl super::image::Exec<'e>,
+    image_id: &str,
+    member: &str,
+) -> Result<Option<MemberRow>> {
     Ok(sqlx::query_as("SELECT image_id, member, status, created_at, updated_at FROM image_member WHERE image_id = $1 AND member = $2")
         .bind(image_id)
         .bind(member)
-        .fetch_optional(pool)
+        .fetch_optional(ex)
         .await?)
 }
 
@@ -69,10 +73,10 @@ pub async fn delete(pool: &Pool, image_id: &str, member: &str) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn count(pool: &Pool, image_id: &str) -> Result<i64> {
+pub async fn count<'e>(ex: impl super::image::Exec<'e>, image_id: &str) -> Result<i64> {
     let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM image_member WHERE image_id = $1")
         .bind(image_id)
-        .fetch_one(pool)
+        .fetch_one(ex)
         .await?;
     Ok(row.0)
 }

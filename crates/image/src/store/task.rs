@@ -1,6 +1,6 @@
 //! Import tasks.
 
-use super::{Pool, Result};
+use super::{Pool, Result, Tx};
 
 /// One row of `image_task`.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -15,7 +15,7 @@ pub struct TaskRow {
     pub updated_at: i64,
 }
 
-pub async fn insert(pool: &Pool, t: &TaskRow) -> Result<()> {
+pub async fn insert(tx: &mut Tx<'_>, t: &TaskRow) -> Result<()> {
     sqlx::query("INSERT INTO image_task (id, image_id, owner, status, method, message, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&t.id)
         .bind(&t.image_id)
@@ -25,7 +25,7 @@ pub async fn insert(pool: &Pool, t: &TaskRow) -> Result<()> {
         .bind(&t.message)
         .bind(t.created_at)
         .bind(t.updated_at)
-        .execute(pool)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
@@ -38,6 +38,19 @@ pub async fn finish(pool: &Pool, id: &str, status: &str, message: &str) -> Resul
         .bind(id)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Moves a task that is still `pending` to `processing` (its import got a
+/// slot).
+pub async fn start(pool: &Pool, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE image_task SET status = 'processing', updated_at = $1 WHERE id = $2 AND status = 'pending'",
+    )
+    .bind(::store::now_micros())
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

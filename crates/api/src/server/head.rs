@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(
             h,
             Head::Complete {
-                len: 39,
+                len: 38,
                 framing: Framing::Empty
             }
         );

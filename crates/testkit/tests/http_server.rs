@@ -161,10 +161,9 @@ async fn stalled_body_is_answered_408_and_dropped() {
     let id = image.body["id"].as_str().unwrap().to_string();
     let cases = [
         (
-            format!(
-                "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: t\r\n\
-                 Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"auth\": "
-            ),
+            "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: t\r\n\
+             Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"auth\": "
+                .to_string(),
             "keystone",
         ),
         // A streamed upload that stops sending.

@@ -79,7 +79,12 @@ impl ConnState {
     }
 
     fn head_done(&self) {
-        self.phase().head_started = None;
+        let mut p = self.phase();
+        p.head_started = None;
+        // Until hyper hands the request on, the connection counts as busy
+        // from now, not idle since the last response.
+        p.idle_since = Instant::now();
+        drop(p);
         self.changed.notify_one();
     }
 
@@ -264,6 +269,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
                             Head::Complete { len, framing } => {
                                 this.out = Bytes::copy_from_slice(&this.buf[..len]);
                                 this.buf.drain(..len);
+                                // A large head's buffer is not kept for the
+                                // life of a keep-alive connection.
+                                this.buf.shrink_to(8192);
                                 this.state.head_done();
                                 this.mode = match framing {
                                     Framing::Empty => Mode::Body(0),

@@ -76,7 +76,11 @@ async fn read_response(sock: &mut TcpStream) -> Answer {
             .await
             .expect("an answer within 5 s")
             .expect("reading");
-        assert!(n > 0, "closed before a whole response");
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
         raw.extend_from_slice(&buf[..n]);
         let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
             continue;
@@ -388,4 +392,65 @@ async fn version_discovery_answers_with_and_without_a_trailing_slash() {
             slash.body
         );
     }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_each_checked_at_their_own_head() {
+    let s = stack(Limits::default()).await;
+    let body = serde_json::json!({"auth": {"identity": {"methods": ["password"], "password": {
+        "user": {"name": "admin", "domain": {"id": "default"}, "password": testkit::ADMIN_PASSWORD}}}}})
+    .to_string();
+    let bad = "GET /network/v2.0 HTTP/1.1\r\nHost: t\r\nX-Bad: a\x01b\r\n\r\n";
+    let cases = [
+        // A body before the next head is not taken for a head.
+        (
+            format!(
+                "POST /identity/v3/auth/tokens HTTP/1.1\r\nHost: t\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+                 GET /identity HTTP/1.1\r\nHost: t\r\n\r\n{bad}",
+                body.len()
+            ),
+            vec![201, 300, 400],
+        ),
+        // A bad head right behind a good one waits for the good one's
+        // answer.
+        (
+            format!("GET /identity HTTP/1.1\r\nHost: t\r\n\r\n{bad}"),
+            vec![300, 400],
+        ),
+    ];
+    for _ in 0..20 {
+        for (raw, want) in &cases {
+            let mut sock = TcpStream::connect(s.addr).await.unwrap();
+            sock.write_all(raw.as_bytes()).await.unwrap();
+            let all = read_until_closed(&mut sock, Duration::from_secs(5))
+                .await
+                .expect("closed after the refusal");
+            let answers = split_responses(&all);
+            let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+            assert_eq!(&statuses, want);
+            let refusal = answers.last().expect("answers");
+            assert_eq!(
+                refusal.body["NeutronError"]["type"], "BadRequest",
+                "{}",
+                refusal.body
+            );
+        }
+    }
+}
+
+/// Splits responses sent back to back, each with a `content-length` body.
+fn split_responses(mut raw: &[u8]) -> Vec<Answer> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().expect("a length"))
+            .unwrap_or(0);
+        out.push(parse(&raw[..end + 4 + len]));
+        raw = &raw[end + 4 + len..];
+    }
+    out
 }

@@ -29,7 +29,8 @@ struct Phase {
     /// timeout.
     head_started: Option<Instant>,
     /// A request is being answered; no deadline of the clock applies (the
-    /// body has its own idle timeout).
+    /// request body has its own idle timeout; a slow handler or a long
+    /// download is not the client's fault).
     in_flight: bool,
     /// When the last response finished.
     idle_since: Instant,
@@ -62,10 +63,12 @@ impl ConnState {
 
     fn deadline(&self) -> Option<Instant> {
         let p = self.phase();
-        match (p.head_started, p.in_flight) {
-            (Some(t), _) => Some(t + self.header_timeout),
-            (None, true) => None,
-            (None, false) => Some(p.idle_since + self.keepalive_timeout),
+        match (p.in_flight, p.head_started) {
+            // A pipelined head's clock starts when the response before it
+            // is done (see `InFlight::drop`).
+            (true, _) => None,
+            (false, Some(t)) => Some(t + self.header_timeout),
+            (false, None) => Some(p.idle_since + self.keepalive_timeout),
         }
     }
 
@@ -134,6 +137,9 @@ impl Drop for InFlight {
         let mut p = self.0.phase();
         p.in_flight = false;
         p.idle_since = Instant::now();
+        if p.head_started.is_some() {
+            p.head_started = Some(p.idle_since);
+        }
         let reader = p.reader.take();
         drop(p);
         self.0.changed.notify_one();

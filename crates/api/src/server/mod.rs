@@ -131,9 +131,13 @@ async fn connection(
     let io = TokioIo::new(Gate::new(tcp, state.clone(), style_for));
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        // In flight from the moment hyper hands the request over, before
+        // its future first runs: the gate must not end the stream under it.
+        let in_flight = svc_state.begin_request();
         handle(
             app.clone(),
             svc_state.clone(),
+            in_flight,
             limits.body_idle_timeout,
             style_for,
             req,
@@ -166,11 +170,11 @@ async fn connection(
 async fn handle(
     app: Router,
     state: Arc<ConnState>,
+    in_flight: conn::InFlight,
     body_idle: Duration,
     style_for: fn(&str) -> ErrorStyle,
     req: Request<Incoming>,
 ) -> Result<Response<TrackedBody>, Infallible> {
-    let in_flight = state.begin_request();
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
     let (mut parts, body) = req.into_parts();
     crate::request::trim_trailing_slash(&mut parts.uri);

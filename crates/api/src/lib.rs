@@ -17,6 +17,7 @@ pub mod microversion;
 pub mod pagination;
 pub mod policy;
 pub mod request;
+pub mod server;
 pub mod time_fmt;
 
 pub use context::{AuthContext, Authenticator, Ctx, MaybeCtx, RoleRef, Scope};

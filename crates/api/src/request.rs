@@ -105,6 +105,28 @@ pub async fn refuse_oversized(
     resp
 }
 
+/// Drops one trailing slash from a path before routing, so a service's
+/// root as clients send it (`/identity/`, `/image/`, `/network/`) and any
+/// other path with a trailing slash route as without it, as they do
+/// upstream (Flask's and Pecan's lenient routing).
+pub fn trim_trailing_slash(uri: &mut axum::http::Uri) {
+    let path = uri.path();
+    if path.len() < 2 || !path.ends_with('/') {
+        return;
+    }
+    let trimmed = &path[..path.len() - 1];
+    let pq = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    let Ok(pq) = pq.parse() else { return };
+    parts.path_and_query = Some(pq);
+    if let Ok(u) = axum::http::Uri::from_parts(parts) {
+        *uri = u;
+    }
+}
+
 /// Paths can carry secrets too (an EC2-style signature, a token in a
 /// revocation URL in some APIs); anything that looks like a long opaque
 /// credential is cut from the logged path.
@@ -118,6 +140,23 @@ pub fn redact_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_trailing_slash_is_dropped() {
+        for (from, to) in [
+            ("/identity/", "/identity"),
+            (
+                "/network/v2.0/networks/?limit=1",
+                "/network/v2.0/networks?limit=1",
+            ),
+            ("/", "/"),
+            ("/image", "/image"),
+        ] {
+            let mut u: axum::http::Uri = from.parse().unwrap();
+            trim_trailing_slash(&mut u);
+            assert_eq!(u.to_string(), to);
+        }
+    }
 
     #[test]
     fn long_segments_are_redacted() {

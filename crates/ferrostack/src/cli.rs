@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -146,6 +147,22 @@ pub struct ServeArgs {
     /// a guest (0: ask on every request).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub metadata_cache_seconds: u64,
+    /// Seconds a client has to send a request's head (request line and
+    /// header fields) once it starts, or once connected for its first
+    /// request; slower clients are disconnected.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout: u64,
+    /// Seconds a request body being read may receive nothing before the
+    /// request fails with 408 and the connection is closed (idle time, not
+    /// total: long uploads that keep sending are fine).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_idle_timeout: u64,
+    /// Seconds an idle keep-alive connection is kept open between requests.
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_keepalive_timeout: u64,
+    /// Connections served at once; further clients wait to be accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub http_max_connections: u64,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_network: i64,
@@ -308,6 +325,12 @@ impl ServeArgs {
             },
             image_import_extra_root_certs: Vec::new(),
             agent,
+            http: api::server::Limits {
+                header_timeout: Duration::from_secs(self.http_header_timeout),
+                body_idle_timeout: Duration::from_secs(self.http_body_idle_timeout),
+                keepalive_timeout: Duration::from_secs(self.http_keepalive_timeout),
+                max_connections: self.http_max_connections as usize,
+            },
         })
     }
 }

@@ -71,6 +71,8 @@ pub struct Settings {
     pub image_import_extra_root_certs: Vec<Vec<u8>>,
     /// The node agent this process runs, if any (it needs root).
     pub agent: Option<AgentSettings>,
+    /// Timeouts for slow and idle clients, and the connection limit.
+    pub http: api::server::Limits,
 }
 
 /// Settings of the in-process node agent.
@@ -111,6 +113,7 @@ impl Settings {
             network_quotas: network::Quotas::default(),
             image_import_extra_root_certs: Vec::new(),
             agent: None,
+            http: api::server::Limits::default(),
         }
     }
 }
@@ -281,13 +284,15 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
     let network_watcher = tokio::spawn(net.clone().watch_db());
     let app = router(ident.clone(), images.clone(), net.clone(), &public_url);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(api::server::serve(
+        listener,
+        app,
+        args.http,
+        error_style,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     tracing::info!(listen = %addr, public_url = %public_url, startup_ms = started.elapsed().as_millis() as u64, "ferrostack ready");
     Ok(Running {
         addr,
@@ -390,6 +395,22 @@ pub fn router(
         .nest("/network", network::api::router(net, ident.clone()))
         .nest("/identity", identity::api::router(ident))
         .layer(axum::middleware::from_fn(api::request::request_id_and_log))
+}
+
+/// The error body's shape for a request refused before routing, by the
+/// service its path is under (Keystone's for anything else).
+fn error_style(path: &str) -> api::ErrorStyle {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+    };
+    if under("/image") {
+        api::ErrorStyle::Glance
+    } else if under("/network") {
+        api::ErrorStyle::Neutron
+    } else {
+        api::ErrorStyle::Keystone
+    }
 }
 
 pub async fn shutdown_signal() {

@@ -541,25 +541,30 @@ impl Firewall for Nft {
         // the kernel had when the driver read it.
         let (halves, before) = self.with_installed(|mem| {
             let halves: Vec<(String, u32)> = mem.remote_rules.values().flatten().cloned().collect();
-            let from_kernel = || -> Vec<IpNet> {
-                [false, true]
-                    .iter()
-                    .flat_map(|v6| {
-                        mem.group_members
-                            .get(&render::group_set(&group.id, *v6))
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            };
-            let before = known.get(&group.id).cloned().unwrap_or_else(from_kernel);
-            mem.group_members
-                .remove(&render::group_set(&group.id, false));
-            mem.group_members
-                .remove(&render::group_set(&group.id, true));
+            let sets = [false, true].map(|v6| render::group_set(&group.id, v6));
+            // A group whose sets do not exist yet had no members: nobody
+            // left, and nobody's revocation is to be lifted (that would
+            // cost an element per member and rule for a group's creation).
+            let from_kernel = sets
+                .iter()
+                .any(|s| mem.group_members.contains_key(s))
+                .then(|| {
+                    sets.iter()
+                        .flat_map(|s| mem.group_members.get(s).cloned().unwrap_or_default())
+                        .collect::<Vec<IpNet>>()
+                });
+            let before = known.get(&group.id).cloned().or(from_kernel);
+            for s in &sets {
+                mem.group_members.remove(s);
+            }
             Ok((halves, before))
         })?;
-        let revocations = render::remote_revocation_commands(&group.id, &before, &want, &halves);
+        let revocations = render::remote_revocation_commands(
+            &group.id,
+            before.as_deref().unwrap_or(&want),
+            &want,
+            &halves,
+        );
         if let Some(before) = known.get(&group.id) {
             let mut delta = render::group_delta_commands(&group.id, before, &want);
             if delta.is_empty() {

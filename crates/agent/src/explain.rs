@@ -246,8 +246,9 @@ pub fn explain_port(
                      packet mark {mark} (sg_pre: the sending port, sg_fwd: the receiving one, by conntrack \
                      direction). Deleting one of the rules above, or this port leaving a group, puts {mark} . \
                      rule into set revoked_rules: the sessions that rule admitted for this port are cut in both \
-                     directions, to ports on this host, router legs and other hosts alike, and no other \
-                     session. A member leaving a group that a remote-group rule names cuts that rule's \
+                     directions, to ports on this host, router legs and other hosts alike (a session remembers \
+                     the first rule that admitted it: one that another rule still admits is cut too, and \
+                     reconnects through that rule). A member leaving a group that a remote-group rule names cuts that rule's \
                      sessions with its address (sets revoked_remote4/6); a removed port's device keeps its \
                      mark in map gone_mark with all its rules revoked."
                 );

@@ -664,6 +664,7 @@ impl Firewall for Nft {
                 )?;
                 for id in &orphans {
                     mem.chains.remove(id);
+                    mem.remote_rules.remove(id);
                 }
                 Ok(())
             })?;

@@ -221,25 +221,36 @@ pub fn explain_port(
                 nft::render::ingress_chain(&chains)
             );
             for (rule, id) in r.rules.iter().zip(&pp.rule_ids) {
-                let ct = pm
-                    .and_then(|m| Some((m.mark, *m.rules.get(id)?)))
-                    .map(|(p, c)| format!("stamps ct mark {:#x}", p | c))
+                let ct = m_rule(pm, id)
+                    .map(|c| {
+                        let (half, end) = match rule.direction {
+                            nft::Direction::Egress => ("high", "initiator"),
+                            nft::Direction::Ingress => ("low", "receiver"),
+                        };
+                        format!(
+                            "stamps {:#010x} into the ct mark's {half} half (rule mark {c:#x}, this port as the \
+                             session's {end})",
+                            nft::render::session_half(rule.direction, c)
+                        )
+                    })
                     .unwrap_or_default();
                 let _ = writeln!(o, "     rule {id}: {} {ct}", describe_rule(rule));
             }
             if !r.rules.is_empty() {
-                // What the marks really do (issue 10): one conntrack mark
-                // per session, and the last stamp wins.
+                // What the marks really do: both ends' rules in one
+                // conntrack mark, each end recognised by its packet mark.
                 let _ = writeln!(
                     o,
-                    "     sessions: a session has one conntrack mark, stamped by every rule that admits its first \
-                     packet, the last one winning (egress rules in sg_pre, then the receiver's ingress rule in \
-                     sg_fwd); deleting a rule, or this port leaving a group, cuts the sessions still carrying \
-                     its stamp (set revoked). A session from this port to another port with port security on \
-                     this host carries the receiver's ingress stamp, so deleting one of the egress rules above \
-                     does not cut it (only new sessions fail); sessions to a router leg, another host or a port \
-                     without port security keep this port's egress stamp and are cut. A port leaving a remote \
-                     group cuts none of its established sessions."
+                    "     sessions: a session's conntrack mark holds the initiator's egress rule (high 16 bits) \
+                     and the receiver's ingress rule (low 16 bits); which port each half belongs to is the \
+                     packet mark {mark} (sg_pre: the sending port, sg_fwd: the receiving one, by conntrack \
+                     direction). Deleting one of the rules above, or this port leaving a group, puts {mark} . \
+                     rule into set revoked_rules: the sessions that rule admitted for this port are cut in both \
+                     directions, to ports on this host, router legs and other hosts alike (a session remembers \
+                     the first rule that admitted it: one that another rule still admits is cut too, and \
+                     reconnects through that rule). A member leaving a group that a remote-group rule names cuts that rule's \
+                     sessions with its address (sets revoked_remote4/6); a removed port's device keeps its \
+                     mark in map gone_mark with all its rules revoked."
                 );
             }
             if r.rules.is_empty() {
@@ -394,4 +405,9 @@ fn describe_rule(r: &nft::SgRule) -> String {
         "to"
     };
     format!("{dir} {fam} {proto}{ports} {side} {remote}")
+}
+
+/// The rule mark the port's marks give rule `id`, once allocated.
+fn m_rule(pm: Option<&PortMarks>, id: &str) -> Option<u32> {
+    pm?.rules.get(id).copied()
 }

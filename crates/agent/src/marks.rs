@@ -8,11 +8,13 @@
 //!   nothing on every restart.
 //! * A **rule mark** (1–65,535) belongs to a security-group rule on this
 //!   host, the same on every port that has the rule: the shared chain of
-//!   a security-group set stamps `port mark | rule mark` on the sessions
-//!   the rule accepts. When the rule leaves a port, that value goes into
-//!   the `revoked` set; when a port goes, its mark goes into
-//!   `revoked_ports`; either cuts the sessions (checklist 13) for five
-//!   days. A mark given up is therefore **not handed out again** for
+//!   a security-group set stamps the rule mark into the sessions the rule
+//!   accepts (an egress rule into the conntrack mark's high half, an
+//!   ingress rule into its low half), and the packet mark tells which port
+//!   a half belongs to. When the rule leaves a port, `port mark . rule
+//!   mark` goes into the `revoked_rules` set; when a port goes, all its
+//!   rules do and its device keeps its mark (`gone_mark`); either cuts the
+//!   sessions (checklist 13) for five days. A mark given up is therefore **not handed out again** for
 //!   [`QUARANTINE_S`] (six days), and a change is saved *before* any rule
 //!   using a new mark is installed. After a crash between the two, the
 //!   files know marks the kernel never saw — harmless; the opposite order
@@ -76,10 +78,10 @@ use serde::{Deserialize, Serialize};
 /// Port indexes: a port's mark is its index << 16 (the high half of the
 /// mark).
 const PORT_INDEX_MAX: u32 = 0xffff;
-/// Rule marks: the low 16 bits of a session's conntrack mark.
+/// Rule marks: one half of a session's conntrack mark.
 const RULE_MARK_MAX: u32 = nft::RULE_MARK_MASK;
 /// How long a retired mark is not handed out again: longer than a
-/// revoked mark stays in the firewall's `revoked`/`revoked_ports` sets
+/// revoked mark stays in the firewall's `revoked_rules`/`gone_mark` sets
 /// (five days), so a new port or rule never inherits a revocation.
 pub const QUARANTINE_S: u64 = nft::render::REVOKE_TIMEOUT_S + 86_400;
 /// The layout of the snapshot this module writes.

@@ -222,10 +222,12 @@ async fn a_second_pass_changes_nothing_and_ports_wait_for_their_device() {
         "fsr-",
         "203.0.113.20",
         "ACTIVE",
-        // What the marks really are: one per session, the last stamp wins.
-        "stamps ct mark 0x",
-        "the last one winning",
-        "does not cut it",
+        // What the marks really are: both ends' rules, one half each,
+        // each end known by its packet mark.
+        "into the ct mark's high half",
+        "into the ct mark's low half",
+        "revoked_rules",
+        "cut in both directions",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }

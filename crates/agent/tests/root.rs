@@ -890,6 +890,313 @@ async fn t5a_security_group_rules_apply_change_and_cut_sessions() {
     .await;
 }
 
+/// The groups of the session-cut tests (checklist 13): `client` lets its
+/// ports open TCP 7000, 7001 and 7002, one rule each and nothing else (so
+/// a session to 7000 is admitted by that rule alone); `server` lets its
+/// ports send anything and admits TCP 7000 and 7001 from anywhere and 7002
+/// from the members of `members` (a group without rules of its own).
+struct CutGroups {
+    client: String,
+    server: String,
+    members: String,
+    /// The id of `client`'s rule for 7000.
+    to_7000: String,
+}
+
+fn cut_groups(st: &mut HostState) -> CutGroups {
+    let (client, server, members) = (new_id(), new_id(), new_id());
+    let to_7000 = rule(Direction::Egress, Some("tcp"), Some(7000), None);
+    let id = to_7000.id.clone();
+    st.security_groups.push(sg(
+        &client,
+        vec![
+            to_7000,
+            rule(Direction::Egress, Some("tcp"), Some(7001), None),
+            rule(Direction::Egress, Some("tcp"), Some(7002), None),
+        ],
+    ));
+    let mut from_members = rule(Direction::Ingress, Some("tcp"), Some(7002), None);
+    from_members.remote_group_id = Some(members.clone());
+    st.security_groups.push(sg(
+        &server,
+        vec![
+            rule(Direction::Egress, None, None, None),
+            rule(Direction::Ingress, Some("tcp"), Some(7000), None),
+            rule(Direction::Ingress, Some("tcp"), Some(7001), None),
+            from_members,
+        ],
+    ));
+    st.security_groups.push(sg(&members, vec![]));
+    CutGroups {
+        client,
+        server,
+        members,
+        to_7000: id,
+    }
+}
+
+/// A TCP session from `ns` to the echo server at `addr`, checked alive.
+async fn session(ns: &Netns, addr: &str) -> std::net::TcpStream {
+    let (ns, addr): (Netns, SocketAddr) = (ns.clone(), addr.parse().unwrap());
+    let (ok, s) = blocking(move || {
+        let mut s = tcp_connect_in(&ns, addr, T).unwrap();
+        (stream_alive(&mut s, T), s)
+    })
+    .await;
+    assert!(ok, "a new session to {addr} echoes");
+    s
+}
+
+/// Whether the session still echoes within `limit`.
+async fn echoes(s: std::net::TcpStream, limit: Duration) -> (bool, std::net::TcpStream) {
+    blocking(move || {
+        let mut s = s;
+        (stream_alive(&mut s, limit), s)
+    })
+    .await
+}
+
+/// Whether the session is cut within 2 s of now (checked once, after the
+/// agent had 700 ms to apply the change).
+async fn cut_within_2s(s: std::net::TcpStream) -> bool {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    !echoes(s, Duration::from_millis(1300)).await.0
+}
+
+/// Rounds of: sessions to 7000 and 7001 through `client`'s rules; the
+/// rule for 7000 deleted → that session is cut within 2 s while the other
+/// flows on; the rule added back → new sessions to 7000 pass again.
+async fn egress_revocation_rounds(ctl: &FakeControl, g: &CutGroups, from: &Netns, to: &str) {
+    let mut rule_id = g.to_7000.clone();
+    let to_7000 = format!("{to}:7000");
+    for round in 0..4 {
+        let s0 = session(from, &format!("{to}:7000")).await;
+        let s1 = session(from, &format!("{to}:7001")).await;
+        let gone = rule_id.clone();
+        ctl.update(|st| {
+            for sg in &mut st.security_groups {
+                sg.rules.retain(|r| r.id != gone);
+            }
+        });
+        assert!(
+            cut_within_2s(s0).await,
+            "round {round}: the session survived its egress rule's deletion"
+        );
+        let (alive, _s1) = echoes(s1, T).await;
+        assert!(alive, "round {round}: a session still allowed was cut");
+        assert!(!echo_ok(from, &format!("{to}:7000")).await, "round {round}");
+        let back = rule(Direction::Egress, Some("tcp"), Some(7000), None);
+        rule_id = back.id.clone();
+        let client = g.client.clone();
+        ctl.update(move |st| {
+            let sg = st
+                .security_groups
+                .iter_mut()
+                .find(|x| x.id == client)
+                .unwrap();
+            sg.rules.push(back);
+        });
+        assert!(
+            eventually(T, || echo_ok(from, &to_7000)).await,
+            "round {round}: the rule added back admits new sessions"
+        );
+    }
+}
+
+/// Checklist 13, VM → VM on one host: the sender's egress rule deleted
+/// cuts its session though the receiver's ingress rule still admits it
+/// (the receiver stamps the session too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5e_deleting_the_senders_egress_rule_cuts_its_sessions_on_one_host() {
+    if !require_root("t5e_deleting_the_senders_egress_rule_cuts_its_sessions_on_one_host") {
+        return;
+    }
+    bounded(Duration::from_secs(120), "t5e egress cut", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let g = cut_groups(&mut st);
+        let tx = vm_port(
+            &new_id(),
+            &n.id,
+            &n.subnet,
+            &mac(1),
+            "10.0.0.5",
+            &[&g.client],
+        );
+        let rx = vm_port(
+            &new_id(),
+            &n.id,
+            &n.subnet,
+            &mac(2),
+            "10.0.0.6",
+            &[&n.sg, &g.server],
+        );
+        st.ports.push(Arc::new(tx.clone()));
+        st.ports.push(Arc::new(rx.clone()));
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm_tx = lab.vm("tx", &tx).await;
+        let vm_rx = lab.vm("rx", &rx).await;
+        for (ns, p, ip) in [(&vm_tx, &tx, "10.0.0.5"), (&vm_rx, &rx, "10.0.0.6")] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+            static_ip(&lab, ns, ip).await;
+        }
+        for port in 7000..=7002 {
+            echo_server(&vm_rx, &format!("10.0.0.6:{port}"));
+        }
+        assert!(eventually(T, || echo_ok(&vm_tx, "10.0.0.6:7000")).await);
+        egress_revocation_rounds(&ctl, &g, &vm_tx, "10.0.0.6").await;
+    })
+    .await;
+}
+
+/// Checklist 13 across a router: sender and receiver on two networks of
+/// one router (each network its own conntrack zone, the router its own
+/// namespace), the sender's egress rule deleted cuts the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5f_deleting_the_senders_egress_rule_cuts_its_sessions_across_a_router() {
+    if !require_root("t5f_deleting_the_senders_egress_rule_cuts_its_sessions_across_a_router") {
+        return;
+    }
+    bounded(Duration::from_secs(120), "t5f egress cut, routed", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n1 = tenant_net(&mut st, 1, "10.0.1.0/24");
+        let n2 = tenant_net(&mut st, 2, "10.0.2.0/24");
+        let g = cut_groups(&mut st);
+        let tx = vm_port(
+            &new_id(),
+            &n1.id,
+            &n1.subnet,
+            &mac(1),
+            "10.0.1.5",
+            &[&g.client],
+        );
+        let rx = vm_port(
+            &new_id(),
+            &n2.id,
+            &n2.subnet,
+            &mac(2),
+            "10.0.2.6",
+            &[&n2.sg, &g.server],
+        );
+        st.ports.push(Arc::new(tx.clone()));
+        st.ports.push(Arc::new(rx.clone()));
+        let iface = ext_iface(&lab);
+        let ext = external(&mut st, &iface);
+        router(&mut st, &ext, "203.0.113.10", &[&n1, &n2], 200);
+        let _out = lab.outside("out", &iface, "203.0.113.1/24").await;
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm_tx = lab.vm("tx", &tx).await;
+        let vm_rx = lab.vm("rx", &rx).await;
+        assert!(ctl.wait_status(&tx.id, PortStatus::Active, T).await);
+        assert!(ctl.wait_status(&rx.id, PortStatus::Active, T).await);
+        dhcp(&lab, &vm_tx, "tx").await;
+        dhcp(&lab, &vm_rx, "rx").await;
+        for port in 7000..=7002 {
+            echo_server(&vm_rx, &format!("10.0.2.6:{port}"));
+        }
+        assert!(eventually(T, || echo_ok(&vm_tx, "10.0.2.6:7000")).await);
+        egress_revocation_rounds(&ctl, &g, &vm_tx, "10.0.2.6").await;
+    })
+    .await;
+}
+
+/// Checklist 13, remote groups: the receiver admits 7002 from the members
+/// of a group; the sender leaving that group cuts its session (its own
+/// rules do not change), others flow on, and joining again admits new
+/// sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5g_a_port_leaving_a_remote_group_loses_the_sessions_it_admitted() {
+    if !require_root("t5g_a_port_leaving_a_remote_group_loses_the_sessions_it_admitted") {
+        return;
+    }
+    bounded(Duration::from_secs(120), "t5g remote group cut", async {
+        let mut lab = Lab::new();
+        let mut st = empty_state();
+        let n = tenant_net(&mut st, 1, "10.0.0.0/24");
+        let g = cut_groups(&mut st);
+        let tx = vm_port(
+            &new_id(),
+            &n.id,
+            &n.subnet,
+            &mac(1),
+            "10.0.0.5",
+            &[&g.client, &g.members],
+        );
+        let rx = vm_port(
+            &new_id(),
+            &n.id,
+            &n.subnet,
+            &mac(2),
+            "10.0.0.6",
+            &[&n.sg, &g.server],
+        );
+        st.security_groups
+            .iter_mut()
+            .find(|x| x.id == g.members)
+            .unwrap()
+            .member_ips = vec!["10.0.0.5".parse().unwrap()];
+        st.ports.push(Arc::new(tx.clone()));
+        st.ports.push(Arc::new(rx.clone()));
+        let ctl = Arc::new(FakeControl::new(st));
+        let _agent = lab.start_agent(ctl.clone()).await;
+        let vm_tx = lab.vm("tx", &tx).await;
+        let vm_rx = lab.vm("rx", &rx).await;
+        for (ns, p, ip) in [(&vm_tx, &tx, "10.0.0.5"), (&vm_rx, &rx, "10.0.0.6")] {
+            assert!(ctl.wait_status(&p.id, PortStatus::Active, T).await);
+            static_ip(&lab, ns, ip).await;
+        }
+        for port in 7000..=7002 {
+            echo_server(&vm_rx, &format!("10.0.0.6:{port}"));
+        }
+        assert!(eventually(T, || echo_ok(&vm_tx, "10.0.0.6:7002")).await);
+        // Membership as the controller reports it: the port's groups and
+        // the group's member addresses change together.
+        let set_member = |member: bool| {
+            let (members, port) = (g.members.clone(), tx.id.clone());
+            move |st: &mut HostState| {
+                let grp = st
+                    .security_groups
+                    .iter_mut()
+                    .find(|x| x.id == members)
+                    .unwrap();
+                grp.member_ips = if member {
+                    vec!["10.0.0.5".parse().unwrap()]
+                } else {
+                    vec![]
+                };
+                let p = st.ports.iter_mut().find(|p| p.id == port).unwrap();
+                let p = Arc::make_mut(p);
+                p.security_group_ids.retain(|x| *x != members);
+                if member {
+                    p.security_group_ids.push(members.clone());
+                }
+            }
+        };
+        for round in 0..4 {
+            let s2 = session(&vm_tx, "10.0.0.6:7002").await;
+            let s1 = session(&vm_tx, "10.0.0.6:7001").await;
+            ctl.update(set_member(false));
+            assert!(
+                cut_within_2s(s2).await,
+                "round {round}: the session survived its sender leaving the remote group"
+            );
+            let (alive, _s1) = echoes(s1, T).await;
+            assert!(alive, "round {round}: a session still allowed was cut");
+            assert!(!echo_ok(&vm_tx, "10.0.0.6:7002").await, "round {round}");
+            ctl.update(set_member(true));
+            assert!(
+                eventually(T, || echo_ok(&vm_tx, "10.0.0.6:7002")).await,
+                "round {round}: a member again is admitted again"
+            );
+        }
+    })
+    .await;
+}
+
 /// Fail closed with the real kernel: when the firewall refuses a port's
 /// changed rules, the port forwards nothing — not even what its old and
 /// new rules both allow — until the rules apply; then traffic flows again

@@ -209,16 +209,14 @@ impl Firewall for Fake {
                 if inst.digest == digest && inst.mark == port.mark {
                     return Ok(());
                 }
-                if inst.mark == port.mark {
-                    let gone = old
-                        .rules
-                        .iter()
-                        .filter(|r| !rule_marks.contains(&r.ct_mark))
-                        .map(|r| inst.mark | r.ct_mark);
-                    s.revoked.extend(gone.collect::<Vec<_>>());
-                } else {
-                    s.revoked_ports.insert(inst.mark);
-                }
+                // As the real driver: the rules that left, under the
+                // mark the port's packets now carry.
+                let gone = old
+                    .rules
+                    .iter()
+                    .filter(|r| !rule_marks.contains(&r.ct_mark))
+                    .map(|r| port.mark | r.ct_mark);
+                s.revoked.extend(gone.collect::<Vec<_>>());
                 s.leave_chains(&crate::render::sg_chains_id(&old));
             }
             for m in &rule_marks {

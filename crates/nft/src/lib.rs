@@ -30,36 +30,46 @@
 //! ```text
 //! table bridge fs_port    port marks and anti-spoofing (stateless)
 //!   map port_mark  ifname : mark (comment: the port's digest)
+//!   map gone_mark  ifname : mark (timeout) removed ports' devices: their old mark
 //!   set secured    ifname               ports with port security on
 //!   sets as_mac / as_ip4 / as_ip6       ifname . MAC / address allowed
 //!   sets as_net4 / as_net6 (interval)   ifname . prefix allowed (address pairs)
 //!   chain antispoof_pre  prerouting -350   iifname @secured jump antispoof
 //!   chain antispoof / antispoof_arp        set lookups, DHCP server drop, drop
-//!   chain mark_pre       prerouting -300   meta mark set iifname map @port_mark
-//!   chain mark_fwd       forward    -200   meta mark set oifname map @port_mark
+//!   chain mark_pre       prerouting -300   meta mark set iifname map @port_mark, @gone_mark
+//!   chain mark_fwd       forward    -200   meta mark set oifname map @port_mark, @gone_mark
 //! table inet fs_sg        conntrack zones and security groups (stateful)
-//!   set revoked        mark (timeout)   session marks (port | rule) of rules that left a port
-//!   set revoked_ports  mark (timeout)   marks of removed ports: all their sessions
+//!   set revoked_rules   mark . mark (timeout)   port . rule (in either half) that left the port
+//!   set revoked_remote4/6  mark . addr (timeout)  rule half . address that left its remote group
 //!   map zones  iifname : ct zone        map egress / ingress  mark : verdict
 //!   chain zone_raw  prerouting raw  ct zone set iifname map @zones
-//!   chain sg_pre    prerouting 0    established accept; meta mark vmap @egress
-//!   chain sg_fwd    forward 0       ct mark @revoked drop;
-//!                                   ct mark & 0xffff0000 @revoked_ports drop;
+//!   chain sg_pre    prerouting 0    original: meta mark . ct mark & 0xffff0000 @revoked_rules drop;
+//!                                   reply: meta mark . ct mark & 0xffff @revoked_rules drop;
+//!                                   established accept; meta mark vmap @egress
+//!   chain sg_fwd    forward 0       original: meta mark . ct mark & 0xffff @revoked_rules drop;
+//!                                   reply: meta mark . ct mark & 0xffff0000 @revoked_rules drop;
+//!                                   ct mark half . ct original saddr/daddr @revoked_remote4/6 drop;
 //!                                   established accept; invalid drop; meta mark vmap @ingress
 //!   chain sg_eg_common / sg_in_common   DHCP client, ND (sets nd_out / nd_in)
 //!   chain eg-<12 hex> / in-<12 hex>     one pair per security-group set: jump
-//!                                       sg_*_common; rules (ct mark set meta mark
-//!                                       | <rule mark> accept); drop
+//!                                       sg_*_common; rules (ct mark set ct mark
+//!                                       | <rule half> accept); drop
 //!   sets rh4-<sg> / rh6-<sg>            members of a remote group (plain sets of host addresses)
 //! table ip fs_nat         in each router namespace
 //!   chain nat-pre dstnat · fip-post srcnat-10 · nat-post srcnat
 //! ```
 //!
 //! Marks: a port's packet mark is `index << 16`; a rule's mark (1–65535)
-//! is the same on every port; a session's conntrack mark is
-//! `port mark | rule mark`, so a deleted rule cuts exactly its sessions on
-//! each port (`revoked`) and a removed port all of its own
-//! (`revoked_ports`).
+//! is the same on every port; a session's conntrack mark holds two rule
+//! marks: the initiator's egress rule in the high half, the answering
+//! port's ingress rule in the low half (a session between two ports of
+//! one host needs both). Which port a half belongs to is the packet mark
+//! (`sg_pre`: the sending port, `sg_fwd`: the receiving one), read by
+//! conntrack direction, so a rule that leaves a port cuts exactly the
+//! sessions it admitted for that port, from either end (`revoked_rules`);
+//! a remote-group member that leaves cuts the sessions the group's rules
+//! admitted with its address (`revoked_remote4/6`); a removed port's
+//! device keeps its mark (`gone_mark`) with all its rules revoked.
 
 pub mod fake;
 pub mod model;
@@ -139,20 +149,22 @@ pub trait Firewall: Send + Sync {
     fn upsert_network(&self, bridge: &str, zone: u16) -> Result<()>;
     /// Removes a bridge's zone entry. Absent is fine.
     fn remove_network(&self, bridge: &str) -> Result<()>;
-    /// Replaces the member sets of a remote security group.
+    /// Replaces the member sets of a remote security group. Sessions that
+    /// rules naming the group admitted with a member that left are cut
+    /// (`revoked_remote4`/`6`); a member that comes back is admitted again.
     fn upsert_remote_group(&self, group: &RemoteGroup) -> Result<()>;
     /// Deletes a remote group's sets; fails while a port rule uses them.
     fn remove_remote_group(&self, id: &str) -> Result<()>;
     /// Installs or updates one port in one transaction. Unchanged rules
     /// (same digest) cause no transaction at all; rules that left the port
-    /// have their sessions cut through the `revoked` set; a port with port
+    /// have their sessions cut through the `revoked_rules` set; a port with port
     /// security off is in no set or map (it is removed if it was). A port
     /// whose security-group set is installed costs elements only; the
     /// set's chains are created with its first port and deleted with its
     /// last.
     fn upsert_port(&self, port: &PortRules) -> Result<()>;
     /// Removes a port's elements (and its security-group set's chains if
-    /// no other port uses them), cutting its sessions (`revoked_ports`).
+    /// no other port uses them), cutting its sessions (its rules revoked, its device keeping its mark in `gone_mark`).
     /// Absent is fine.
     fn remove_port(&self, name: &str) -> Result<()>;
     /// The ports installed on the host, read from the kernel, sorted.

@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use crate::Error;
 
-/// The bits of a packet mark (and of a session's conntrack mark) that
-/// name the port: port marks are multiples of 2^16.
+/// The bits of a packet mark that name the port: port marks are
+/// multiples of 2^16.
 pub const PORT_MARK_MASK: u32 = 0xffff_0000;
-/// The bits of a session's conntrack mark that name the rule that let it
-/// in (see [`SgRule::ct_mark`]).
+/// The bits of a rule mark (see [`SgRule::ct_mark`]); a session's
+/// conntrack mark holds two of them.
 pub const RULE_MARK_MASK: u32 = 0xffff;
 
 /// Traffic direction, seen from the VM (Neutron's convention).
@@ -106,12 +106,13 @@ pub enum Remote {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SgRule {
     /// The rule's mark, 1–65535 (the low 16 bits of [`RULE_MARK_MASK`]):
-    /// a session this rule accepts gets the conntrack mark
-    /// `port mark | ct_mark`, and is cut when that value is revoked (the
-    /// rule left the port) or its port's mark is (the port was removed).
-    /// The same for every port the rule applies to (security-group chains
-    /// are shared), unique per rule on the host and not reused while
-    /// sessions may live; the agent allocates them.
+    /// a session this rule accepts carries it in its conntrack mark, in
+    /// the high half for an egress rule and the low half for an ingress
+    /// one (see [`crate::render::session_half`]), and is cut when the
+    /// pair (port, rule) is revoked (the rule left the port, or the port
+    /// was removed). The same for every port the rule applies to
+    /// (security-group chains are shared), unique per rule on the host
+    /// and not reused while sessions may live; the agent allocates them.
     pub ct_mark: u32,
     /// Direction.
     pub direction: Direction,
@@ -220,8 +221,8 @@ pub struct InstalledPort {
     pub mark: u32,
     /// Digest of the rules installed for it (see [`PortRules::digest`]).
     pub digest: String,
-    /// Conntrack marks of its installed rules' sessions
-    /// (`mark | rule mark`), sorted.
+    /// Its installed rules as (port, rule) pairs, `mark | rule mark`
+    /// (what a revocation names), sorted.
     pub ct_marks: Vec<u32>,
 }
 

@@ -41,6 +41,8 @@ pub struct Nft {
 enum Base {
     /// This layout.
     Current,
+    /// The previous layout: shared chains, one conntrack mark per session.
+    SharedChains,
     /// The per-port layout of an older agent (chains per port).
     PerPort,
     /// None, or only one of the tables.
@@ -53,8 +55,18 @@ struct Mem {
     ports: BTreeMap<String, PortState>,
     /// Security-group chain pairs by suffix → ports using them.
     chains: BTreeMap<String, usize>,
-    /// Revoked session marks → when their entry expires.
+    /// Revoked session marks (port | rule, see [`render::revoke_command`])
+    /// → when their entry expires.
     revoked: BTreeMap<u32, Instant>,
+    /// Removed ports' devices → the mark they keep in `gone_mark`.
+    gone: BTreeMap<String, u32>,
+    /// Security-group chain pairs by suffix → the remote-group sets their
+    /// rules match, each with the rule's conntrack-mark half
+    /// ([`render::session_half`]).
+    remote_rules: BTreeMap<String, Vec<(String, u32)>>,
+    /// Remote-group member sets as read from the kernel (for a group this
+    /// process has not written yet: its first change must know who left).
+    group_members: BTreeMap<String, Vec<IpNet>>,
     /// Remote-group interval sets of an older agent
     /// ([`render::legacy_group_set`]), deleted once no chain uses them.
     legacy_sets: BTreeSet<String>,
@@ -220,6 +232,14 @@ impl Nft {
                     }
                 }
             }
+            if map["name"] == "gone_mark" {
+                for e in map["elem"].as_array().into_iter().flatten() {
+                    let name = e[0].as_str().or_else(|| e[0]["elem"]["val"].as_str());
+                    if let (Some(n), Some(m)) = (name, e[1].as_u64()) {
+                        mem.gone.insert(n.to_string(), m as u32);
+                    }
+                }
+            }
             if map["name"] == "antispoof" {
                 // The per-port layout's verdict map: its ports move over.
                 for e in map["elem"].as_array().into_iter().flatten() {
@@ -272,6 +292,17 @@ impl Nft {
                 if name.starts_with("rg4-") || name.starts_with("rg6-") {
                     mem.legacy_sets.insert(name.to_string());
                 }
+                if name.starts_with("rh4-") || name.starts_with("rh6-") {
+                    let members = o["set"]["elem"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e.as_str().or_else(|| e["elem"]["val"].as_str()))
+                        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+                        .filter_map(|a| IpNet::new(a, if a.is_ipv4() { 32 } else { 128 }).ok())
+                        .collect();
+                    mem.group_members.insert(name.to_string(), members);
+                }
             }
             if let Some(name) = o["chain"]["name"].as_str() {
                 if let Some(id) = name
@@ -291,15 +322,21 @@ impl Nft {
                     }
                 }
             }
-            if o["set"]["name"] == "revoked" {
+            if o["set"]["name"] == "revoked_rules" {
                 for e in o["set"]["elem"].as_array().into_iter().flatten() {
-                    let val = e.as_u64().or_else(|| e["elem"]["val"].as_u64());
+                    let val = e["concat"]
+                        .as_array()
+                        .or_else(|| e["elem"]["val"]["concat"].as_array());
                     let left = e["elem"]["expires"]
                         .as_u64()
                         .unwrap_or(render::REVOKE_TIMEOUT_S);
-                    if let Some(v) = val {
-                        mem.revoked
-                            .insert(v as u32, now + Duration::from_secs(left));
+                    if let Some((Some(port), Some(half))) =
+                        val.map(|v| (v[0].as_u64(), v.get(1).and_then(Value::as_u64)))
+                    {
+                        let m = port as u32 | render::rule_of_half(half as u32);
+                        let at = now + Duration::from_secs(left);
+                        let e = mem.revoked.entry(m).or_insert(at);
+                        *e = (*e).min(at);
                     }
                 }
             }
@@ -313,13 +350,28 @@ impl Nft {
             else {
                 continue;
             };
+            let mut remote_set = None;
             for e in r["expr"].as_array().into_iter().flatten() {
+                if let Some(set) = e["match"]["right"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix('@'))
+                {
+                    if set.starts_with("rh4-") || set.starts_with("rh6-") {
+                        remote_set = Some(set.to_string());
+                    }
+                }
                 if e["mangle"]["key"]["ct"]["key"] == "mark" {
                     if let Some(m) = e["mangle"]["value"]["|"][1].as_u64() {
                         rule_marks
                             .entry(id.to_string())
                             .or_default()
-                            .insert(m as u32);
+                            .insert(render::rule_of_half(m as u32));
+                        if let Some(set) = remote_set.take() {
+                            mem.remote_rules
+                                .entry(id.to_string())
+                                .or_default()
+                                .push((set, m as u32));
+                        }
                     }
                 }
             }
@@ -348,8 +400,10 @@ impl Nft {
         let inet = self.list_table_objects(&self.host, "inet", INET_TABLE, "sets")?;
         let bridge = self.list_table_objects(&self.host, "bridge", BRIDGE_TABLE, "sets")?;
         Ok(
-            if has(&inet, "set", "revoked_ports") && has(&bridge, "set", "secured") {
+            if has(&inet, "set", "revoked_rules") && has(&bridge, "set", "secured") {
                 Base::Current
+            } else if has(&inet, "set", "revoked_ports") && has(&bridge, "set", "secured") {
+                Base::SharedChains
             } else if has(&inet, "set", "revoked")
                 && bridge.is_some()
                 && self.map_exists(BRIDGE_TABLE, "antispoof")?
@@ -394,6 +448,19 @@ impl Firewall for Nft {
     fn ensure_base(&self) -> Result<()> {
         match self.base_present()? {
             Base::Current => return Ok(()),
+            Base::SharedChains => {
+                // The previous agent's tables: its hook chains rewritten
+                // and the new sets added in place; its ports move to the
+                // new chains with their next change.
+                self.run(
+                    &self.host,
+                    "upgrade the base tables",
+                    &["-f", "-"],
+                    &render::shared_chains_upgrade_script(),
+                )?;
+                *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Ok(());
+            }
             Base::PerPort => {
                 // An older agent's tables: completed in place, so its ports
                 // stay filtered (and its revoked sessions cut) until each
@@ -468,11 +535,42 @@ impl Firewall for Nft {
         let want = render::merged(group.members.iter().copied());
         let mut known = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let op = format!("update remote group {}", group.id);
+        // Sessions that rules naming the group admitted from (or to) a
+        // member that left are cut; a member that came back is admitted
+        // again. Who left is what this process last wrote, or else what
+        // the kernel had when the driver read it.
+        let (halves, before) = self.with_installed(|mem| {
+            let halves: Vec<(String, u32)> = mem.remote_rules.values().flatten().cloned().collect();
+            let sets = [false, true].map(|v6| render::group_set(&group.id, v6));
+            // A group whose sets do not exist yet had no members: nobody
+            // left, and nobody's revocation is to be lifted (that would
+            // cost an element per member and rule for a group's creation).
+            let from_kernel = sets
+                .iter()
+                .any(|s| mem.group_members.contains_key(s))
+                .then(|| {
+                    sets.iter()
+                        .flat_map(|s| mem.group_members.get(s).cloned().unwrap_or_default())
+                        .collect::<Vec<IpNet>>()
+                });
+            let before = known.get(&group.id).cloned().or(from_kernel);
+            for s in &sets {
+                mem.group_members.remove(s);
+            }
+            Ok((halves, before))
+        })?;
+        let revocations = render::remote_revocation_commands(
+            &group.id,
+            before.as_deref().unwrap_or(&want),
+            &want,
+            &halves,
+        );
         if let Some(before) = known.get(&group.id) {
-            let delta = render::group_delta_commands(&group.id, before, &want);
+            let mut delta = render::group_delta_commands(&group.id, before, &want);
             if delta.is_empty() {
                 return Ok(());
             }
+            delta.extend(revocations.iter().cloned());
             // A refused delta (the sets changed behind our back) falls
             // back to replacing them whole.
             if self.apply(&self.host, &op, delta).is_ok() {
@@ -481,7 +579,9 @@ impl Firewall for Nft {
             }
         }
         known.remove(&group.id);
-        self.apply(&self.host, &op, render::group_commands(group))?;
+        let mut all = render::group_commands(group);
+        all.extend(revocations);
+        self.apply(&self.host, &op, all)?;
         known.insert(group.id.clone(), want);
         Ok(())
     }
@@ -528,9 +628,15 @@ impl Firewall for Nft {
             )?;
             let p = mem.ports.remove(name).expect("present");
             mem.unuse(&p.chains);
+            let expires = Instant::now() + Duration::from_secs(render::REVOKE_TIMEOUT_S);
+            for r in &p.rule_marks {
+                mem.revoked.insert(p.mark | r, expires);
+            }
+            mem.gone.insert(name.to_string(), p.mark);
             let dropped = !drop.is_empty();
             for id in drop {
                 mem.chains.remove(&id);
+                mem.remote_rules.remove(&id);
             }
             if dropped {
                 self.drop_legacy_sets(mem);
@@ -558,6 +664,7 @@ impl Firewall for Nft {
                 )?;
                 for id in &orphans {
                     mem.chains.remove(id);
+                    mem.remote_rules.remove(id);
                 }
                 Ok(())
             })?;
@@ -664,6 +771,7 @@ impl Nft {
                 create_chains: !mem.chains.contains_key(&id),
                 drop_chains: mem.unused_after(leaving, Some(&id)),
                 unrevoke,
+                gone_mark: mem.gone.get(&port.name).copied(),
             };
             let cmds = render::port_commands(&change);
             self.apply(&self.host, &format!("upsert port {}", port.name), cmds)?;
@@ -672,11 +780,14 @@ impl Nft {
             rule_marks.sort_unstable();
             rule_marks.dedup();
             let expires = now + Duration::from_secs(render::REVOKE_TIMEOUT_S);
+            if change.create_chains {
+                mem.remote_rules
+                    .insert(id.clone(), render::remote_rule_halves(port));
+            }
+            mem.gone.remove(&port.name);
             if let Some(p) = mem.ports.get(&port.name).cloned() {
-                if p.mark == port.mark {
-                    for m in p.rule_marks.iter().filter(|m| !rule_marks.contains(m)) {
-                        mem.revoked.insert(p.mark | m, expires);
-                    }
+                for m in p.rule_marks.iter().filter(|m| !rule_marks.contains(m)) {
+                    mem.revoked.insert(port.mark | m, expires);
                 }
                 mem.unuse(&p.chains);
             }
@@ -686,6 +797,7 @@ impl Nft {
             let dropped = !drop.is_empty();
             for d in drop {
                 mem.chains.remove(&d);
+                mem.remote_rules.remove(&d);
             }
             if dropped {
                 self.drop_legacy_sets(mem);
@@ -723,33 +835,43 @@ impl Nft {
             }))
     }
 
-    /// The session marks (port | rule) currently in the `revoked` set
-    /// (for tests and diagnostics).
+    /// The session marks (port | rule) currently revoked in the
+    /// `revoked_rules` set (for tests and diagnostics).
     pub fn revoked(&self) -> Result<Vec<u32>> {
-        self.revoked_in("revoked")
+        let mut v: Vec<u32> = self.read_state()?.revoked.into_keys().collect();
+        v.sort_unstable();
+        Ok(v)
     }
 
-    /// The port marks currently in the `revoked_ports` set: every session
-    /// of those ports is cut (for tests and diagnostics).
-    pub fn revoked_ports(&self) -> Result<Vec<u32>> {
-        self.revoked_in("revoked_ports")
+    /// Removed ports' devices and the marks they keep in `gone_mark`,
+    /// under which all their rules are revoked (for tests and
+    /// diagnostics).
+    pub fn gone_ports(&self) -> Result<BTreeMap<String, u32>> {
+        Ok(self.read_state()?.gone)
     }
 
-    fn revoked_in(&self, set: &str) -> Result<Vec<u32>> {
+    /// The `revoked_remote4`/`revoked_remote6` elements: a rule's
+    /// conntrack-mark half and an address that left the remote group the
+    /// rule names (for tests and diagnostics).
+    pub fn revoked_remotes(&self) -> Result<Vec<(u32, String)>> {
         let Some(objs) = self.list_table(&self.host, "inet", INET_TABLE)? else {
             return Ok(Vec::new());
         };
-        let mut v: Vec<u32> = objs
+        let mut v: Vec<(u32, String)> = objs
             .iter()
-            .filter(|o| o["set"]["name"] == set)
+            .filter(|o| {
+                o["set"]["name"] == "revoked_remote4" || o["set"]["name"] == "revoked_remote6"
+            })
             .flat_map(|o| o["set"]["elem"].as_array().cloned().unwrap_or_default())
             .filter_map(|e| {
-                e.as_u64()
-                    .or_else(|| e["elem"]["val"].as_u64())
-                    .map(|m| m as u32)
+                let c = e["concat"]
+                    .as_array()
+                    .or_else(|| e["elem"]["val"]["concat"].as_array())?
+                    .clone();
+                Some((c.first()?.as_u64()? as u32, c.get(1)?.as_str()?.to_string()))
             })
             .collect();
-        v.sort_unstable();
+        v.sort();
         Ok(v)
     }
 }

@@ -44,58 +44,137 @@ pub fn base_script() -> String {
         r#"table bridge {b} {{
   map port_mark {{ type ifname : mark; }}
 {bo}  chain antispoof_pre {{ type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }}
-  chain mark_pre {{ type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }}
-  chain mark_fwd {{ type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }}
+  chain mark_pre {{ type filter hook prerouting priority -300; policy accept; {mp}; }}
+  chain mark_fwd {{ type filter hook forward priority -200; policy accept; {mf}; }}
 }}
 table inet {i} {{
-  set revoked {{ type mark; flags timeout; }}
   map zones {{
     typeof iifname : ct zone
   }}
   map egress {{ type mark : verdict; }}
   map ingress {{ type mark : verdict; }}
 {io}  chain zone_raw {{ type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }}
-  chain sg_pre {{ type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }}
-  chain sg_fwd {{ type filter hook forward priority 0; policy accept; ct mark @revoked drop; {rp} ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }}
+  chain sg_pre {{ type filter hook prerouting priority 0; policy accept; {sp}; }}
+  chain sg_fwd {{ type filter hook forward priority 0; policy accept; {sf}; }}
 }}
 "#,
         b = BRIDGE_TABLE,
         i = INET_TABLE,
         bo = BRIDGE_OBJECTS,
         io = INET_OBJECTS,
-        rp = revoked_ports_rule(),
+        mp = MARK_PRE_RULES.join("; "),
+        mf = MARK_FWD_RULES.join("; "),
+        sp = SG_PRE_RULES.join("; "),
+        sf = SG_FWD_RULES.join("; "),
     )
+}
+
+/// The bridge table's `mark_pre` rules: a packet from a port carries its
+/// mark; one from a removed port still on the bridge its old mark, so
+/// that its sessions stay cut (see [`remove_port_commands`]).
+const MARK_PRE_RULES: [&str; 2] = [
+    "meta mark set iifname map @port_mark",
+    "meta mark set iifname map @gone_mark",
+];
+/// The bridge table's `mark_fwd` rules: a packet to a port carries its
+/// mark (or a removed port's old one), anything else none.
+const MARK_FWD_RULES: [&str; 3] = [
+    "meta mark set 0",
+    "meta mark set oifname map @port_mark",
+    "meta mark set oifname map @gone_mark",
+];
+/// `sg_pre` sees a packet with the mark of the port that sent it: the
+/// session's initiator in the original direction (whose egress rule is
+/// the high half of the conntrack mark), the answering port in the reply
+/// direction (whose ingress rule is the low half). A pair in
+/// `revoked_rules` drops it; then established sessions pass, and a new
+/// one goes through its port's egress chain.
+const SG_PRE_RULES: [&str; 4] = [
+    "ct direction original meta mark . ct mark and 0xffff0000 @revoked_rules drop",
+    "ct direction reply meta mark . ct mark and 0x0000ffff @revoked_rules drop",
+    "ct state established,related accept",
+    "meta mark vmap @egress",
+];
+/// `sg_fwd` sees a packet with the mark of the port it goes to: the
+/// answering port in the original direction (the low half), the
+/// initiator in the reply direction (the high half). A remote-group rule
+/// that no longer admits the session's remote address cuts it too
+/// (`revoked_remote4`/`6`: the ingress half with the original source,
+/// the egress half with the original destination).
+const SG_FWD_RULES: [&str; 9] = [
+    "ct direction original meta mark . ct mark and 0x0000ffff @revoked_rules drop",
+    "ct direction reply meta mark . ct mark and 0xffff0000 @revoked_rules drop",
+    "meta nfproto ipv4 ct mark and 0x0000ffff . ct original ip saddr @revoked_remote4 drop",
+    "meta nfproto ipv4 ct mark and 0xffff0000 . ct original ip daddr @revoked_remote4 drop",
+    "meta nfproto ipv6 ct mark and 0x0000ffff . ct original ip6 saddr @revoked_remote6 drop",
+    "meta nfproto ipv6 ct mark and 0xffff0000 . ct original ip6 daddr @revoked_remote6 drop",
+    "ct state established,related accept",
+    "ct state invalid drop",
+    "meta mark vmap @ingress",
+];
+
+/// The objects this layout adds to the previous one (version 2: one
+/// conntrack mark per session, `port | rule`, the last stamp winning),
+/// and its hook chains' rules rewritten, in one transaction. The older
+/// agent's `revoked` and `revoked_ports` sets stay, unused: their values
+/// mean nothing in this layout.
+fn session_halves_upgrade() -> String {
+    let mut s = format!(
+        "table bridge {b} {{\n{bs}}}\ntable inet {i} {{\n{is}}}\n",
+        b = BRIDGE_TABLE,
+        i = INET_TABLE,
+        bs = BRIDGE_SESSION_OBJECTS,
+        is = INET_SESSION_OBJECTS,
+    );
+    for (family, table, chain, rules) in [
+        ("bridge", BRIDGE_TABLE, "mark_pre", &MARK_PRE_RULES[..]),
+        ("bridge", BRIDGE_TABLE, "mark_fwd", &MARK_FWD_RULES[..]),
+        ("inet", INET_TABLE, "sg_pre", &SG_PRE_RULES[..]),
+        ("inet", INET_TABLE, "sg_fwd", &SG_FWD_RULES[..]),
+    ] {
+        s.push_str(&format!("flush chain {family} {table} {chain}\n"));
+        for r in rules {
+            s.push_str(&format!("add rule {family} {table} {chain} {r}\n"));
+        }
+    }
+    s
+}
+
+/// The previous layout's tables (shared chains, one conntrack mark per
+/// session), completed in place (see [`session_halves_upgrade`]): its
+/// ports stay filtered while each moves to the new chains with its next
+/// change (their digests change with [`CHAIN_RENDER_VERSION`]).
+pub fn shared_chains_upgrade_script() -> String {
+    session_halves_upgrade()
 }
 
 /// What the per-port layout (an older agent's: chains `as-`/`eg-`/`in-`
 /// per port, `antispoof` verdict map) lacks, added to its tables in one
 /// transaction so they keep filtering while the ports move over one by
 /// one (each port's first change deletes its old chains): the sets and
-/// shared chains, the jump to `antispoof` and the `revoked_ports` check.
-/// Its `revoked` set stays, so sessions it cut stay cut, and sessions it
-/// let in live on.
+/// shared chains, the jump to `antispoof`, and this layout's hook chains.
 pub fn upgrade_script() -> String {
     format!(
         "table bridge {b} {{\n{bo}}}\ntable inet {i} {{\n{io}}}\n\
-         add rule bridge {b} antispoof_pre iifname @secured jump antispoof\n\
-         insert rule inet {i} sg_fwd {rp}\n",
+         add rule bridge {b} antispoof_pre iifname @secured jump antispoof\n{rest}",
         b = BRIDGE_TABLE,
         i = INET_TABLE,
         bo = BRIDGE_OBJECTS,
         io = INET_OBJECTS,
-        rp = revoked_ports_rule().trim_end_matches(';'),
+        rest = session_halves_upgrade(),
     )
 }
 
-fn revoked_ports_rule() -> String {
-    format!(
-        "ct mark and 0x{:08x} @revoked_ports drop;",
-        crate::model::PORT_MARK_MASK
-    )
-}
+/// What the previous layout (version 2) lacks in the bridge table.
+const BRIDGE_SESSION_OBJECTS: &str = "  map gone_mark { type ifname : mark; flags timeout; }\n";
+/// What the previous layout (version 2) lacks in the inet table.
+const INET_SESSION_OBJECTS: &str = "  set revoked_rules { type mark . mark; flags timeout; }\n  \
+     set revoked_remote4 { type mark . ipv4_addr; flags timeout; }\n  \
+     set revoked_remote6 { type mark . ipv6_addr; flags timeout; }\n";
 
 /// The bridge table's anti-spoofing sets and shared chains.
-const BRIDGE_OBJECTS: &str = r#"  set secured { type ifname; }
+const BRIDGE_OBJECTS: &str = r#"  map gone_mark { type ifname : mark; flags timeout; }
+  set secured { type ifname; }
   set as_mac { type ifname . ether_addr; }
   set as_ip4 { type ifname . ipv4_addr; }
   set as_ip6 { type ifname . ipv6_addr; }
@@ -122,9 +201,11 @@ const BRIDGE_OBJECTS: &str = r#"  set secured { type ifname; }
   }
 "#;
 
-/// The inet table's `revoked_ports` set and the always-allowed chains
+/// The inet table's revocation sets and the always-allowed chains
 /// every security-group chain starts by jumping to.
-const INET_OBJECTS: &str = r#"  set revoked_ports { type mark; flags timeout; }
+const INET_OBJECTS: &str = r#"  set revoked_rules { type mark . mark; flags timeout; }
+  set revoked_remote4 { type mark . ipv4_addr; flags timeout; }
+  set revoked_remote6 { type mark . ipv6_addr; flags timeout; }
   set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
   set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
   chain sg_eg_common {
@@ -208,7 +289,7 @@ pub fn legacy_group_set(id: &str, v6: bool) -> String {
 /// for the same rules. It is part of their id, so an upgraded agent makes
 /// new chains and moves each port over (its digest, see
 /// [`PortRules::digest`], changes with it).
-pub const CHAIN_RENDER_VERSION: u32 = 2;
+pub const CHAIN_RENDER_VERSION: u32 = 3;
 
 /// The sets of the anti-spoofing chain, keyed by interface name.
 pub const AS_SETS: [&str; 5] = ["as_mac", "as_ip4", "as_ip6", "as_net4", "as_net6"];
@@ -416,11 +497,34 @@ fn sg_rule_expr(r: &SgRule) -> Vec<Value> {
             json!(format!("@{}", group_set(g, v6))),
         )),
     }
-    // The session's mark: the port's mark (high 16 bits, the packet mark
-    // the bridge table set) with the rule's (low 16 bits).
-    e.push(json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [meta("mark"), r.ct_mark]}}}));
+    // The session's mark: the rule's mark in the half of its direction
+    // (see [`session_half`]), the other half left to the other end.
+    e.push(json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}}, session_half(r.direction, r.ct_mark)]}}}));
     e.push(accept());
     e
+}
+
+/// Where a rule's mark goes in a session's conntrack mark: an egress
+/// rule's (the initiator's port) in the high 16 bits, an ingress rule's
+/// (the answering port) in the low 16 bits. A session between two ports
+/// of one host carries both, so revoking either cuts it; which port each
+/// half belongs to is the packet mark, checked by direction (see
+/// [`base_script`]).
+pub fn session_half(direction: Direction, rule_mark: u32) -> u32 {
+    match direction {
+        Direction::Egress => rule_mark << 16,
+        Direction::Ingress => rule_mark,
+    }
+}
+
+/// The rule mark (1–65,535) of a conntrack-mark half as
+/// [`session_half`] puts it.
+pub fn rule_of_half(half: u32) -> u32 {
+    if half > crate::model::RULE_MARK_MASK {
+        half >> 16
+    } else {
+        half
+    }
 }
 
 /// The rules of a security-group set's egress and ingress chains, in
@@ -478,9 +582,13 @@ pub struct PortChange<'a> {
     /// Chain suffixes no port uses once this change is made: deleted in
     /// the same transaction.
     pub drop_chains: Vec<String>,
-    /// Session marks (port | rule) to take out of `revoked`: a rule that
-    /// left the port came back to it and admits its sessions again.
+    /// Session marks (port | rule) to take out of `revoked_rules`: a
+    /// rule that left the port came back to it and admits its sessions
+    /// again.
     pub unrevoke: Vec<u32>,
+    /// The device's entry in `gone_mark` (the mark it had as a removed
+    /// port), deleted now that it is a port again.
+    pub gone_mark: Option<u32>,
 }
 
 fn elem_cmd(verb: &str, family: &str, set: &str, elems: Vec<Value>) -> Value {
@@ -505,11 +613,27 @@ fn drop_chain_commands(c: &mut Vec<Value>, ids: &[String]) {
     }
 }
 
-fn timed(marks: &[u32]) -> Vec<Value> {
-    marks
-        .iter()
-        .map(|m| json!({"elem": {"val": m, "timeout": REVOKE_TIMEOUT_S}}))
-        .collect()
+/// The `revoked_rules` elements of session marks (port | rule): the
+/// rule's mark in either half, with the port's packet mark (a rule has
+/// one direction, so only one of the two ever matches; the other costs an
+/// element and spares the driver knowing directions).
+fn rule_pairs(marks: &[u32], timeout: bool) -> Vec<Value> {
+    let mut v = Vec::new();
+    for m in marks {
+        let (port, rule) = (
+            m & crate::model::PORT_MARK_MASK,
+            m & crate::model::RULE_MARK_MASK,
+        );
+        for half in [rule, rule << 16] {
+            let val = json!({"concat": [port, half]});
+            v.push(if timeout {
+                json!({"elem": {"val": val, "timeout": REVOKE_TIMEOUT_S}})
+            } else {
+                val
+            });
+        }
+    }
+    v
 }
 
 /// The commands of one port's change, in one transaction. Only map and
@@ -599,35 +723,37 @@ pub fn port_commands(ch: &PortChange) -> Vec<Value> {
         ));
     }
     if let Some(prev) = ch.previous {
-        if prev.mark != p.mark {
-            // Every session of the old mark goes.
-            c.push(elem_cmd(
-                "add",
-                "inet",
-                "revoked_ports",
-                timed(&[prev.mark]),
-            ));
-        } else {
-            let now: BTreeSet<u32> = p.rules.iter().map(|r| r.ct_mark).collect();
-            let gone: Vec<u32> = prev
-                .rule_marks
-                .iter()
-                .filter(|m| !now.contains(m))
-                .map(|m| prev.mark | m)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if !gone.is_empty() {
-                c.push(revoke_command(&gone));
-            }
+        // The rules that left the port: their sessions go. Under the
+        // port's current mark, which its packets carry (a session does
+        // not remember the port, only the rule: under a new mark, a rule
+        // the port still has keeps admitting its sessions).
+        let now: BTreeSet<u32> = p.rules.iter().map(|r| r.ct_mark).collect();
+        let gone: Vec<u32> = prev
+            .rule_marks
+            .iter()
+            .filter(|m| !now.contains(m))
+            .map(|m| p.mark | m)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !gone.is_empty() {
+            c.push(revoke_command(&gone));
         }
     }
     if !ch.unrevoke.is_empty() {
         c.push(elem_cmd(
             "delete",
             "inet",
-            "revoked",
-            ch.unrevoke.iter().map(|m| json!(m)).collect(),
+            "revoked_rules",
+            rule_pairs(&ch.unrevoke, false),
+        ));
+    }
+    if ch.gone_mark.is_some() {
+        c.push(elem_cmd(
+            "delete",
+            "bridge",
+            "gone_mark",
+            vec![json!(p.name)],
         ));
     }
     drop_chain_commands(&mut c, &ch.drop_chains);
@@ -646,15 +772,18 @@ fn legacy_commands(c: &mut Vec<Value>, name: &str) {
     c.push(cmd("delete", "chain", ch));
 }
 
-/// Adds session marks (port | rule) to the `revoked` set (with a
-/// timeout), cutting every session that carries them.
+/// Adds session marks (port | rule) to the `revoked_rules` set (with a
+/// timeout), cutting every session of the port that the rule admitted.
 pub fn revoke_command(marks: &[u32]) -> Value {
-    elem_cmd("add", "inet", "revoked", timed(marks))
+    elem_cmd("add", "inet", "revoked_rules", rule_pairs(marks, true))
 }
 
 /// Commands that remove a port: its elements (the verdict-map entries
-/// first: they reference the chains), every session of its mark revoked
-/// (`revoked_ports`), and the chains of `drop_chains` deleted.
+/// first: they reference the chains), and the chains of `drop_chains`
+/// deleted. Its sessions are cut: every rule it had is revoked under its
+/// mark, and its device keeps that mark in `gone_mark` (for as long as a
+/// revocation lasts, or until it is a port again), so that packets of a
+/// device still on the bridge are recognised.
 pub fn remove_port_commands(name: &str, prev: &PortState, drop_chains: &[String]) -> Vec<Value> {
     let mut c = vec![
         elem_cmd("delete", "inet", "egress", vec![json!(prev.mark)]),
@@ -667,11 +796,15 @@ pub fn remove_port_commands(name: &str, prev: &PortState, drop_chains: &[String]
     for (set, e) in prev.elems.per_set(name) {
         c.push(elem_cmd("delete", "bridge", set, e));
     }
+    let all: Vec<u32> = prev.rule_marks.iter().map(|r| prev.mark | r).collect();
+    if !all.is_empty() {
+        c.push(revoke_command(&all));
+    }
     c.push(elem_cmd(
         "add",
-        "inet",
-        "revoked_ports",
-        timed(&[prev.mark]),
+        "bridge",
+        "gone_mark",
+        vec![json!([{"elem": {"val": name, "timeout": REVOKE_TIMEOUT_S}}, prev.mark])],
     ));
     drop_chain_commands(&mut c, drop_chains);
     if prev.legacy {
@@ -721,6 +854,74 @@ pub fn group_delta_commands(id: &str, before: &[IpNet], after: &[IpNet]) -> Vec<
                     json!({"family": "inet", "table": INET_TABLE, "name": group_set(id, v6), "elem": elems}),
                 ));
             }
+        }
+    }
+    c
+}
+
+/// The remote-group sets a port's rules match, each with the rule's
+/// conntrack-mark half ([`session_half`]): what a member leaving the
+/// group revokes.
+pub fn remote_rule_halves(p: &PortRules) -> Vec<(String, u32)> {
+    p.rules
+        .iter()
+        .filter_map(|r| match &r.remote {
+            Remote::Group(g) => Some((
+                group_set(g, r.ethertype == EtherType::V6),
+                session_half(r.direction, r.ct_mark),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Cuts the sessions that rules naming group `id` admitted with a member
+/// that left it (`before` but not `after`): the rule's half with the
+/// address, in `revoked_remote4`/`6` (see [`base_script`]). A member
+/// that came (back) is taken out of them (added, then deleted: nft 1.0.6
+/// cannot delete an element that may be absent). `halves` are every
+/// installed rule's remote set and half ([`remote_rule_halves`]).
+pub fn remote_revocation_commands(
+    id: &str,
+    before: &[IpNet],
+    after: &[IpNet],
+    halves: &[(String, u32)],
+) -> Vec<Value> {
+    let (b, a): (BTreeSet<&IpNet>, BTreeSet<&IpNet>) =
+        (before.iter().collect(), after.iter().collect());
+    let mut c = Vec::new();
+    for v6 in [false, true] {
+        let set = group_set(id, v6);
+        let hs: BTreeSet<u32> = halves
+            .iter()
+            .filter(|(s, _)| *s == set)
+            .map(|(_, h)| *h)
+            .collect();
+        let revoked = if v6 {
+            "revoked_remote6"
+        } else {
+            "revoked_remote4"
+        };
+        let pairs = |from: &BTreeSet<&IpNet>, to: &BTreeSet<&IpNet>| -> Vec<Value> {
+            from.difference(to)
+                .filter(|n| n.addr().is_ipv4() != v6)
+                .flat_map(|n| {
+                    hs.iter()
+                        .map(move |h| json!({"concat": [h, n.addr().to_string()]}))
+                })
+                .collect()
+        };
+        let (gone, came) = (pairs(&b, &a), pairs(&a, &b));
+        if !gone.is_empty() {
+            let timed = gone
+                .into_iter()
+                .map(|v| json!({"elem": {"val": v, "timeout": REVOKE_TIMEOUT_S}}))
+                .collect();
+            c.push(elem_cmd("add", "inet", revoked, timed));
+        }
+        if !came.is_empty() {
+            c.push(elem_cmd("add", "inet", revoked, came.clone()));
+            c.push(elem_cmd("delete", "inet", revoked, came));
         }
     }
     c

@@ -80,6 +80,7 @@ fn new_port(p: &PortRules, create_chains: bool) -> Vec<serde_json::Value> {
         create_chains,
         drop_chains: vec![],
         unrevoke: vec![],
+        gone_mark: None,
     })
 }
 
@@ -111,24 +112,24 @@ fn port_renders_to_the_expected_transaction() {
         new_port(&sample(), true),
         expect![[r#"
             {"add":{"set":{"family":"inet","name":"rh4-5e1f","table":"fs_sg","type":"ipv4_addr"}}}
-            {"add":{"chain":{"family":"inet","name":"eg-51ccb6ae6e1e","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"jump":{"target":"sg_eg_common"}}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},260]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"eg-51ccb6ae6e1e","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"chain":{"family":"inet","name":"in-51ccb6ae6e1e","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"jump":{"target":"sg_in_common"}}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},257]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rh4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},258]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"meta":{"key":"mark"}},259]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
-            {"add":{"rule":{"chain":"in-51ccb6ae6e1e","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"chain":{"family":"inet","name":"eg-5c44500b7f98","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5c44500b7f98","expr":[{"jump":{"target":"sg_eg_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5c44500b7f98","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":112}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},17039360]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"eg-5c44500b7f98","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"chain":{"family":"inet","name":"in-5c44500b7f98","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5c44500b7f98","expr":[{"jump":{"target":"sg_in_common"}}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5c44500b7f98","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":6}},{"match":{"left":{"payload":{"field":"dport","protocol":"th"}},"op":"==","right":{"range":[22,23]}}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":{"prefix":{"addr":"192.0.2.0","len":24}}}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},257]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5c44500b7f98","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv4"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":1}},{"match":{"left":{"payload":{"field":"type","protocol":"icmp"}},"op":"==","right":8}},{"match":{"left":{"payload":{"field":"saddr","protocol":"ip"}},"op":"==","right":"@rh4-5e1f"}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},258]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5c44500b7f98","expr":[{"match":{"left":{"meta":{"key":"nfproto"}},"op":"==","right":"ipv6"}},{"match":{"left":{"meta":{"key":"l4proto"}},"op":"==","right":58}},{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},259]}}},{"accept":null}],"family":"inet","table":"fs_sg"}}}
+            {"add":{"rule":{"chain":"in-5c44500b7f98","expr":[{"drop":null}],"family":"inet","table":"fs_sg"}}}
             {"add":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"secured","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.5"]},{"concat":["tap3f1c2a4b-5d","10.0.1.7"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:a01"]},{"concat":["tap3f1c2a4b-5d","fe80::f816:3eff:fe00:b01"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0a:01"]},{"concat":["tap3f1c2a4b-5d","fa:16:3e:00:0b:01"]}],"family":"bridge","name":"as_mac","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d",{"prefix":{"addr":"10.0.1.0","len":24}}]}],"family":"bridge","name":"as_net4","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:bb9dbe764b20c1ee","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[458752,{"jump":{"target":"eg-51ccb6ae6e1e"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
-            {"add":{"element":{"elem":[[458752,{"jump":{"target":"in-51ccb6ae6e1e"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:fd91f157028fcf7b","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"eg-5c44500b7f98"}}]],"family":"inet","name":"egress","table":"fs_sg"}}}
+            {"add":{"element":{"elem":[[458752,{"jump":{"target":"in-5c44500b7f98"}}]],"family":"inet","name":"ingress","table":"fs_sg"}}}
         "#]],
     );
 }
@@ -155,6 +156,7 @@ fn a_port_whose_security_groups_are_installed_is_elements_only() {
         create_chains: false,
         drop_chains: vec![],
         unrevoke: vec![],
+        gone_mark: None,
     });
     assert!(
         verbs(&upd)
@@ -170,7 +172,7 @@ fn a_port_whose_security_groups_are_installed_is_elements_only() {
             {"delete":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","fd00::5"]}],"family":"bridge","name":"as_ip6","table":"fs_port"}}}
             {"delete":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"port_mark","table":"fs_port"}}}
             {"add":{"element":{"elem":[{"concat":["tap3f1c2a4b-5d","10.0.0.9"]}],"family":"bridge","name":"as_ip4","table":"fs_port"}}}
-            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:af2ef7432449d08f","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
+            {"add":{"element":{"elem":[[{"elem":{"comment":"fs-digest:231949343c8cbdce","val":"tap3f1c2a4b-5d"}},458752]],"family":"bridge","name":"port_mark","table":"fs_port"}}}
         "#]],
     );
     let rm = render::remove_port_commands(&p.name, &prev, &[]);
@@ -210,6 +212,7 @@ fn changed_port_replaces_map_entries_revokes_dropped_rules_and_collects_chains()
         create_chains: true,
         drop_chains: vec![prev.chains.clone()],
         unrevoke: vec![(7 << 16) | 0x105],
+        gone_mark: Some(3 << 16),
     });
     let text = lines(cmds);
     assert!(
@@ -218,9 +221,11 @@ fn changed_port_replaces_map_entries_revokes_dropped_rules_and_collects_chains()
         ),
         "{text}"
     );
-    // (7 << 16) | 0x102 … 0x104
-    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":459010}},{"elem":{"timeout":432000,"val":459011}},{"elem":{"timeout":432000,"val":459012}}],"family":"inet","name":"revoked","table":"fs_sg"}}}"#), "{text}");
-    assert!(text.contains(r#"{"delete":{"element":{"elem":[459013],"family":"inet","name":"revoked","table":"fs_sg"}}}"#), "{text}");
+    // 7 << 16 with 0x102 … 0x104, in either half of the session mark.
+    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":{"concat":[458752,258]}}},{"elem":{"timeout":432000,"val":{"concat":[458752,16908288]}}},{"elem":{"timeout":432000,"val":{"concat":[458752,259]}}},{"elem":{"timeout":432000,"val":{"concat":[458752,16973824]}}},{"elem":{"timeout":432000,"val":{"concat":[458752,260]}}},{"elem":{"timeout":432000,"val":{"concat":[458752,17039360]}}}],"family":"inet","name":"revoked_rules","table":"fs_sg"}}}"#), "{text}");
+    assert!(text.contains(r#"{"delete":{"element":{"elem":[{"concat":[458752,261]},{"concat":[458752,17104896]}],"family":"inet","name":"revoked_rules","table":"fs_sg"}}}"#), "{text}");
+    // The device was a removed port: its old mark goes.
+    assert!(text.contains(r#"{"delete":{"element":{"elem":["tap3f1c2a4b-5d"],"family":"bridge","name":"gone_mark","table":"fs_port"}}}"#), "{text}");
     let old_eg = format!("eg-{}", prev.chains);
     assert!(
         text.ends_with(&format!(
@@ -230,17 +235,20 @@ fn changed_port_replaces_map_entries_revokes_dropped_rules_and_collects_chains()
         "{text}"
     );
     assert!(text.contains(&old_eg));
-    // A new mark: every session of the old one goes.
+    // A new mark: the rules the port lost are revoked under the mark its
+    // packets now carry; the ones it kept still admit their sessions.
     let mut q = sample();
     q.mark = 9 << 16;
+    q.rules.truncate(3);
     let text = lines(port_commands(&PortChange {
         port: &q,
         previous: Some(&prev),
         create_chains: false,
         drop_chains: vec![],
         unrevoke: vec![],
+        gone_mark: None,
     }));
-    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":458752}}],"family":"inet","name":"revoked_ports","table":"fs_sg"}}}"#), "{text}");
+    assert!(text.contains(r#"{"add":{"element":{"elem":[{"elem":{"timeout":432000,"val":{"concat":[589824,260]}}},{"elem":{"timeout":432000,"val":{"concat":[589824,17039360]}}}],"family":"inet","name":"revoked_rules","table":"fs_sg"}}}"#), "{text}");
 }
 
 #[test]
@@ -286,6 +294,7 @@ fn base_script_is_stable() {
     expect![[r#"
         table bridge fs_port {
           map port_mark { type ifname : mark; }
+          map gone_mark { type ifname : mark; flags timeout; }
           set secured { type ifname; }
           set as_mac { type ifname . ether_addr; }
           set as_ip4 { type ifname . ipv4_addr; }
@@ -312,17 +321,18 @@ fn base_script_is_stable() {
             drop
           }
           chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }
-          chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }
-          chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }
+          chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; meta mark set iifname map @gone_mark; }
+          chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; meta mark set oifname map @gone_mark; }
         }
         table inet fs_sg {
-          set revoked { type mark; flags timeout; }
           map zones {
             typeof iifname : ct zone
           }
           map egress { type mark : verdict; }
           map ingress { type mark : verdict; }
-          set revoked_ports { type mark; flags timeout; }
+          set revoked_rules { type mark . mark; flags timeout; }
+          set revoked_remote4 { type mark . ipv4_addr; flags timeout; }
+          set revoked_remote6 { type mark . ipv6_addr; flags timeout; }
           set nd_out { type icmpv6_type; elements = { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report }; }
           set nd_in { type icmpv6_type; elements = { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }; }
           chain sg_eg_common {
@@ -338,8 +348,8 @@ fn base_script_is_stable() {
             meta l4proto ipv6-icmp icmpv6 type @nd_in accept
           }
           chain zone_raw { type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }
-          chain sg_pre { type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }
-          chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct mark and 0xffff0000 @revoked_ports drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
+          chain sg_pre { type filter hook prerouting priority 0; policy accept; ct direction original meta mark . ct mark and 0xffff0000 @revoked_rules drop; ct direction reply meta mark . ct mark and 0x0000ffff @revoked_rules drop; ct state established,related accept; meta mark vmap @egress; }
+          chain sg_fwd { type filter hook forward priority 0; policy accept; ct direction original meta mark . ct mark and 0x0000ffff @revoked_rules drop; ct direction reply meta mark . ct mark and 0xffff0000 @revoked_rules drop; meta nfproto ipv4 ct mark and 0x0000ffff . ct original ip saddr @revoked_remote4 drop; meta nfproto ipv4 ct mark and 0xffff0000 . ct original ip daddr @revoked_remote4 drop; meta nfproto ipv6 ct mark and 0x0000ffff . ct original ip6 saddr @revoked_remote6 drop; meta nfproto ipv6 ct mark and 0xffff0000 . ct original ip6 daddr @revoked_remote6 drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
         }
     "#]]
     .assert_eq(&render::base_script());
@@ -348,10 +358,12 @@ fn base_script_is_stable() {
 #[test]
 fn the_per_port_layout_is_completed_in_place() {
     let up = render::upgrade_script();
-    assert!(up.ends_with(
-        "add rule bridge fs_port antispoof_pre iifname @secured jump antispoof\n\
-         insert rule inet fs_sg sg_fwd ct mark and 0xffff0000 @revoked_ports drop\n"
-    ));
+    assert!(up.contains("add rule bridge fs_port antispoof_pre iifname @secured jump antispoof\n"));
+    // Its hook chains are rewritten as the previous layout's are.
+    assert!(
+        up.ends_with(&render::shared_chains_upgrade_script()),
+        "{up}"
+    );
     // Only what that layout lacks: its hook chains and sets stay.
     for kept in [
         "chain sg_fwd {",
@@ -361,6 +373,42 @@ fn the_per_port_layout_is_completed_in_place() {
     ] {
         assert!(!up.contains(kept), "{kept}");
     }
+}
+
+#[test]
+fn the_previous_layout_gets_session_halves_in_place() {
+    expect![[r#"
+        table bridge fs_port {
+          map gone_mark { type ifname : mark; flags timeout; }
+        }
+        table inet fs_sg {
+          set revoked_rules { type mark . mark; flags timeout; }
+          set revoked_remote4 { type mark . ipv4_addr; flags timeout; }
+          set revoked_remote6 { type mark . ipv6_addr; flags timeout; }
+        }
+        flush chain bridge fs_port mark_pre
+        add rule bridge fs_port mark_pre meta mark set iifname map @port_mark
+        add rule bridge fs_port mark_pre meta mark set iifname map @gone_mark
+        flush chain bridge fs_port mark_fwd
+        add rule bridge fs_port mark_fwd meta mark set 0
+        add rule bridge fs_port mark_fwd meta mark set oifname map @port_mark
+        add rule bridge fs_port mark_fwd meta mark set oifname map @gone_mark
+        flush chain inet fs_sg sg_pre
+        add rule inet fs_sg sg_pre ct direction original meta mark . ct mark and 0xffff0000 @revoked_rules drop
+        add rule inet fs_sg sg_pre ct direction reply meta mark . ct mark and 0x0000ffff @revoked_rules drop
+        add rule inet fs_sg sg_pre ct state established,related accept
+        add rule inet fs_sg sg_pre meta mark vmap @egress
+        flush chain inet fs_sg sg_fwd
+        add rule inet fs_sg sg_fwd ct direction original meta mark . ct mark and 0x0000ffff @revoked_rules drop
+        add rule inet fs_sg sg_fwd ct direction reply meta mark . ct mark and 0xffff0000 @revoked_rules drop
+        add rule inet fs_sg sg_fwd meta nfproto ipv4 ct mark and 0x0000ffff . ct original ip saddr @revoked_remote4 drop
+        add rule inet fs_sg sg_fwd meta nfproto ipv4 ct mark and 0xffff0000 . ct original ip daddr @revoked_remote4 drop
+        add rule inet fs_sg sg_fwd meta nfproto ipv6 ct mark and 0x0000ffff . ct original ip6 saddr @revoked_remote6 drop
+        add rule inet fs_sg sg_fwd meta nfproto ipv6 ct mark and 0xffff0000 . ct original ip6 daddr @revoked_remote6 drop
+        add rule inet fs_sg sg_fwd ct state established,related accept
+        add rule inet fs_sg sg_fwd ct state invalid drop
+        add rule inet fs_sg sg_fwd meta mark vmap @ingress
+    "#]].assert_eq(&render::shared_chains_upgrade_script());
 }
 
 #[test]

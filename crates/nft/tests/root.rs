@@ -258,7 +258,8 @@ fn security_group_allows_one_port_drops_another_and_revocation_cuts_the_session(
     let mut s2 = tcp_connect_in(&a, sa("10.0.0.6:7002"), T).unwrap();
     assert!(stream_alive(&mut s2, T));
     fw.remove_port("tap-b").unwrap();
-    assert!(fw.revoked_ports().unwrap().contains(&mb));
+    assert_eq!(fw.gone_ports().unwrap().get("tap-b"), Some(&mb));
+    assert!(fw.revoked().unwrap().contains(&(mb | 0x211)));
     assert!(
         !stream_alive(&mut s2, Duration::from_millis(700)),
         "a removed port's sessions must be cut"
@@ -642,7 +643,10 @@ fn the_number_of_chains_does_not_grow_with_the_number_of_ports() {
         (0xffff_0000, vec![u32::MAX])
     );
     again.remove_port(&lone.name).unwrap();
-    assert!(again.revoked_ports().unwrap().contains(&0xffff_0000));
+    assert_eq!(
+        again.gone_ports().unwrap().get(&lone.name),
+        Some(&0xffff_0000)
+    );
     assert_eq!(chains_and_anonymous_sets(&lab.host).0, base + 4);
     for i in 0..n {
         again.remove_port(&format!("tapn{i}")).unwrap();
@@ -778,10 +782,13 @@ fn an_older_agents_per_port_tables_are_taken_over_in_place() {
     for old in ["as-tap", "eg-tap", "in-tap"] {
         assert!(!chains.contains(old), "{old} left:\n{chains}");
     }
+    // The older `revoked` set stays, unused: its values are not session
+    // halves.
     assert!(
-        fw.revoked().unwrap().contains(&77),
-        "older revocations stay"
+        nft_text(&lab.host, &["list", "set", "inet", "fs_sg", "revoked"], "")
+            .contains("0x0000004d")
     );
+    assert!(fw.revoked().unwrap().is_empty());
     // The upgraded base is this layout: nothing more to do, for this
     // driver or a fresh one.
     // (Without the revocations' countdowns.)
@@ -1030,4 +1037,233 @@ fn an_older_agents_interval_member_sets_are_replaced_by_plain_ones_in_place() {
     assert!(fw2.upsert_remote_group(&group).is_err());
     pa.rules.clear();
     fw2.delete_all().unwrap();
+}
+
+fn tcp_out(mark: u32, port: u16) -> SgRule {
+    SgRule {
+        direction: Direction::Egress,
+        ..tcp_in(mark, port)
+    }
+}
+
+#[test]
+fn revoking_the_senders_egress_rule_or_its_remote_group_membership_cuts_its_sessions() {
+    if !require_root(
+        "revoking_the_senders_egress_rule_or_its_remote_group_membership_cuts_its_sessions",
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair();
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let group = nft::RemoteGroup {
+        id: "a11ce".into(),
+        members: vec!["10.0.0.5/32".parse().unwrap()],
+    };
+    fw.upsert_remote_group(&group).unwrap();
+    // A may send to 7000-7002, one rule each; B admits all three, 7002
+    // only from the members of group a11ce (A).
+    let mut pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        vec![
+            tcp_out(0x100, 7000),
+            tcp_out(0x101, 7001),
+            tcp_out(0x102, 7002),
+        ],
+    );
+    let mut from_group = tcp_in(0x212, 7002);
+    from_group.remote = Remote::Group("a11ce".into());
+    let pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        vec![tcp_in(0x210, 7000), tcp_in(0x211, 7001), from_group],
+    );
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+    for p in 7000..=7002 {
+        tcp_echo_server(&b, sa(&format!("10.0.0.6:{p}")));
+    }
+    for round in 0..3 {
+        let mut s0 = tcp_connect_in(&a, sa("10.0.0.6:7000"), T).unwrap();
+        let mut s1 = tcp_connect_in(&a, sa("10.0.0.6:7001"), T).unwrap();
+        let mut s2 = tcp_connect_in(&a, sa("10.0.0.6:7002"), T).unwrap();
+        assert!(stream_alive(&mut s0, T) && stream_alive(&mut s1, T) && stream_alive(&mut s2, T));
+        // The sender loses its egress rule for 7000: that session goes,
+        // though the receiver's ingress rule still admits it.
+        pa.rules.retain(|r| r.ct_mark != 0x100);
+        fw.upsert_port(&pa).unwrap();
+        assert!(
+            !stream_alive(&mut s0, Duration::from_millis(700)),
+            "round {round}: the revoked egress rule's session must be cut"
+        );
+        assert!(
+            stream_alive(&mut s1, T),
+            "round {round}: 7001 is still allowed"
+        );
+        assert!(
+            stream_alive(&mut s2, T),
+            "round {round}: 7002 is still allowed"
+        );
+        // The sender leaves the group B's rule for 7002 names (in the
+        // second round as told to a restarted agent's driver, which knows
+        // the members only from the kernel).
+        let restarted = Nft::new(lab.host.clone());
+        let gfw = if round == 1 { &restarted } else { &fw };
+        gfw.upsert_remote_group(&nft::RemoteGroup {
+            id: "a11ce".into(),
+            members: vec![],
+        })
+        .unwrap();
+        assert!(
+            !stream_alive(&mut s2, Duration::from_millis(700)),
+            "round {round}: leaving the remote group must cut the session"
+        );
+        assert!(
+            stream_alive(&mut s1, T),
+            "round {round}: 7001 is still allowed"
+        );
+        // Both come back: new sessions pass again.
+        pa.rules.push(tcp_out(0x100, 7000));
+        fw.upsert_port(&pa).unwrap();
+        gfw.upsert_remote_group(&group).unwrap();
+        assert!(fw.revoked_remotes().unwrap().is_empty());
+        assert!(tcp_echo_ok(&a, sa("10.0.0.6:7000"), T), "round {round}");
+        assert!(tcp_echo_ok(&a, sa("10.0.0.6:7002"), T), "round {round}");
+    }
+    fw.remove_port("tap-a").unwrap();
+    fw.remove_port("tap-b").unwrap();
+    fw.delete_all().unwrap();
+    drop(lab);
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// The previous agent's tables (shared chains; a session's conntrack
+/// mark is `port | rule`, the last stamp winning): ports A (mark 1 << 16,
+/// egress anything, rule 0x100) and B (2 << 16, egress anything 0x200,
+/// UDP 6000 in 0x210), one revoked session mark.
+const SHARED_CHAINS_LAYOUT: &str = r#"table bridge fs_port {
+  map port_mark { type ifname : mark; elements = { "tap-a" comment "fs-digest:1" : 0x10000, "tap-b" comment "fs-digest:2" : 0x20000 }; }
+  set secured { type ifname; elements = { "tap-a", "tap-b" }; }
+  set as_mac { type ifname . ether_addr; elements = { "tap-a" . fa:16:3e:00:0a:01, "tap-b" . fa:16:3e:00:0a:02 }; }
+  set as_ip4 { type ifname . ipv4_addr; elements = { "tap-a" . 10.0.0.5, "tap-b" . 10.0.0.6 }; }
+  set as_ip6 { type ifname . ipv6_addr; }
+  set as_net4 { type ifname . ipv4_addr; flags interval; }
+  set as_net6 { type ifname . ipv6_addr; flags interval; }
+  chain antispoof {
+    iifname . ether saddr != @as_mac drop
+    ether type arp accept
+    iifname . ip saddr @as_ip4 accept
+    drop
+  }
+  chain antispoof_pre { type filter hook prerouting priority -350; policy accept; iifname @secured jump antispoof; }
+  chain mark_pre { type filter hook prerouting priority -300; policy accept; meta mark set iifname map @port_mark; }
+  chain mark_fwd { type filter hook forward priority -200; policy accept; meta mark set 0; meta mark set oifname map @port_mark; }
+}
+table inet fs_sg {
+  set revoked { type mark; flags timeout; elements = { 0x20211 timeout 5d }; }
+  set revoked_ports { type mark; flags timeout; }
+  map zones {
+    typeof iifname : ct zone
+    elements = { "fsb-a" : 1 }
+  }
+  chain sg_eg_common { meta nfproto ipv4 udp sport 68 udp dport 67 accept; }
+  chain sg_in_common { meta nfproto ipv4 udp sport 67 udp dport 68 accept; }
+  chain eg-00000000000a { meta nfproto ipv4 ct mark set meta mark | 0x100 accept; drop; }
+  chain in-00000000000a { drop; }
+  chain eg-00000000000b { meta nfproto ipv4 ct mark set meta mark | 0x200 accept; drop; }
+  chain in-00000000000b { meta nfproto ipv4 udp dport 6000 ct mark set meta mark | 0x210 accept; drop; }
+  map egress { type mark : verdict; elements = { 0x10000 : jump eg-00000000000a, 0x20000 : jump eg-00000000000b }; }
+  map ingress { type mark : verdict; elements = { 0x10000 : jump in-00000000000a, 0x20000 : jump in-00000000000b }; }
+  chain zone_raw { type filter hook prerouting priority raw; policy accept; ct zone set iifname map @zones; }
+  chain sg_pre { type filter hook prerouting priority 0; policy accept; ct state established,related accept; meta mark vmap @egress; }
+  chain sg_fwd { type filter hook forward priority 0; policy accept; ct mark @revoked drop; ct mark and 0xffff0000 @revoked_ports drop; ct state established,related accept; ct state invalid drop; meta mark vmap @ingress; }
+}
+"#;
+
+#[test]
+fn the_previous_agents_tables_get_session_halves_in_place() {
+    if !require_root("the_previous_agents_tables_get_session_halves_in_place") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair();
+    nft_text(&lab.host, &["-f", "-"], SHARED_CHAINS_LAYOUT);
+    let filtered = |what: &str| {
+        assert!(
+            udp_delivered(&a, "10.0.0.5:5000", &b, "10.0.0.6:6000"),
+            "{what}: allowed"
+        );
+        assert!(
+            !udp_delivered(&a, "10.0.0.5:5001", &b, "10.0.0.6:6001"),
+            "{what}: not allowed"
+        );
+    };
+    filtered("the previous layout");
+    let fw = Nft::new(lab.host.clone());
+    fw.ensure_base().unwrap();
+    // The hook chains are this layout's, the ports still the older
+    // chains' until they move over.
+    let hooks = nft_text(&lab.host, &["list", "chain", "inet", "fs_sg", "sg_fwd"], "");
+    assert!(
+        hooks.contains("@revoked_rules") && !hooks.contains("@revoked_ports"),
+        "{hooks}"
+    );
+    filtered("upgraded base");
+    assert_eq!(fw.list_ports().unwrap().len(), 2);
+    let pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        vec![allow_all_egress(0x100).remove(0)],
+    );
+    let mut pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        vec![allow_all_egress(0x200).remove(0)],
+    );
+    pb.rules.push(SgRule {
+        ct_mark: 0x210,
+        direction: Direction::Ingress,
+        ethertype: EtherType::V4,
+        protocol: Some(Protocol::UDP),
+        port_range: Some((6000, 6000)),
+        remote: Remote::Any,
+    });
+    fw.upsert_port(&pa).unwrap();
+    filtered("one port moved");
+    fw.upsert_port(&pb).unwrap();
+    filtered("both moved");
+    let chains = nft_text(&lab.host, &["list", "chains"], "");
+    assert!(!chains.contains("00000000000"), "{chains}");
+    // The base is now this layout: nothing more to do.
+    let before = nft_text(&lab.host, &["-a", "list", "chains"], "");
+    Nft::new(lab.host.clone()).ensure_base().unwrap();
+    assert_eq!(nft_text(&lab.host, &["-a", "list", "chains"], ""), before);
+    // Sessions between the moved ports are cut from either end.
+    tcp_echo_server(&b, sa("10.0.0.6:7000"));
+    let mut pb2 = pb.clone();
+    pb2.rules.push(tcp_in(0x211, 7000));
+    fw.upsert_port(&pb2).unwrap();
+    let mut s = tcp_connect_in(&a, sa("10.0.0.6:7000"), T).unwrap();
+    assert!(stream_alive(&mut s, T));
+    let mut pa2 = pa.clone();
+    pa2.rules.clear();
+    fw.upsert_port(&pa2).unwrap();
+    assert!(
+        !stream_alive(&mut s, Duration::from_millis(700)),
+        "the sender's revoked egress rule must cut the session"
+    );
+    fw.delete_all().unwrap();
+    drop(lab);
 }

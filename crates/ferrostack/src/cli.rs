@@ -147,6 +147,11 @@ pub struct ServeArgs {
     /// Default security group rules per project ([quotas] quota_security_group_rule).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_security_group_rule: i64,
+    /// A service's policy overrides, SERVICE=PATH with SERVICE one of
+    /// identity, image, network ([oslo_policy] policy_file); repeatable.
+    /// Without it a service reads DATA_DIR/policy/SERVICE.yaml if present.
+    #[arg(long = "policy-file", value_parser = parse_policy_file)]
+    pub policy_files: Vec<(String, PathBuf)>,
 }
 
 fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
@@ -159,6 +164,19 @@ fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
         return Err(format!("{s:?}: VNIs run from 1 to 16777215, FIRST <= LAST"));
     }
     Ok((a, b))
+}
+
+fn parse_policy_file(s: &str) -> Result<(String, PathBuf), String> {
+    let services = ferrostack::serve::POLICY_SERVICES;
+    match s.split_once('=') {
+        Some((service, path)) if services.contains(&service) && !path.is_empty() => {
+            Ok((service.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!(
+            "{s:?} is not SERVICE=PATH with SERVICE one of {}",
+            services.join(", ")
+        )),
+    }
 }
 
 fn parse_physical_network(s: &str) -> Result<(String, String), String> {
@@ -266,6 +284,7 @@ impl ServeArgs {
             },
             image_import_extra_root_certs: Vec::new(),
             agent,
+            policy_files: self.policy_files,
         })
     }
 }

@@ -55,6 +55,9 @@ pub struct Config {
     /// https from 127.0.0.1 with a certificate they make; empty in
     /// production.
     pub import_extra_root_certs: Vec<Vec<u8>>,
+    /// The policy with an operator's overrides applied; `None`: the
+    /// defaults of `crate::policy`. Taken by [`Images::new`].
+    pub policy: Option<api::Enforcer>,
 }
 
 impl Default for Config {
@@ -70,6 +73,7 @@ impl Default for Config {
             member_quota: 128,
             import_allow_loopback: false,
             import_extra_root_certs: Vec::new(),
+            policy: None,
         }
     }
 }
@@ -135,14 +139,15 @@ impl Images {
     /// Builds the service: opens the file store and the staging area
     /// (sweeping temporary files a crash left behind) and builds the
     /// `web-download` TLS client (an unusable extra root is an error).
-    pub fn new(pool: Pool, cfg: Config) -> std::io::Result<Arc<Images>> {
+    pub fn new(pool: Pool, mut cfg: Config) -> std::io::Result<Arc<Images>> {
         let store = FileStore::open(cfg.data_dir.join("images"))?;
         let staging = FileStore::open(cfg.data_dir.join("staging"))?;
         let fetcher = fetch::Fetcher::new(cfg.import_allow_loopback, &cfg.import_extra_root_certs)
             .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+        let policy = cfg.policy.take().unwrap_or_else(crate::policy::enforcer);
         Ok(Arc::new(Images {
             pool,
-            policy: crate::policy::enforcer(),
+            policy,
             store: Arc::new(store),
             staging,
             fetcher,

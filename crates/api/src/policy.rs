@@ -216,6 +216,12 @@ impl Enforcer {
                 });
             }
         }
+        if self.asks_for_is_admin("context_is_admin", &mut Vec::new()) {
+            return Err(ParseError {
+                name: "context_is_admin".into(),
+                message: "decides is_admin, so it cannot check is_admin itself".into(),
+            });
+        }
         // Depth-first search; `open` holds the rules on the current path.
         let mut done = std::collections::HashSet::new();
         for name in &names {
@@ -228,6 +234,28 @@ impl Enforcer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the named rule checks `is_admin`, itself or through the
+    /// rules it refers to.
+    fn asks_for_is_admin<'a>(&'a self, name: &'a str, seen: &mut Vec<&'a str>) -> bool {
+        if seen.contains(&name) {
+            return false;
+        }
+        seen.push(name);
+        let Some(rule) = self.rules.get(name) else {
+            return false;
+        };
+        fn walk<'a>(e: &'a Enforcer, r: &'a Rule, seen: &mut Vec<&'a str>) -> bool {
+            match r {
+                Rule::Match { attr, .. } => attr == "is_admin",
+                Rule::Rule(n) => e.asks_for_is_admin(n, seen),
+                Rule::And(rs) | Rule::Or(rs) => rs.iter().any(|r| walk(e, r, seen)),
+                Rule::Not(r) => walk(e, r, seen),
+                _ => false,
+            }
+        }
+        walk(self, rule, seen)
     }
 
     fn find_cycle<'a>(
@@ -739,9 +767,16 @@ mod tests {
         let cloud_admin = ctx(&["cloud_admin"], project("p0"));
         assert!(neutron.check("admin_only", &cloud_admin, &Target::new()));
         assert!(!neutron.check("admin_only", &admin, &Target::new()));
-        // A `context_is_admin` that asks for `is_admin` is false, not a hang.
-        let cyclic = Enforcer::new(&[("context_is_admin", "is_admin:1")]).unwrap();
+        // A `context_is_admin` that asks for `is_admin` is false, not a
+        // hang, and refused when a policy is validated.
+        let cyclic = Enforcer::new(&[
+            ("context_is_admin", "rule:admin_role"),
+            ("admin_role", "role:admin and is_admin:1"),
+        ])
+        .unwrap();
         assert!(!cyclic.check("context_is_admin", &admin, &Target::new()));
+        let err = cyclic.validate().unwrap_err();
+        assert_eq!(err.name, "context_is_admin", "{err}");
     }
 
     #[test]

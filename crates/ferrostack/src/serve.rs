@@ -372,8 +372,8 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
         for name in unknown {
             tracing::warn!(
                 file = %path.display(),
-                "policy rule {name:?} is not a rule of the {service} service: \
-                 it is kept for other rules to refer to, and nothing else checks it"
+                "policy rule {name:?} is not one of the {service} service's rules: \
+                 kept for other rules to refer to (or is it a typo?)"
             );
         }
         tracing::info!(file = %path.display(), rules = rules.len(), "{service} policy overrides applied");

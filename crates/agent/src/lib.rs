@@ -15,8 +15,9 @@
 //! [`dhcp`] (the DHCP server and its namespaces), [`metadata`] (the
 //! metadata proxy), [`explain`] (a port's data path in words),
 //! [`marks`] (persistent packet and conntrack marks), [`socket`] (the
-//! local socket `ferrostack explain-port` asks through), [`testing`]
-//! (`FakeControl`).
+//! local socket `ferrostack explain-port` asks through), `testing`
+//! (`FakeControl`, the root-test lab; feature `testing`, which only tests
+//! and the benchmark binary enable: it is not in the release binary).
 //!
 //! **Architecture invariant:** the agent touches only objects whose names
 //! carry its prefixes (`fsb-`, `fsx-`, `fsd-`, `fsr-`, `tap` on its own
@@ -37,6 +38,7 @@ mod routers;
 mod secgroups;
 pub mod socket;
 pub mod supervise;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::collections::{BTreeMap, HashMap};

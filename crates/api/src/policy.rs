@@ -10,7 +10,17 @@
 //! from the target; `@` (always), `!` (never), the empty rule (always);
 //! `and`, `or`, `not`, parentheses. Credential attributes: `user_id`,
 //! `user_domain_id`, `project_id`, `project_domain_id`, `domain_id`,
-//! `system_scope` (`all` when system-scoped), `token.is_app_cred`.
+//! `system_scope` (`all` when system-scoped), `token.is_app_cred`, and
+//! `is_admin`: true when the service's `context_is_admin` rule holds for
+//! the caller (or, in a service without that rule, when the token carries
+//! the `admin` role), as oslo.context sets it. Boolean credentials match
+//! `True`/`true`/`1` and `False`/`false`/`0`, so Keystone's `is_admin:1`
+//! means what it says.
+//!
+//! Operators override rules with a policy file ([`parse_file`],
+//! [`Enforcer::apply_overrides`]): oslo.policy's format, a YAML (or JSON)
+//! map of rule name to rule text; rules it does not name keep their
+//! defaults.
 //!
 //! Neutron's field checks are understood too: `field:RESOURCE:ATTR=VALUE`
 //! holds when the target's `ATTR` equals `VALUE` (booleans are written
@@ -96,6 +106,51 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// A policy file that cannot be used: not a map of rule names to rule
+/// texts, or a rule in it that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("not a map of rule names to rules: {0}")]
+    Syntax(String),
+    #[error(transparent)]
+    Rule(#[from] ParseError),
+}
+
+/// Reads a policy file in oslo.policy's format: a YAML map of rule name to
+/// rule text (JSON, being YAML, works too). Rules come back in the file's
+/// order; an empty file has none. Each text is parsed here, so a bad one
+/// is reported with its name before anything is applied.
+pub fn parse_file(text: &str) -> Result<Vec<(String, String)>, FileError> {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| FileError::Syntax(e.to_string()))?;
+    let map = match doc {
+        serde_norway::Value::Null => return Ok(Vec::new()),
+        serde_norway::Value::Mapping(m) => m,
+        _ => return Err(FileError::Syntax("the document is not a map".into())),
+    };
+    let mut rules = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let serde_norway::Value::String(name) = key else {
+            return Err(FileError::Syntax(format!(
+                "rule names are strings, not {key:?}"
+            )));
+        };
+        let serde_norway::Value::String(text) = value else {
+            return Err(ParseError {
+                name,
+                message: "the rule must be a string (quote it)".into(),
+            }
+            .into());
+        };
+        parse(&text).map_err(|message| ParseError {
+            name: name.clone(),
+            message,
+        })?;
+        rules.push((name, text));
+    }
+    Ok(rules)
+}
+
 /// The rules of one service, checked against request contexts.
 #[derive(Debug, Clone, Default)]
 pub struct Enforcer {
@@ -122,6 +177,113 @@ impl Enforcer {
         })?;
         self.rules.insert(name.to_string(), rule);
         Ok(())
+    }
+
+    /// Applies an operator's rules over the defaults (oslo.policy's
+    /// overrides: a named rule replaces the default, the others stay),
+    /// then [`validate`](Self::validate)s the result. Returns the names
+    /// the service does not define, which oslo.policy only warns about:
+    /// they may be helpers that other overridden rules refer to, or typos.
+    pub fn apply_overrides(
+        &mut self,
+        rules: &[(String, String)],
+    ) -> Result<Vec<String>, ParseError> {
+        let mut unknown = Vec::new();
+        for (name, text) in rules {
+            if !self.rules.contains_key(name) {
+                unknown.push(name.clone());
+            }
+            self.set(name, text)?;
+        }
+        self.validate()?;
+        Ok(unknown)
+    }
+
+    /// Checks what oslo.policy's `check_rules` checks: every `rule:NAME`
+    /// names a defined rule, and no rule refers back to itself through
+    /// others. An undefined reference would silently deny, a cycle would
+    /// deny at the depth limit; both are mistakes worth stopping a start.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let mut names: Vec<&str> = self.rules.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        for name in &names {
+            let mut refs = Vec::new();
+            references(&self.rules[*name], &mut refs);
+            if let Some(missing) = refs.iter().find(|r| !self.rules.contains_key(**r)) {
+                return Err(ParseError {
+                    name: name.to_string(),
+                    message: format!("refers to rule:{missing}, which is not defined"),
+                });
+            }
+        }
+        if self.asks_for_is_admin("context_is_admin", &mut Vec::new()) {
+            return Err(ParseError {
+                name: "context_is_admin".into(),
+                message: "decides is_admin, so it cannot check is_admin itself".into(),
+            });
+        }
+        // Depth-first search; `open` holds the rules on the current path.
+        let mut done = std::collections::HashSet::new();
+        for name in &names {
+            let mut open = Vec::new();
+            if let Some(cycle) = self.find_cycle(name, &mut open, &mut done) {
+                return Err(ParseError {
+                    name: name.to_string(),
+                    message: format!("refers to itself: {}", cycle.join(" -> ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the named rule checks `is_admin`, itself or through the
+    /// rules it refers to.
+    fn asks_for_is_admin<'a>(&'a self, name: &'a str, seen: &mut Vec<&'a str>) -> bool {
+        if seen.contains(&name) {
+            return false;
+        }
+        seen.push(name);
+        let Some(rule) = self.rules.get(name) else {
+            return false;
+        };
+        fn walk<'a>(e: &'a Enforcer, r: &'a Rule, seen: &mut Vec<&'a str>) -> bool {
+            match r {
+                Rule::Match { attr, .. } => attr == "is_admin",
+                Rule::Rule(n) => e.asks_for_is_admin(n, seen),
+                Rule::And(rs) | Rule::Or(rs) => rs.iter().any(|r| walk(e, r, seen)),
+                Rule::Not(r) => walk(e, r, seen),
+                _ => false,
+            }
+        }
+        walk(self, rule, seen)
+    }
+
+    fn find_cycle<'a>(
+        &'a self,
+        name: &'a str,
+        open: &mut Vec<&'a str>,
+        done: &mut std::collections::HashSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(at) = open.iter().position(|n| *n == name) {
+            let mut cycle = open[at..].to_vec();
+            cycle.push(name);
+            return Some(cycle);
+        }
+        if done.contains(name) {
+            return None;
+        }
+        let (key, rule) = self.rules.get_key_value(name)?;
+        open.push(key);
+        let mut refs = Vec::new();
+        references(rule, &mut refs);
+        for r in refs {
+            if let Some(cycle) = self.find_cycle(r, open, done) {
+                return Some(cycle);
+            }
+        }
+        open.pop();
+        done.insert(key);
+        None
     }
 
     /// Whether `ctx` may perform `action` on `target`. An unknown action is
@@ -169,12 +331,15 @@ impl Enforcer {
                 .get(name)
                 .is_some_and(|r| self.eval(r, ctx, target, depth + 1)),
             Rule::Match { attr, value } => {
-                let Some(have) = credential(ctx, attr) else {
-                    return false;
-                };
                 let want = match value {
                     Value::Literal(l) => Some(l.as_str()),
                     Value::Target(path) => target.get(path),
+                };
+                if let Some(flag) = self.flag(attr, ctx, depth) {
+                    return want.and_then(parse_bool) == Some(flag);
+                }
+                let Some(have) = credential(ctx, attr) else {
+                    return false;
                 };
                 want.is_some_and(|w| w == have)
             }
@@ -203,6 +368,44 @@ impl Enforcer {
     }
 }
 
+impl Enforcer {
+    /// The boolean credentials: `is_admin` and `token.is_app_cred`.
+    fn flag(&self, attr: &str, ctx: &AuthContext, depth: u32) -> Option<bool> {
+        match attr {
+            // oslo.context sets `is_admin` from the `context_is_admin` rule
+            // (Nova, Neutron, Glance); Keystone has no such rule and grants
+            // it to admin tokens. A `context_is_admin` that itself asks for
+            // `is_admin` ends at the depth limit, false.
+            "is_admin" => Some(match self.rules.get("context_is_admin") {
+                Some(rule) => self.eval(rule, ctx, &Target::new(), depth + 1),
+                None => ctx.is_admin(),
+            }),
+            "token.is_app_cred" => Some(ctx.application_credential.is_some()),
+            _ => None,
+        }
+    }
+}
+
+/// The names a rule refers to with `rule:NAME`.
+fn references<'a>(rule: &'a Rule, out: &mut Vec<&'a str>) {
+    match rule {
+        Rule::Rule(name) => out.push(name),
+        Rule::And(rs) | Rule::Or(rs) => rs.iter().for_each(|r| references(r, out)),
+        Rule::Not(r) => references(r, out),
+        _ => {}
+    }
+}
+
+/// A boolean as oslo.policy's checks write it (`True`, or `1` as Python's
+/// `True == 1`).
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "True" | "true" | "1" => Some(true),
+        "False" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 fn credential<'a>(ctx: &'a AuthContext, attr: &str) -> Option<&'a str> {
     match attr {
         "user_id" => Some(&ctx.user_id),
@@ -214,11 +417,6 @@ fn credential<'a>(ctx: &'a AuthContext, attr: &str) -> Option<&'a str> {
         },
         "domain_id" => ctx.domain_id(),
         "system_scope" => ctx.is_system().then_some("all"),
-        "token.is_app_cred" => Some(if ctx.application_credential.is_some() {
-            "True"
-        } else {
-            "False"
-        }),
         _ => None,
     }
 }
@@ -530,6 +728,147 @@ mod tests {
         assert!(parse("(role:admin").is_err());
         assert!(parse("admin").is_err());
         assert!(parse("role:a and (role:b or role:c))").is_err());
+    }
+
+    #[test]
+    fn is_admin_is_a_credential_of_admin_tokens() {
+        // Keystone's default: `is_admin:1` must hold for an admin token.
+        let keystone = Enforcer::new(&[("admin_required", "is_admin:1")]).unwrap();
+        let admin = ctx(&["admin"], project("p0"));
+        let member = ctx(&["member", "reader"], project("p1"));
+        assert!(keystone.check("admin_required", &admin, &Target::new()));
+        assert!(!keystone.check("admin_required", &member, &Target::new()));
+        // Spelled as oslo.policy spells booleans, either way round.
+        let spelled = Enforcer::new(&[
+            ("a", "is_admin:True"),
+            ("b", "is_admin:true"),
+            ("not_admin", "is_admin:0"),
+            ("also_not", "is_admin:False"),
+            ("nonsense", "is_admin:yes"),
+        ])
+        .unwrap();
+        for r in ["a", "b"] {
+            assert!(spelled.check(r, &admin, &Target::new()), "{r}");
+            assert!(!spelled.check(r, &member, &Target::new()), "{r}");
+        }
+        for r in ["not_admin", "also_not"] {
+            assert!(!spelled.check(r, &admin, &Target::new()), "{r}");
+            assert!(spelled.check(r, &member, &Target::new()), "{r}");
+        }
+        assert!(!spelled.check("nonsense", &admin, &Target::new()));
+        // Where a service defines `context_is_admin`, that rule decides
+        // (oslo.context's `is_admin`), so an operator who makes another
+        // role the admin role moves `is_admin` with it.
+        let neutron = Enforcer::new(&[
+            ("context_is_admin", "role:cloud_admin"),
+            ("admin_only", "is_admin:1"),
+        ])
+        .unwrap();
+        let cloud_admin = ctx(&["cloud_admin"], project("p0"));
+        assert!(neutron.check("admin_only", &cloud_admin, &Target::new()));
+        assert!(!neutron.check("admin_only", &admin, &Target::new()));
+        // A `context_is_admin` that asks for `is_admin` is false, not a
+        // hang, and refused when a policy is validated.
+        let cyclic = Enforcer::new(&[
+            ("context_is_admin", "rule:admin_role"),
+            ("admin_role", "role:admin and is_admin:1"),
+        ])
+        .unwrap();
+        assert!(!cyclic.check("context_is_admin", &admin, &Target::new()));
+        let err = cyclic.validate().unwrap_err();
+        assert_eq!(err.name, "context_is_admin", "{err}");
+    }
+
+    #[test]
+    fn policy_files_in_yaml_and_json() {
+        let yaml = "# operator overrides\n\"identity:list_users\": \"role:reader\"\nopen: ''\n\"get\": \"rule:admin_required or user_id:%(target.user.id)s\"\n";
+        assert_eq!(
+            parse_file(yaml).unwrap(),
+            vec![
+                ("identity:list_users".to_string(), "role:reader".to_string()),
+                ("open".to_string(), String::new()),
+                (
+                    "get".to_string(),
+                    "rule:admin_required or user_id:%(target.user.id)s".to_string()
+                ),
+            ]
+        );
+        let json = r#"{"create_network": "rule:admin_only", "get_network": ""}"#;
+        assert_eq!(parse_file(json).unwrap().len(), 2);
+        assert!(parse_file("").unwrap().is_empty());
+        assert!(parse_file("# nothing overridden\n").unwrap().is_empty());
+        let named = |text: &str| match parse_file(text) {
+            Err(FileError::Rule(e)) => e.name,
+            other => panic!("{text:?}: {other:?}"),
+        };
+        assert_eq!(named("good: ''\nbad_rule: 'role:admin or'\n"), "bad_rule");
+        assert_eq!(named("count: 3\n"), "count");
+        assert_eq!(named("missing:\n"), "missing");
+        let err = parse_file("bad_rule: '(role:admin'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"bad_rule\"") && err.contains("missing ')'"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse_file("- a\n- b\n"),
+            Err(FileError::Syntax(_))
+        ));
+        assert!(matches!(parse_file("a: 'x\n"), Err(FileError::Syntax(_))));
+        assert!(matches!(
+            parse_file("a: ''\na: ''\n"),
+            Err(FileError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn overrides_replace_named_rules_and_keep_the_rest() {
+        let defaults = [
+            ("admin_only", "role:admin"),
+            ("owner", "project_id:%(project_id)s"),
+            ("create", "rule:admin_only or rule:owner"),
+            ("delete", "rule:admin_only or rule:owner"),
+        ];
+        let member = ctx(&["member"], project("p1"));
+        let own = Target::new().with("project_id", "p1");
+        let mut e = Enforcer::new(&defaults).unwrap();
+        let unknown = e
+            .apply_overrides(&[
+                ("create".into(), "rule:admin_only".into()),
+                ("is_auditor".into(), "role:auditor".into()),
+            ])
+            .unwrap();
+        assert_eq!(unknown, vec!["is_auditor".to_string()]);
+        assert!(!e.check("create", &member, &own));
+        assert!(e.check("delete", &member, &own));
+
+        let mut e = Enforcer::new(&defaults).unwrap();
+        let err = e
+            .apply_overrides(&[("delete".into(), "rule:admin_only or rule:ownr".into())])
+            .unwrap_err();
+        assert_eq!(err.name, "delete");
+        assert!(err.to_string().contains("rule:ownr"), "{err}");
+
+        let mut e = Enforcer::new(&defaults).unwrap();
+        let err = e
+            .apply_overrides(&[
+                ("owner".into(), "rule:create".into()),
+                ("admin_only".into(), "role:admin".into()),
+            ])
+            .unwrap_err();
+        assert!(err.message.contains("refers to itself"), "{err}");
+        assert!(
+            err.message.contains("create -> owner -> create")
+                || err.message.contains("owner -> create -> owner"),
+            "{err}"
+        );
+
+        let mut e = Enforcer::new(&defaults).unwrap();
+        let err = e
+            .apply_overrides(&[("create".into(), "role:admin or".into())])
+            .unwrap_err();
+        assert_eq!(err.name, "create");
     }
 
     #[test]

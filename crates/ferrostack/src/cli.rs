@@ -184,6 +184,11 @@ pub struct ServeArgs {
     /// Default security group rules per project ([quotas] quota_security_group_rule).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_security_group_rule: i64,
+    /// A service's policy overrides, SERVICE=PATH with SERVICE one of
+    /// identity, image, network ([oslo_policy] policy_file); repeatable.
+    /// Without it a service reads DATA_DIR/policy/SERVICE.yaml if present.
+    #[arg(long = "policy-file", value_parser = parse_policy_file)]
+    pub policy_files: Vec<(String, PathBuf)>,
 }
 
 fn parse_vni_range(s: &str) -> Result<(u32, u32), String> {
@@ -208,6 +213,20 @@ fn parse_tunnel_ip(s: &str) -> Result<std::net::IpAddr, String> {
             "{s:?} is an IPv6 address: VXLAN tunnels run over IPv4 only, give this host's IPv4 underlay address"
         )),
         Err(_) => Err(format!("{s:?} is not an IPv4 address")),
+    }
+}
+
+/// `--policy-file SERVICE=PATH`.
+fn parse_policy_file(s: &str) -> Result<(String, PathBuf), String> {
+    let services = ferrostack::serve::POLICY_SERVICES;
+    match s.split_once('=') {
+        Some((service, path)) if services.contains(&service) && !path.is_empty() => {
+            Ok((service.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!(
+            "{s:?} is not SERVICE=PATH with SERVICE one of {}",
+            services.join(", ")
+        )),
     }
 }
 
@@ -331,6 +350,7 @@ impl ServeArgs {
                 keepalive_timeout: Duration::from_secs(self.http_keepalive_timeout),
                 max_connections: self.http_max_connections as usize,
             },
+            policy_files: self.policy_files,
         })
     }
 }

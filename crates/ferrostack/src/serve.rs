@@ -73,6 +73,10 @@ pub struct Settings {
     pub agent: Option<AgentSettings>,
     /// Timeouts for slow and idle clients, and the connection limit.
     pub http: api::server::Limits,
+    /// Policy files given explicitly, by service (`--policy-file
+    /// SERVICE=PATH`); a service not named here reads
+    /// `DATA_DIR/policy/SERVICE.yaml` (or `.json`) when there is one.
+    pub policy_files: Vec<(String, PathBuf)>,
 }
 
 /// Settings of the in-process node agent.
@@ -114,6 +118,7 @@ impl Settings {
             image_import_extra_root_certs: Vec::new(),
             agent: None,
             http: api::server::Limits::default(),
+            policy_files: Vec::new(),
         }
     }
 }
@@ -180,6 +185,7 @@ impl Running {
 pub async fn start(args: Settings) -> anyhow::Result<Running> {
     let started = Instant::now();
     create_private_dir(&args.data_dir)?;
+    let policies = load_policies(&args)?;
     let pool = store::open(&args.data_dir)
         .await
         .context("opening the database")?;
@@ -212,6 +218,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         password_hash_rounds: args.password_hash_rounds,
         lockout_failure_attempts: args.lockout_failure_attempts,
         lockout_duration: args.lockout_duration,
+        policy: Some(policies.identity),
         ..Default::default()
     };
     let ident = identity::Identity::new(pool, cfg, keys)
@@ -254,6 +261,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             import_allow_loopback: args.image_import_allow_loopback,
             import_extra_root_certs: args.image_import_extra_root_certs.clone(),
             import_limits: args.image_import_limits.clone(),
+            policy: Some(policies.image),
             ..Default::default()
         },
     )
@@ -271,6 +279,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             physical_networks: args.physical_networks.clone(),
             tunnel_ip: args.tunnel_ip,
             quotas: args.network_quotas.clone(),
+            policy: Some(policies.network),
             ..Default::default()
         },
     )
@@ -306,6 +315,85 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         watcher,
         network_watcher,
         agent,
+    })
+}
+
+/// The services whose policy an operator may override: the names of
+/// `--policy-file SERVICE=PATH` and of `DATA_DIR/policy/SERVICE.yaml`.
+/// One file per service, as each OpenStack service reads its own
+/// `policy.yaml`: their rule names overlap (`owner`, `context_is_admin`).
+pub const POLICY_SERVICES: &[&str] = &["identity", "image", "network"];
+
+/// Each service's rules with the operator's overrides applied.
+struct Policies {
+    identity: api::Enforcer,
+    image: api::Enforcer,
+    network: api::Enforcer,
+}
+
+/// Reads and validates every service's policy file before anything else
+/// starts, so a bad rule stops the start with its name and file.
+fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
+    for (service, path) in &args.policy_files {
+        if !POLICY_SERVICES.contains(&service.as_str()) {
+            anyhow::bail!(
+                "policy file {}: {service:?} is not a service of this server (one of {})",
+                path.display(),
+                POLICY_SERVICES.join(", ")
+            );
+        }
+        if args
+            .policy_files
+            .iter()
+            .filter(|(s, _)| s == service)
+            .count()
+            > 1
+        {
+            anyhow::bail!("more than one policy file for the {service} service");
+        }
+    }
+    let load = |service: &str, defaults: api::Enforcer| -> anyhow::Result<api::Enforcer> {
+        let explicit = args
+            .policy_files
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, p)| p.clone());
+        let path = match explicit {
+            Some(p) => p,
+            None => {
+                let dir = args.data_dir.join("policy");
+                match ["yaml", "json"]
+                    .iter()
+                    .map(|ext| dir.join(format!("{service}.{ext}")))
+                    .find(|p| p.exists())
+                {
+                    Some(p) => p,
+                    None => return Ok(defaults),
+                }
+            }
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the {service} policy file {}", path.display()))?;
+        let bad = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{service} policy file {}: {e}", path.display())
+        };
+        let rules = api::policy::parse_file(&text).map_err(|e| bad(&e))?;
+        let mut policy = defaults;
+        let unknown = policy.apply_overrides(&rules).map_err(|e| bad(&e))?;
+        for name in unknown {
+            tracing::warn!(
+                file = %path.display(),
+                "policy rule {name:?} is not one of the {service} service's rules: \
+                 kept for other rules to refer to (or is it a typo?)"
+            );
+        }
+        tracing::info!(file = %path.display(), rules = rules.len(), "{service} policy overrides applied");
+        Ok(policy)
+    };
+    Ok(Policies {
+        identity: load("identity", identity::policy::enforcer())?,
+        image: load("image", image::policy::enforcer())?,
+        network: load("network", network::policy::enforcer())?,
     })
 }
 

@@ -49,6 +49,13 @@ pub fn enforcer() -> api::Enforcer {
 
 #[cfg(test)]
 mod tests {
+    /// Every `rule:` reference names a rule and none is circular, as an
+    /// operator's file is checked at start.
+    #[test]
+    fn defaults_validate() {
+        super::enforcer().validate().unwrap();
+    }
+
     use super::*;
     use api::{AuthContext, RoleRef, Scope, Target};
 

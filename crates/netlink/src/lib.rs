@@ -14,7 +14,7 @@
 //!   desired state after a crash.
 //! * [`Kernel`] is the real implementation: rtnetlink requests, over a
 //!   socket opened inside the target namespace ([`netns`]).
-//! * [`Fake`] keeps the same model in memory, with the same errors for the
+//! * `Fake` keeps the same model in memory, with the same errors for the
 //!   same mistakes, so control-plane tests run without root.
 //! * [`names`] derives every interface and namespace name from resource
 //!   ids, within the kernel's 15-byte limit.
@@ -26,10 +26,12 @@
 
 pub mod arp;
 mod error;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod kernel;
 pub mod names;
 pub mod netns;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod types;
 
@@ -37,6 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 pub use error::Error;
+#[cfg(any(test, feature = "testing"))]
 pub use fake::{Announcement, Fake};
 pub use kernel::Kernel;
 pub use types::{

@@ -9,14 +9,61 @@ use std::time::Duration;
 
 use crate::{netns, Netns};
 
-/// Whether the process runs as root. When not, prints why the calling
-/// test is skipped and returns false; the test should then return.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
+/// What a test that needs root does in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootGate {
+    /// Root: run.
+    Run,
+    /// Not root, and the developer asked to skip such tests
+    /// (`FERROSTACK_SKIP_ROOT=1`): return early, passing.
+    Skip,
+    /// Not root otherwise: fail, so a run that could not test the data
+    /// plane never reports it as tested.
+    Fail,
+}
+
+/// Decides what a root-only test does, from whether the process is root
+/// and its environment (`env` looks a variable up). Not root, it fails
+/// unless the developer opted out with `FERROSTACK_SKIP_ROOT=1`; under CI
+/// (`CI` set to a true value) or `scripts/test` (`FERROSTACK_STRICT_TESTS=1`)
+/// the opt-out is not honoured, so a suite that ran nothing cannot pass.
+pub fn root_gate(is_root: bool, env: impl Fn(&str) -> Option<String>) -> RootGate {
+    let truthy = |name: &str| {
+        env(name).is_some_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+    };
+    if is_root {
+        RootGate::Run
+    } else if truthy("CI") || truthy("FERROSTACK_STRICT_TESTS") {
+        RootGate::Fail
+    } else if truthy("FERROSTACK_SKIP_ROOT") {
+        RootGate::Skip
     } else {
-        eprintln!("SKIP {test}: needs root (network namespaces, netlink, nftables)");
-        false
+        RootGate::Fail
+    }
+}
+
+/// Whether the calling test should run: true as root. Not root, it
+/// returns false (the test should then return) only when the developer
+/// opted out with `FERROSTACK_SKIP_ROOT=1` outside CI, and panics —
+/// failing the test — otherwise (see [`root_gate`]).
+pub fn require_root(test: &str) -> bool {
+    let is_root = nix::unistd::geteuid().is_root();
+    match root_gate(is_root, |name| std::env::var(name).ok()) {
+        RootGate::Run => true,
+        RootGate::Skip => {
+            eprintln!("SKIP {test}: needs root (network namespaces, netlink, nftables); FERROSTACK_SKIP_ROOT=1 is set");
+            false
+        }
+        RootGate::Fail => panic!(
+            "{test} needs root (network namespaces, netlink, nftables) and this process is not root. \
+             Run it as root; a developer may skip it with FERROSTACK_SKIP_ROOT=1, which CI \
+             (CI=true) and scripts/test (FERROSTACK_STRICT_TESTS=1) do not honour."
+        ),
     }
 }
 
@@ -128,4 +175,48 @@ pub fn stream_alive(s: &mut TcpStream, timeout: Duration) -> bool {
     let _ = s.set_read_timeout(Some(timeout));
     let mut buf = [0u8; 5];
     s.write_all(b"ping\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{root_gate, RootGate};
+
+    fn gate(is_root: bool, vars: &[(&str, &str)]) -> RootGate {
+        root_gate(is_root, |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn root_only_tests_fail_unless_a_developer_opts_out() {
+        let skip = ("FERROSTACK_SKIP_ROOT", "1");
+        // Root runs them, whatever the environment says.
+        assert_eq!(gate(true, &[]), RootGate::Run);
+        assert_eq!(gate(true, &[("CI", "true"), skip]), RootGate::Run);
+        // Not root and nothing said: fail, never a silent pass.
+        assert_eq!(gate(false, &[]), RootGate::Fail);
+        assert_eq!(
+            gate(false, &[("FERROSTACK_SKIP_ROOT", "0")]),
+            RootGate::Fail
+        );
+        assert_eq!(gate(false, &[("FERROSTACK_SKIP_ROOT", "")]), RootGate::Fail);
+        // A developer's explicit opt-out skips.
+        assert_eq!(gate(false, &[skip]), RootGate::Skip);
+        assert_eq!(
+            gate(false, &[("FERROSTACK_SKIP_ROOT", "true")]),
+            RootGate::Skip
+        );
+        assert_eq!(gate(false, &[skip, ("CI", "false")]), RootGate::Skip);
+        assert_eq!(gate(false, &[skip, ("CI", "")]), RootGate::Skip);
+        // Under CI or scripts/test the opt-out is not honoured.
+        assert_eq!(gate(false, &[("CI", "true")]), RootGate::Fail);
+        assert_eq!(gate(false, &[skip, ("CI", "true")]), RootGate::Fail);
+        assert_eq!(gate(false, &[skip, ("CI", "1")]), RootGate::Fail);
+        assert_eq!(
+            gate(false, &[skip, ("FERROSTACK_STRICT_TESTS", "1")]),
+            RootGate::Fail
+        );
+    }
 }

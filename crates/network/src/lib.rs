@@ -8,11 +8,13 @@
 //! Layers: `api` (HTTP handlers, request validation, Neutron's JSON,
 //! filtering/sorting/paging) → `app` (allocation, policy on loaded
 //! resources, the host state) → `store` (SQL). `policy` holds every rule of
-//! this API in one place; `sim` is a simulated agent for tests.
+//! this API in one place; `sim` is a simulated agent for tests (feature
+//! `testing`, which only tests enable: it is not in the release binary).
 
 pub mod api;
 pub mod app;
 pub mod policy;
+#[cfg(any(test, feature = "testing"))]
 pub mod sim;
 pub mod store;
 

@@ -189,6 +189,13 @@ pub fn enforcer() -> api::Enforcer {
 
 #[cfg(test)]
 mod tests {
+    /// Every `rule:` reference names a rule and none is circular, as an
+    /// operator's file is checked at start.
+    #[test]
+    fn defaults_validate() {
+        super::enforcer().validate().unwrap();
+    }
+
     #[test]
     fn defaults_parse() {
         for (name, rule) in super::DEFAULTS {

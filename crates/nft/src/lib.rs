@@ -9,7 +9,8 @@
 //!   set for one port (recipe §9: 20–30 ms per port versus 7–11 s).
 //! * [`Nft`] applies them with the `nft` binary, inside a namespace when
 //!   asked, and reads them back (`nft -j list`) for reconciliation.
-//! * [`Fake`] keeps the same model in memory.
+//! * `Fake` keeps the same model in memory (feature `testing`, which
+//!   only tests enable).
 //!
 //! Why the `nft` binary and JSON we render ourselves: `nft -j` is
 //! libnftables' stable, documented interface (the JSON schema,
@@ -71,11 +72,13 @@
 //! admitted with its address (`revoked_remote4/6`); a removed port's
 //! device keeps its mark (`gone_mark`) with all its rules revoked.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod model;
 pub mod real;
 pub mod render;
 
+#[cfg(any(test, feature = "testing"))]
 pub use fake::Fake;
 pub use model::{
     AllowedPair, Direction, EtherType, FloatingIp, InstalledPort, InternalLeg, PortRules, Protocol,

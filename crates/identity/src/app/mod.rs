@@ -31,6 +31,9 @@ pub struct Config {
     pub lockout_duration: i64,
     /// How often to look for writes made by other controllers.
     pub watch_interval: Duration,
+    /// The policy with an operator's overrides applied; `None`: the
+    /// defaults of `crate::policy`. Taken by [`Identity::new`].
+    pub policy: Option<api::Enforcer>,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             lockout_failure_attempts: None,
             lockout_duration: 1800,
             watch_interval: Duration::from_secs(1),
+            policy: None,
         }
     }
 }
@@ -80,11 +84,11 @@ pub struct Validated {
 
 impl Identity {
     /// Builds the service over an open database and key repository.
-    pub async fn new(pool: Pool, cfg: Config, keys: Keys) -> Result<Arc<Identity>, Error> {
+    pub async fn new(pool: Pool, mut cfg: Config, keys: Keys) -> Result<Arc<Identity>, Error> {
         let snap = Snapshot::load(&pool)
             .await
             .map_err(|e| Error::internal(&e))?;
-        let policy = crate::policy::enforcer();
+        let policy = cfg.policy.take().unwrap_or_else(crate::policy::enforcer);
         Ok(Arc::new(Identity {
             pool,
             cfg,

@@ -59,6 +59,9 @@ pub struct Config {
     pub import_extra_root_certs: Vec<Vec<u8>>,
     /// Bounds on interoperable imports.
     pub import_limits: ImportLimits,
+    /// The policy with an operator's overrides applied; `None`: the
+    /// defaults of `crate::policy`. Taken by [`Images::new`].
+    pub policy: Option<api::Enforcer>,
 }
 
 /// Bounds on interoperable imports, so that slow or many sources cannot
@@ -101,6 +104,7 @@ impl Default for Config {
             import_allow_loopback: false,
             import_extra_root_certs: Vec::new(),
             import_limits: ImportLimits::default(),
+            policy: None,
         }
     }
 }
@@ -168,14 +172,15 @@ impl Images {
     /// Builds the service: opens the file store and the staging area
     /// (sweeping temporary files a crash left behind) and builds the
     /// `web-download` TLS client (an unusable extra root is an error).
-    pub fn new(pool: Pool, cfg: Config) -> std::io::Result<Arc<Images>> {
+    pub fn new(pool: Pool, mut cfg: Config) -> std::io::Result<Arc<Images>> {
         let store = FileStore::open(cfg.data_dir.join("images"))?;
         let staging = FileStore::open(cfg.data_dir.join("staging"))?;
         let fetcher = fetch::Fetcher::new(cfg.import_allow_loopback, &cfg.import_extra_root_certs)
             .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+        let policy = cfg.policy.take().unwrap_or_else(crate::policy::enforcer);
         Ok(Arc::new(Images {
             pool,
-            policy: crate::policy::enforcer(),
+            policy,
             store: Arc::new(store),
             staging,
             fetcher,

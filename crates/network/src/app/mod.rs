@@ -64,6 +64,9 @@ pub struct Config {
     pub max_subnet_host_routes: usize,
     /// `max_routes` (router extra routes).
     pub max_routes: usize,
+    /// The policy with an operator's overrides applied; `None`: the
+    /// defaults of `crate::policy`. Taken by [`Network::new`].
+    pub policy: Option<api::Enforcer>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             max_dns_nameservers: 5,
             max_subnet_host_routes: 20,
             max_routes: 30,
+            policy: None,
         }
     }
 }
@@ -131,14 +135,15 @@ impl Tx {
 
 impl Network {
     /// Builds the service over an open database.
-    pub async fn new(pool: Pool, cfg: Config) -> Result<std::sync::Arc<Network>, Error> {
+    pub async fn new(pool: Pool, mut cfg: Config) -> Result<std::sync::Arc<Network>, Error> {
         let rev = db::revision(&pool).await.map_err(db_err)?;
         fill_ip_keys(&pool).await?;
         let (tx, _) = tokio::sync::watch::channel(rev);
+        let policy = cfg.policy.take().unwrap_or_else(crate::policy::enforcer);
         Ok(std::sync::Arc::new(Network {
             pool,
             cfg,
-            policy: crate::policy::enforcer(),
+            policy,
             revision: tx,
             polling: Mutex::new(Default::default()),
             host_cache: tokio::sync::Mutex::new(None),

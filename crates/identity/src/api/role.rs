@@ -79,30 +79,15 @@ pub async fn role_create(State(id): S, ctx: Ctx, Json(v): Json<Value>) -> Result
         }
         None => "{}".into(),
     };
-    let extra = Value::Object(b.extra()).to_string();
-    if !domain_id.is_empty()
-        && db::resource::domain_get(&id.pool, &domain_id)
-            .await
-            .map_err(db_err)?
-            .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "Could not find domain: {domain_id}."
-        )));
-    }
     let r = db::assignment::Role {
         id: store::new_hex_id(),
         name,
         domain_id,
         description,
-        extra,
+        extra: Value::Object(b.extra()).to_string(),
         options,
     };
-    let mut tx = id.begin().await?;
-    db::assignment::role_insert(&mut tx, &r)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let r = id.role_create(&ctx, r).await?;
     Ok(entity(StatusCode::CREATED, "role", role_json(&id, &r)))
 }
 

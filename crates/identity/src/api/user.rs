@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use api::{Ctx, Error, Json, MaybeCtx, Target};
 
 use super::{collection, entity, merge_extra, no_content, qbool, qget, Body, Q, S};
-use crate::app::user::{merge_options, user_target, UserUpdate};
+use crate::app::user::{merge_options, user_target, UserCreate, UserUpdate};
 use crate::app::{db_err, Identity};
-use crate::password::{self, MAX_PASSWORD_BYTES};
+use crate::password::MAX_PASSWORD_BYTES;
 use crate::store::{self as db, Filter};
 
 pub fn user_json(id: &Identity, u: &db::user::User) -> Value {
@@ -149,63 +149,24 @@ pub async fn user_create(State(id): S, ctx: Ctx, Json(v): Json<Value>) -> Result
     b.forbid(&["id"])?;
     let name = b.required_name("name", 255)?;
     let domain_id = b.id("domain_id")?.unwrap_or_else(|| default_domain(&ctx));
-    id.policy.enforce(
-        "identity:create_user",
-        &ctx,
-        &Target::new().with("target.user.domain_id", &domain_id),
-    )?;
     let enabled = b.bool("enabled")?.unwrap_or(true);
     let default_project_id = b.id("default_project_id")?;
-    let pw = b.str("password", usize::MAX)?;
-    if let Some(pw) = &pw {
+    let password = b.str("password", usize::MAX)?;
+    if let Some(pw) = &password {
         check_password(pw, "user.password")?;
     }
     b.take("federated");
     let options = merge_options("{}", parse_options(&mut b)?);
-    let extra = Value::Object(b.extra()).to_string();
-    if db::resource::domain_get(&id.pool, &domain_id)
-        .await
-        .map_err(db_err)?
-        .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "Could not find domain: {domain_id}."
-        )));
-    }
-    if let Some(p) = &default_project_id {
-        if db::resource::project_get(&id.pool, p)
-            .await
-            .map_err(db_err)?
-            .is_none()
-        {
-            return Err(Error::not_found(format!("Could not find project: {p}.")));
-        }
-    }
-    let hash = match pw {
-        Some(pw) => Some(
-            password::hash(pw, id.cfg.password_hash_rounds)
-                .await
-                .map_err(|e| Error::internal(&e))?,
-        ),
-        None => None,
-    };
-    let u = db::user::User {
-        id: store::new_hex_id(),
+    let req = UserCreate {
         name,
         domain_id,
         enabled,
         default_project_id,
-        password_created_at: hash.as_ref().map(|_| store::now_micros()),
-        password_hash: hash,
-        failed_auth_count: 0,
-        failed_auth_at: None,
-        extra,
+        password,
         options,
-        password_self_service: false,
+        extra: Value::Object(b.extra()).to_string(),
     };
-    let mut tx = id.begin().await?;
-    db::user::user_insert(&mut tx, &u).await.map_err(db_err)?;
-    id.commit(tx).await?;
+    let u = id.user_create(&ctx, req).await?;
     Ok(entity(StatusCode::CREATED, "user", user_json(&id, &u)))
 }
 

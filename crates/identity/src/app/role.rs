@@ -58,6 +58,29 @@ pub struct RoleUpdate {
 }
 
 impl Identity {
+    /// `POST /v3/roles`: a domain-specific role's domain must exist.
+    pub async fn role_create(&self, ctx: &AuthContext, r: Role) -> Result<Role, Error> {
+        let mut tx = self.begin().await?;
+        self.policy
+            .enforce("identity:create_role", ctx, &Target::new())?;
+        if !r.domain_id.is_empty()
+            && db::resource::domain_get(&mut *tx, &r.domain_id)
+                .await
+                .map_err(db_err)?
+                .is_none()
+        {
+            return Err(Error::not_found(format!(
+                "Could not find domain: {}.",
+                r.domain_id
+            )));
+        }
+        db::assignment::role_insert(&mut tx, &r)
+            .await
+            .map_err(db_err)?;
+        self.commit(tx).await?;
+        Ok(r)
+    }
+
     /// `PATCH /v3/roles/{id}`.
     pub async fn role_update(
         &self,

@@ -24,6 +24,19 @@ fn user_not_found(uid: &str) -> Error {
     Error::not_found(format!("Could not find user: {uid}."))
 }
 
+/// A validated `POST /v3/users` body.
+pub struct UserCreate {
+    pub name: String,
+    pub domain_id: String,
+    pub enabled: bool,
+    pub default_project_id: Option<String>,
+    pub password: Option<String>,
+    /// Stored form (JSON object text).
+    pub options: String,
+    /// Stored form (JSON object text).
+    pub extra: String,
+}
+
 /// A validated `PATCH /v3/users/{id}` body.
 #[derive(Default)]
 pub struct UserUpdate {
@@ -95,6 +108,57 @@ impl Identity {
         u.failed_auth_count = 0;
         u.failed_auth_at = None;
         Ok(())
+    }
+
+    /// `POST /v3/users`: the domain and the default project must exist.
+    pub async fn user_create(&self, ctx: &AuthContext, req: UserCreate) -> Result<User, Error> {
+        // The target is the request's: checked before any bcrypt is spent.
+        self.policy.enforce(
+            "identity:create_user",
+            ctx,
+            &Target::new().with("target.user.domain_id", &req.domain_id),
+        )?;
+        let hash = match req.password {
+            Some(pw) => Some(self.hash_password(pw).await?),
+            None => None,
+        };
+        let mut tx = self.begin().await?;
+        if db::resource::domain_get(&mut *tx, &req.domain_id)
+            .await
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Err(Error::not_found(format!(
+                "Could not find domain: {}.",
+                req.domain_id
+            )));
+        }
+        if let Some(p) = &req.default_project_id {
+            if db::resource::project_get(&mut *tx, p)
+                .await
+                .map_err(db_err)?
+                .is_none()
+            {
+                return Err(Error::not_found(format!("Could not find project: {p}.")));
+            }
+        }
+        let u = User {
+            id: store::new_hex_id(),
+            name: req.name,
+            domain_id: req.domain_id,
+            enabled: req.enabled,
+            default_project_id: req.default_project_id,
+            password_created_at: hash.as_ref().map(|_| store::now_micros()),
+            password_hash: hash,
+            failed_auth_count: 0,
+            failed_auth_at: None,
+            extra: req.extra,
+            options: req.options,
+            password_self_service: false,
+        };
+        db::user::user_insert(&mut tx, &u).await.map_err(db_err)?;
+        self.commit(tx).await?;
+        Ok(u)
     }
 
     /// `PATCH /v3/users/{id}`. An administrator's password reset is not

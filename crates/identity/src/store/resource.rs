@@ -121,10 +121,10 @@ pub async fn domain_delete(tx: &mut Tx<'_>, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn project_get(pool: &Pool, id: &str) -> Result<Option<Project>, Error> {
+pub async fn project_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Project>, Error> {
     Ok(sqlx::query_as("SELECT * FROM project WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 

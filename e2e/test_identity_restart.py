@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from harness import check
+from harness import check, password_auth_body
 
 
 def key_snapshot(repo: Path) -> dict[str, str]:
@@ -94,3 +94,28 @@ def test_restart_after_kill_keeps_acknowledged_writes(server, uniq):
     _assert_all_there(server.api, st)
     assert key_snapshot(keys) == keys_before
 
+
+
+def test_restart_with_another_admin_password_resets_it(server):
+    """`--admin-password` on a restart is the admin's password from then on,
+    as `keystone-manage bootstrap --bootstrap-password` resets it: the
+    clouds.yaml the server rewrites holds a password that works."""
+    old = server.admin_password
+    old_token = server.api.admin_token
+    server.stop()
+    server.admin_password = "another-admin-pw"
+    server.start()
+    server.api.forget_admin_token()
+
+    assert server.clouds()["clouds"]["ferrostack"]["auth"]["password"] == "another-admin-pw"
+    server.api.password_token("admin", "another-admin-pw", project="admin")
+    server.api.issue(password_auth_body("admin", old, project="admin"), expect=401)
+    # Tokens got with the old password end with it.
+    check(server.api.validate(old_token), 404)
+    # The CLI, configured by the rewritten clouds.yaml, logs in.
+    server.openstack("project", "show", "admin")
+
+    # A restart with the same password changes nothing: tokens survive.
+    token = server.api.admin_token
+    server.restart()
+    check(server.api.validate(token, token=token), 200)

@@ -87,6 +87,14 @@ pub struct ServeArgs {
     /// How long a lockout lasts, in seconds ([security_compliance] lockout_duration).
     #[arg(long, default_value_t = 1800)]
     pub lockout_duration: i64,
+    /// A user changing their own password may not reuse any of their last N
+    /// passwords ([security_compliance] unique_last_password_count); 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub unique_last_password_count: u32,
+    /// Days a user must keep a password they set before changing it again
+    /// ([security_compliance] minimum_password_age); 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub minimum_password_age: u32,
     /// The Fernet key repository (default: DATA_DIR/fernet-keys).
     #[arg(long)]
     pub key_repository: Option<PathBuf>,
@@ -313,6 +321,8 @@ impl ServeArgs {
             password_hash_rounds: self.password_hash_rounds,
             lockout_failure_attempts: self.lockout_failure_attempts,
             lockout_duration: self.lockout_duration,
+            unique_last_password_count: self.unique_last_password_count,
+            minimum_password_age: self.minimum_password_age,
             key_repository: self.key_repository,
             image_quota_count: self.image_quota_images,
             image_quota_bytes: self.image_quota_bytes,

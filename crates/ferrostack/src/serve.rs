@@ -43,6 +43,10 @@ pub struct Settings {
     pub password_hash_rounds: u32,
     pub lockout_failure_attempts: Option<u32>,
     pub lockout_duration: i64,
+    /// `[security_compliance] unique_last_password_count` (0: off).
+    pub unique_last_password_count: u32,
+    /// `[security_compliance] minimum_password_age`, days (0: off).
+    pub minimum_password_age: u32,
     pub key_repository: Option<PathBuf>,
     /// Images a project may own; `None`: unlimited.
     pub image_quota_count: Option<u64>,
@@ -104,6 +108,8 @@ impl Settings {
             password_hash_rounds: 12,
             lockout_failure_attempts: None,
             lockout_duration: 1800,
+            unique_last_password_count: 0,
+            minimum_password_age: 0,
             key_repository: None,
             image_quota_count: None,
             image_quota_bytes: None,
@@ -219,6 +225,8 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
         lockout_failure_attempts: args.lockout_failure_attempts,
         lockout_duration: args.lockout_duration,
         policy: Some(policies.identity),
+        unique_last_password_count: args.unique_last_password_count,
+        minimum_password_age: args.minimum_password_age,
         ..Default::default()
     };
     let ident = identity::Identity::new(pool, cfg, keys)
@@ -234,10 +242,21 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             )
         }
     };
+    // A given password is the admin's from now on (reset if it differs, as
+    // `keystone-manage bootstrap` does), so the clouds.yaml written below
+    // always holds a password that works.
+    let admin_password = if generated {
+        identity::AdminPassword::Generated(&password)
+    } else {
+        identity::AdminPassword::Given(&password)
+    };
     let report = ident
-        .bootstrap(&password, SERVICES)
+        .bootstrap(admin_password, SERVICES)
         .await
         .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    if report.reset_admin_password {
+        tracing::info!("reset the password of user admin to --admin-password");
+    }
     let mut generated_password = None;
     if report.created_admin || args.admin_password.is_some() {
         write_client_config(&args.data_dir, &public_url, &password)?;

@@ -13,6 +13,6 @@ pub mod policy;
 pub mod store;
 pub mod token;
 
-pub use app::bootstrap::{CatalogService, REGION};
+pub use app::bootstrap::{AdminPassword, CatalogService, REGION};
 pub use app::{Config, Identity};
 pub use token::Keys;

@@ -83,7 +83,9 @@ async fn bootstrap_gives_admin_a_token_with_catalog_and_implied_roles() {
     // Version discovery answers like Keystone.
     let v = c.call(Method::GET, "/identity", None, &[], None).await;
     assert_eq!(v.status, StatusCode::MULTIPLE_CHOICES);
-    assert_eq!(v.body["versions"]["values"][0]["id"], "v3.14");
+    // 3.10: the newest minor version whose additions are all served (3.13
+    // brought application-credential access rules, which are refused).
+    assert_eq!(v.body["versions"]["values"][0]["id"], "v3.10");
     let v = c.call(Method::GET, "/identity/v3", None, &[], None).await;
     assert_eq!(v.body["version"]["status"], "stable");
 }
@@ -935,9 +937,22 @@ async fn an_empty_role_list_means_the_tokens_roles() {
         .collect();
     roles.sort();
     assert_eq!(roles, ["member", "reader"]);
+    // Keystone answers the expiry as stored: naive UTC with microseconds,
+    // no zone added.
+    let acid = r.body["application_credential"]["id"].as_str().unwrap();
     assert_eq!(
         r.body["application_credential"]["expires_at"],
-        "2099-12-21T19:36:18.000000Z"
+        "2099-12-21T19:36:18.000000"
+    );
+    let g = c
+        .get(
+            &format!("{V3}/users/{uid}/application_credentials/{acid}"),
+            &alice,
+        )
+        .await;
+    assert_eq!(
+        g.body["application_credential"]["expires_at"],
+        "2099-12-21T19:36:18.000000"
     );
 }
 
@@ -995,4 +1010,466 @@ async fn concurrent_identity_and_network_writes_never_fail() {
             assert!(st.is_success(), "a concurrent write failed with {st}");
         }
     }
+}
+
+fn message(r: &testkit::Resp) -> &str {
+    r.body["error"]["message"].as_str().unwrap_or_default()
+}
+
+/// Keystone creates a region named only by the v2-era `region` attribute of
+/// an endpoint; `region_id` or `service_id` naming nothing is a 400.
+#[tokio::test]
+async fn an_endpoint_with_a_legacy_region_creates_the_region() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let svc = c
+        .post(
+            &format!("{V3}/services"),
+            &admin,
+            json!({"service": {"type": "legacy", "name": "legacy"}}),
+        )
+        .await;
+    assert_eq!(svc.status, StatusCode::CREATED, "{}", svc.body);
+    let sid = svc.body["service"]["id"].as_str().unwrap();
+    let ep = |extra: Value| {
+        let mut e =
+            json!({"service_id": sid, "interface": "public", "url": "http://legacy.example:8080/"});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "endpoint": e })
+    };
+    let r = c
+        .post(
+            &format!("{V3}/endpoints"),
+            &admin,
+            ep(json!({"region": "OldOne"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["endpoint"]["region_id"], "OldOne");
+    assert_eq!(r.body["endpoint"]["region"], "OldOne");
+    let eid = r.body["endpoint"]["id"].as_str().unwrap().to_string();
+    let reg = c.get(&format!("{V3}/regions/OldOne"), &admin).await;
+    assert_eq!(reg.status, StatusCode::OK, "{}", reg.body);
+    // Again with the region now there: used as it is.
+    let r = c
+        .post(
+            &format!("{V3}/endpoints"),
+            &admin,
+            ep(json!({"region": "OldOne", "interface": "internal"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // An update may name a new region the same way.
+    let r = c
+        .patch(
+            &format!("{V3}/endpoints/{eid}"),
+            &admin,
+            json!({"endpoint": {"region": "OlderOne"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["endpoint"]["region_id"], "OlderOne");
+    let reg = c.get(&format!("{V3}/regions/OlderOne"), &admin).await;
+    assert_eq!(reg.status, StatusCode::OK, "{}", reg.body);
+    // `region_id` must name an existing region, `service_id` a service.
+    let r = c
+        .post(
+            &format!("{V3}/endpoints"),
+            &admin,
+            ep(json!({"region_id": "NoSuch"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        message(&r).starts_with("Expecting to find endpoint region_id in region table."),
+        "{}",
+        r.body
+    );
+    let r = c
+        .post(
+            &format!("{V3}/endpoints"),
+            &admin,
+            ep(json!({"service_id": "nosuchservice"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        message(&r).starts_with("Expecting to find endpoint service_id in service table."),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        c.get(&format!("{V3}/regions/NoSuch"), &admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Clients send back what they read: an update body holding the entity's own
+/// id is fine; only a different id is refused ("Cannot change ID").
+#[tokio::test]
+async fn an_update_may_repeat_its_own_id_but_not_change_it() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (pid, uid) = demo(&c, &admin).await;
+    let r = c
+        .patch(
+            &format!("{V3}/users/{uid}"),
+            &admin,
+            json!({"user": {"id": uid, "email": "alice@example.org"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["user"]["id"], uid.as_str());
+    assert_eq!(r.body["user"]["email"], "alice@example.org");
+    let r = c
+        .patch(
+            &format!("{V3}/users/{uid}"),
+            &admin,
+            json!({"user": {"id": "someoneelse", "email": "x@example.org"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(message(&r), "Cannot change ID");
+    let u = c.get(&format!("{V3}/users/{uid}"), &admin).await;
+    assert_eq!(u.body["user"]["email"], "alice@example.org");
+    // The same for the other resources that take an update.
+    let r = c
+        .patch(
+            &format!("{V3}/projects/{pid}"),
+            &admin,
+            json!({"project": {"id": pid, "description": "same id"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c
+        .patch(
+            &format!("{V3}/projects/{pid}"),
+            &admin,
+            json!({"project": {"id": "other", "description": "other id"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+}
+
+/// Keystone: "Global role cannot imply a domain-specific role", answered as
+/// `InvalidImpliedRole` (403).
+#[tokio::test]
+async fn a_global_role_cannot_imply_a_domain_specific_role() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let dr = c
+        .post(
+            &format!("{V3}/roles"),
+            &admin,
+            json!({"role": {"name": "dom-role", "domain_id": "default"}}),
+        )
+        .await;
+    assert_eq!(dr.status, StatusCode::CREATED, "{}", dr.body);
+    let dom_role = dr.body["role"]["id"].as_str().unwrap().to_string();
+    let roles = c.get(&format!("{V3}/roles?name=member"), &admin).await;
+    let member = roles.body["roles"][0]["id"].as_str().unwrap().to_string();
+    let r = c
+        .put(&format!("{V3}/roles/{member}/implies/{dom_role}"), &admin)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        message(&r),
+        format!("{dom_role} cannot be an implied roles.")
+    );
+    let r = c
+        .call(
+            Method::HEAD,
+            &format!("{V3}/roles/{member}/implies/{dom_role}"),
+            Some(&admin),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // The other way round is what domain-specific roles are for.
+    let r = c
+        .put(&format!("{V3}/roles/{dom_role}/implies/{member}"), &admin)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+/// A domain-specific role stands only for the roles it implies: effective
+/// role assignments (and tokens) list those, not the domain role itself.
+#[tokio::test]
+async fn effective_assignments_leave_out_domain_specific_roles() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let p = c
+        .post(
+            &format!("{V3}/projects"),
+            &admin,
+            json!({"project": {"name": "dsr"}}),
+        )
+        .await;
+    let pid = p.body["project"]["id"].as_str().unwrap().to_string();
+    let u = c
+        .post(
+            &format!("{V3}/users"),
+            &admin,
+            json!({"user": {"name": "dsr-user", "password": "pw-dsr"}}),
+        )
+        .await;
+    let uid = u.body["user"]["id"].as_str().unwrap().to_string();
+    let dr = c
+        .post(
+            &format!("{V3}/roles"),
+            &admin,
+            json!({"role": {"name": "dom-reader", "domain_id": "default"}}),
+        )
+        .await;
+    let dom_role = dr.body["role"]["id"].as_str().unwrap().to_string();
+    let roles = c.get(&format!("{V3}/roles?name=reader"), &admin).await;
+    let reader = roles.body["roles"][0]["id"].as_str().unwrap().to_string();
+    let r = c
+        .put(&format!("{V3}/roles/{dom_role}/implies/{reader}"), &admin)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let g = c
+        .put(
+            &format!("{V3}/projects/{pid}/users/{uid}/roles/{dom_role}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::NO_CONTENT);
+    let role_ids = |r: &testkit::Resp| -> Vec<String> {
+        r.body["role_assignments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["role"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let direct = c
+        .get(&format!("{V3}/role_assignments?user.id={uid}"), &admin)
+        .await;
+    assert_eq!(role_ids(&direct), [dom_role.as_str()], "{}", direct.body);
+    let eff = c
+        .get(
+            &format!("{V3}/role_assignments?user.id={uid}&effective"),
+            &admin,
+        )
+        .await;
+    assert_eq!(eff.status, StatusCode::OK, "{}", eff.body);
+    assert_eq!(role_ids(&eff), [reader.as_str()], "{}", eff.body);
+    assert_eq!(
+        eff.body["role_assignments"][0]["links"]["prior_role"]
+            .as_str()
+            .map(|l| l.ends_with(&format!("/roles/{dom_role}"))),
+        Some(true),
+        "{}",
+        eff.body
+    );
+    // The token holds the implied role only.
+    let t = c.auth_password("dsr-user", "pw-dsr", Some("dsr")).await;
+    assert_eq!(t.status, StatusCode::CREATED, "{}", t.body);
+    let names: Vec<&str> = t.body["token"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reader"]);
+}
+
+async fn self_service(c: &Client, uid: &str, original: &str, new: &str) -> testkit::Resp {
+    c.call(
+        Method::POST,
+        &format!("{V3}/users/{uid}/password"),
+        None,
+        &[],
+        Some(json!({"user": {"original_password": original, "password": new}})),
+    )
+    .await
+}
+
+/// `[security_compliance] unique_last_password_count = 3`: a user changing
+/// their own password may not reuse any of their last three (the current one
+/// included); an administrator's reset is not held to it, as in Keystone.
+#[tokio::test]
+async fn a_self_service_change_may_not_reuse_recent_passwords() {
+    let s = Stack::start_with(|st| st.unique_last_password_count = 3).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (_, uid) = demo(&c, &admin).await;
+    let refused = "The new password cannot be identical to a previous password. The total number which includes the new password must be unique is 3.";
+    let r = self_service(&c, &uid, "s3cret", "s3cret").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(message(&r), refused);
+    assert_eq!(
+        self_service(&c, &uid, "s3cret", "pw-one").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        self_service(&c, &uid, "pw-one", "pw-two").await.status,
+        StatusCode::NO_CONTENT
+    );
+    for old in ["s3cret", "pw-one", "pw-two"] {
+        let r = self_service(&c, &uid, "pw-two", old).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{old}: {}", r.body);
+        assert_eq!(message(&r), refused);
+    }
+    // Nothing was changed by the refusals.
+    c.token("alice", "pw-two", "demo").await;
+    assert_eq!(
+        self_service(&c, &uid, "pw-two", "pw-three").await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Now s3cret is the fourth last: allowed again.
+    assert_eq!(
+        self_service(&c, &uid, "pw-three", "s3cret").await.status,
+        StatusCode::NO_CONTENT
+    );
+    c.token("alice", "s3cret", "demo").await;
+    // An administrator may set a recent password.
+    let r = c
+        .patch(
+            &format!("{V3}/users/{uid}"),
+            &admin,
+            json!({"user": {"password": "pw-three"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    c.token("alice", "pw-three", "demo").await;
+    // The admin's reset counts in the history too.
+    let r = self_service(&c, &uid, "pw-three", "s3cret").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+}
+
+/// With the default (0) the history is off: the same password may be set
+/// again.
+#[tokio::test]
+async fn without_a_password_history_a_password_may_be_reused() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (_, uid) = demo(&c, &admin).await;
+    assert_eq!(
+        self_service(&c, &uid, "s3cret", "s3cret").await.status,
+        StatusCode::NO_CONTENT
+    );
+    c.token("alice", "s3cret", "demo").await;
+}
+
+/// `[security_compliance] minimum_password_age = 1`: a password the user set
+/// must be kept a day; one an administrator set may be changed at once.
+#[tokio::test]
+async fn a_self_service_password_must_reach_the_minimum_age() {
+    let s = Stack::start_with(|st| st.minimum_password_age = 1).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let (_, uid) = demo(&c, &admin).await;
+    assert_eq!(
+        self_service(&c, &uid, "s3cret", "pw-one").await.status,
+        StatusCode::NO_CONTENT
+    );
+    let r = self_service(&c, &uid, "pw-one", "pw-two").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(
+        message(&r),
+        "You cannot change your password at this time due to the minimum password age. Once you change your password, it must be used for 1 day(s) before it can be changed. Please try again in 0 day(s) or contact your administrator to reset your password."
+    );
+    c.token("alice", "pw-one", "demo").await;
+}
+
+/// Roles have one option upstream, `immutable` (a boolean): anything else is
+/// a 400. An immutable role can be neither changed nor deleted until a body
+/// holding only `immutable: false` unlocks it.
+#[tokio::test]
+async fn role_options_are_keystones_and_immutable_holds() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for opts in [json!({"colour": true}), json!({"immutable": "yes"})] {
+        let r = c
+            .post(
+                &format!("{V3}/roles"),
+                &admin,
+                json!({"role": {"name": "opt-role", "options": opts}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{opts}: {}", r.body);
+    }
+    let listed = c.get(&format!("{V3}/roles?name=opt-role"), &admin).await;
+    assert_eq!(listed.body["roles"], json!([]));
+    let r = c
+        .post(
+            &format!("{V3}/roles"),
+            &admin,
+            json!({"role": {"name": "opt-role", "options": {"immutable": true}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["role"]["options"], json!({"immutable": true}));
+    let rid = r.body["role"]["id"].as_str().unwrap().to_string();
+    let r = c
+        .patch(
+            &format!("{V3}/roles/{rid}"),
+            &admin,
+            json!({"role": {"options": {"bogus": 1}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = c
+        .patch(
+            &format!("{V3}/roles/{rid}"),
+            &admin,
+            json!({"role": {"description": "changed"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = c.delete(&format!("{V3}/roles/{rid}"), &admin).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = c
+        .patch(
+            &format!("{V3}/roles/{rid}"),
+            &admin,
+            json!({"role": {"options": {"immutable": false}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["role"]["options"], json!({"immutable": false}));
+    let r = c.delete(&format!("{V3}/roles/{rid}"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+}
+
+/// A restart with another `--admin-password` gives the admin that password
+/// (as `keystone-manage bootstrap` does) and ends the old password's tokens;
+/// clouds.yaml holds the password that works.
+#[tokio::test]
+async fn a_restart_with_another_admin_password_resets_it() {
+    let mut s = Stack::start().await;
+    let c = s.client();
+    let old_token = c.admin_token().await;
+    s.settings.admin_password = Some("a-new-admin-password".into());
+    s.restart().await;
+    let c = s.client();
+    let clouds = std::fs::read_to_string(s.data_dir().join("clouds.yaml")).unwrap();
+    assert!(
+        clouds.contains("password: \"a-new-admin-password\""),
+        "{clouds}"
+    );
+    let new_token = c.token("admin", "a-new-admin-password", "admin").await;
+    let r = c
+        .auth_password("admin", ADMIN_PASSWORD, Some("admin"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        c.validate(&new_token, &old_token).await,
+        StatusCode::NOT_FOUND
+    );
+    // The same password again changes nothing.
+    s.restart().await;
+    let c = s.client();
+    assert_eq!(c.validate(&new_token, &new_token).await, StatusCode::OK);
 }

@@ -18,6 +18,13 @@ fn owner(uid: &str) -> Target {
     Target::new().with("target.user.id", uid)
 }
 
+/// Keystone renders a credential's expiry as its stored naive UTC time
+/// (`2026-12-21T19:36:18.000000`, no zone), unlike token timestamps.
+fn expires_at_json(micros: i64) -> String {
+    let t = api::time_fmt::keystone(micros);
+    t.strip_suffix('Z').unwrap_or(&t).to_string()
+}
+
 async fn to_json(id: &Identity, a: &db::appcred::AppCred) -> Result<Value, Error> {
     let snap = id.snapshot();
     let roles: Vec<Value> = db::appcred::roles(&id.pool, &a.id)
@@ -32,7 +39,7 @@ async fn to_json(id: &Identity, a: &db::appcred::AppCred) -> Result<Value, Error
         .collect();
     Ok(json!({
         "id": a.id, "name": a.name, "description": a.description,
-        "expires_at": a.expires_at.map(api::time_fmt::keystone),
+        "expires_at": a.expires_at.map(expires_at_json),
         "project_id": a.project_id, "roles": roles, "unrestricted": a.unrestricted,
         "access_rules": [], "user_id": a.user_id,
         "links": {"self": id.url(&format!("/users/{}/application_credentials/{}", a.user_id, a.id))},

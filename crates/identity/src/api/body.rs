@@ -48,6 +48,16 @@ impl Body {
         format!("{}.{key}", self.entity)
     }
 
+    /// How many attributes are left to read.
+    pub fn len(&self) -> usize {
+        self.obj.len()
+    }
+
+    /// Whether no attribute is left to read.
+    pub fn is_empty(&self) -> bool {
+        self.obj.is_empty()
+    }
+
     /// Whether the body has the key (even if null).
     pub fn has(&self, key: &str) -> bool {
         self.obj.contains_key(key)
@@ -163,6 +173,16 @@ impl Body {
     /// Removes a field without reading it.
     pub fn take(&mut self, key: &str) -> Option<Value> {
         self.obj.remove(key)
+    }
+
+    /// `id` in an update body: Keystone accepts the entity's own id (clients
+    /// send back what they read) and refuses any other.
+    pub fn matching_id(&mut self, id: &str) -> Result<(), Error> {
+        match self.obj.remove("id") {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if s == id => Ok(()),
+            Some(_) => Err(Error::bad_request("Cannot change ID")),
+        }
     }
 
     /// Rejects fields that may not be set by the client.

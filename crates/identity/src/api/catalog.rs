@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use api::{Ctx, Error, Json, Target};
 
 use super::{collection, entity, merge_extra, no_content, qbool, qget, Body, Q, S};
+use crate::app::catalog::{EndpointCreate, EndpointUpdate, RegionRef};
 use crate::app::{db_err, Identity};
 use crate::store::{self as db, Filter};
 
@@ -165,11 +166,7 @@ pub async fn region_update(
         .enforce("identity:update_region", &ctx, &Target::new())?;
     let mut r = load_region(&id, &rid).await?;
     let mut b = Body::new(v, "region")?;
-    if let Some(bid) = b.id("id")? {
-        if bid != rid {
-            return Err(Error::bad_request("Update of 'id' is not allowed."));
-        }
-    }
+    b.matching_id(&rid)?;
     if let Some(d) = b.str("description", 255)? {
         r.description = d;
     }
@@ -300,7 +297,7 @@ pub async fn service_update(
         .enforce("identity:update_service", &ctx, &Target::new())?;
     let mut s = load_service(&id, &sid).await?;
     let mut b = Body::new(v, "service")?;
-    b.forbid(&["id"])?;
+    b.matching_id(&sid)?;
     if let Some(t) = b.name("type", 255)? {
         s.kind = t;
     }
@@ -401,6 +398,20 @@ pub async fn endpoint_get(
     Ok(entity(StatusCode::OK, "endpoint", endpoint_json(&id, &e)))
 }
 
+/// The region of an endpoint body: `region_id`, or the legacy `region`
+/// (Keystone creates a region named only that way). `Some(None)`: set to
+/// null.
+fn endpoint_region(b: &mut Body) -> Result<Option<Option<RegionRef>>, Error> {
+    if b.has("region_id") {
+        b.take("region");
+        return Ok(Some(b.id("region_id")?.map(RegionRef::Id)));
+    }
+    if b.has("region") {
+        return Ok(Some(b.id("region")?.map(RegionRef::Legacy)));
+    }
+    Ok(None)
+}
+
 pub async fn endpoint_create(
     State(id): S,
     ctx: Ctx,
@@ -421,31 +432,17 @@ pub async fn endpoint_create(
         Error::bad_request("Invalid input for field 'endpoint.url': it is required.")
     })?;
     check_url(&url)?;
-    let region_id = match b.id("region_id")? {
-        Some(r) => Some(r),
-        None => b.id("region")?,
-    };
+    let region = endpoint_region(&mut b)?.flatten();
     let enabled = b.bool("enabled")?.unwrap_or(true);
-    let extra = Value::Object(b.extra()).to_string();
-    load_service(&id, &service_id).await?;
-    if let Some(r) = &region_id {
-        load_region(&id, r).await?;
-    }
-    let e = db::catalog::Endpoint {
-        id: store::new_hex_id(),
+    let req = EndpointCreate {
         service_id,
         interface,
         url,
-        region_id,
+        region,
         enabled,
-        extra,
-        managed: false,
+        extra: b.extra(),
     };
-    let mut tx = id.begin().await?;
-    db::catalog::endpoint_insert(&mut tx, &e)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let e = id.endpoint_create(&ctx, req).await?;
     Ok(entity(
         StatusCode::CREATED,
         "endpoint",
@@ -461,40 +458,28 @@ pub async fn endpoint_update(
 ) -> Result<Response, Error> {
     id.policy
         .enforce("identity:update_endpoint", &ctx, &Target::new())?;
-    let mut e = load_endpoint(&id, &eid).await?;
     let mut b = Body::new(v, "endpoint")?;
-    b.forbid(&["id"])?;
-    if let Some(s) = b.id("service_id")? {
-        load_service(&id, &s).await?;
-        e.service_id = s;
+    b.matching_id(&eid)?;
+    let service_id = b.id("service_id")?;
+    let interface = b.str("interface", 10)?;
+    if let Some(i) = &interface {
+        check_interface(i)?;
     }
-    if let Some(i) = b.str("interface", 10)? {
-        check_interface(&i)?;
-        e.interface = i;
+    let url = b.str("url", 225)?;
+    if let Some(u) = &url {
+        check_url(u)?;
     }
-    if let Some(u) = b.str("url", 225)? {
-        check_url(&u)?;
-        e.url = u;
-    }
-    if b.has("region_id") || b.has("region") {
-        let r = match b.id("region_id")? {
-            Some(r) => Some(r),
-            None => b.id("region")?,
-        };
-        if let Some(r) = &r {
-            load_region(&id, r).await?;
-        }
-        e.region_id = r;
-    }
-    if let Some(en) = b.bool("enabled")? {
-        e.enabled = en;
-    }
-    e.extra = b.merge_extra(&e.extra);
-    let mut tx = id.begin().await?;
-    db::catalog::endpoint_update(&mut tx, &e)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let region = endpoint_region(&mut b)?;
+    let enabled = b.bool("enabled")?;
+    let req = EndpointUpdate {
+        service_id,
+        interface,
+        url,
+        region,
+        enabled,
+        extra: b.extra(),
+    };
+    let e = id.endpoint_update(&ctx, &eid, req).await?;
     Ok(entity(StatusCode::OK, "endpoint", endpoint_json(&id, &e)))
 }
 

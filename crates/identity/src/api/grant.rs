@@ -381,6 +381,11 @@ pub async fn assignments(State(id): S, ctx: Ctx, q: Q) -> Result<Response, Error
             }
         }
     }
+    if effective {
+        // Domain-specific roles only carry the roles they imply, which are
+        // expanded above: Keystone strips them from effective listings.
+        rows.retain(|r| snap.is_global_role(&r.role_id));
+    }
     // Filters.
     rows.retain(|r| {
         f_user

@@ -189,9 +189,13 @@ async fn not_found() -> api::Error {
 
 fn version_info(id: &Identity) -> api::discovery::VersionInfo {
     api::discovery::VersionInfo {
-        id: "v3.14",
+        // The newest minor version whose additions are all served: 3.10
+        // (Queens: application credentials, system scope). 3.11 adds the
+        // limits model, 3.12 auth receipts, 3.13 access rules for
+        // application credentials, which are refused here.
+        id: "v3.10",
         status: "stable",
-        updated: "2020-04-07T00:00:00Z",
+        updated: "2018-02-28T00:00:00Z",
         href: format!("{}/", id.url("")),
         media_type: "application/vnd.openstack.identity-v3+json",
         min_version: None,

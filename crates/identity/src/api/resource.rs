@@ -135,7 +135,7 @@ pub async fn domain_update(
     )?;
     let mut d = load_domain(&id, &did).await?;
     let mut b = Body::new(v, "domain")?;
-    b.forbid(&["id"])?;
+    b.matching_id(&did)?;
     if let Some(n) = b.name("name", 64)? {
         d.name = n;
     }
@@ -411,7 +411,8 @@ pub async fn project_update(
     id.policy
         .enforce("identity:update_project", &ctx, &project_target(&p))?;
     let mut b = Body::new(v, "project")?;
-    b.forbid(&["id", "is_domain"])?;
+    b.matching_id(&pid)?;
+    b.forbid(&["is_domain"])?;
     if let Some(d) = b.id("domain_id")? {
         if d != p.domain_id {
             return Err(Error::bad_request("Update of 'domain_id' is not allowed."));

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use api::{Ctx, Error, Json, Target};
 
 use super::{collection, entity, merge_extra, no_content, qget, Body, Q, S};
+use crate::app::role::{check_options, RoleUpdate};
 use crate::app::{db_err, Identity};
 use crate::store::{self as db, Filter};
 
@@ -69,34 +70,24 @@ pub async fn role_create(State(id): S, ctx: Ctx, Json(v): Json<Value>) -> Result
     let name = b.required_name("name", 255)?;
     let domain_id = b.id("domain_id")?.unwrap_or_default();
     let description = b.str("description", 255)?.unwrap_or_default();
-    let options = b
-        .object("options")?
-        .map(|o| Value::Object(o).to_string())
-        .unwrap_or_else(|| "{}".into());
-    let extra = Value::Object(b.extra()).to_string();
-    if !domain_id.is_empty()
-        && db::resource::domain_get(&id.pool, &domain_id)
-            .await
-            .map_err(db_err)?
-            .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "Could not find domain: {domain_id}."
-        )));
-    }
+    let options = match b.object("options")? {
+        Some(mut o) => {
+            check_options(&o)?;
+            // A null option is the same as an absent one.
+            o.retain(|_, v| !v.is_null());
+            Value::Object(o).to_string()
+        }
+        None => "{}".into(),
+    };
     let r = db::assignment::Role {
         id: store::new_hex_id(),
         name,
         domain_id,
         description,
-        extra,
+        extra: Value::Object(b.extra()).to_string(),
         options,
     };
-    let mut tx = id.begin().await?;
-    db::assignment::role_insert(&mut tx, &r)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let r = id.role_create(&ctx, r).await?;
     Ok(entity(StatusCode::CREATED, "role", role_json(&id, &r)))
 }
 
@@ -108,29 +99,25 @@ pub async fn role_update(
 ) -> Result<Response, Error> {
     id.policy
         .enforce("identity:update_role", &ctx, &Target::new())?;
-    let mut r = load_role(&id, &rid).await?;
     let mut b = Body::new(v, "role")?;
-    b.forbid(&["id"])?;
-    if let Some(d) = b.id("domain_id")? {
-        if d != r.domain_id {
-            return Err(Error::bad_request("Update of 'domain_id' is not allowed."));
-        }
+    b.matching_id(&rid)?;
+    let attributes = b.len();
+    let domain_id = b.id("domain_id")?;
+    let name = b.name("name", 255)?;
+    let description = b.str("description", 255)?;
+    let options = b.object("options")?;
+    if let Some(o) = &options {
+        check_options(o)?;
     }
-    if let Some(n) = b.name("name", 255)? {
-        r.name = n;
-    }
-    if let Some(x) = b.str("description", 255)? {
-        r.description = x;
-    }
-    if let Some(o) = b.object("options")? {
-        r.options = Value::Object(o).to_string();
-    }
-    r.extra = b.merge_extra(&r.extra);
-    let mut tx = id.begin().await?;
-    db::assignment::role_update(&mut tx, &r)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let req = RoleUpdate {
+        domain_id,
+        name,
+        description,
+        options,
+        extra: b.extra(),
+        attributes,
+    };
+    let r = id.role_update(&ctx, &rid, req).await?;
     Ok(entity(StatusCode::OK, "role", role_json(&id, &r)))
 }
 
@@ -139,16 +126,7 @@ pub async fn role_delete(
     ctx: Ctx,
     Path(rid): Path<String>,
 ) -> Result<Response, Error> {
-    id.policy
-        .enforce("identity:delete_role", &ctx, &Target::new())?;
-    load_role(&id, &rid).await?;
-    // Everyone who held the role loses it; their tokens are recomputed at
-    // validation, and tokens left with no role at all stop working.
-    let mut tx = id.begin().await?;
-    db::assignment::role_delete(&mut tx, &rid)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    id.role_delete(&ctx, &rid).await?;
     Ok(no_content())
 }
 
@@ -195,25 +173,11 @@ pub async fn implies_create(
     ctx: Ctx,
     Path((prior, implied)): Path<(String, String)>,
 ) -> Result<Response, Error> {
-    id.policy
-        .enforce("identity:create_implied_role", &ctx, &Target::new())?;
-    let body = inference_body(&id, &prior, &implied).await?;
-    if prior == implied {
-        return Err(Error::bad_request("A role cannot imply itself."));
-    }
-    // Refuse cycles: the implied role must not (transitively) imply the prior.
-    let snap = id.snapshot();
-    let reach = snap.expand_implied([implied.clone()].into_iter().collect());
-    if reach.contains(&prior) {
-        return Err(Error::bad_request(
-            "This implication would create a cycle of implied roles.",
-        ));
-    }
-    let mut tx = id.begin().await?;
-    db::assignment::implied_add(&mut tx, &prior, &implied)
-        .await
-        .map_err(db_err)?;
-    id.commit(tx).await?;
+    let (p, i) = id.implied_role_create(&ctx, &prior, &implied).await?;
+    let body = json!({
+        "role_inference": {"prior_role": role_ref(&id, &p), "implies": role_ref(&id, &i)},
+        "links": {"self": id.url(&format!("/roles/{prior}/implies/{implied}"))}
+    });
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 

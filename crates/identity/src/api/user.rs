@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use api::{Ctx, Error, Json, MaybeCtx, Target};
 
 use super::{collection, entity, merge_extra, no_content, qbool, qget, Body, Q, S};
+use crate::app::user::{merge_options, user_target, UserCreate, UserUpdate};
 use crate::app::{db_err, Identity};
-use crate::password::{self, MAX_PASSWORD_BYTES};
+use crate::password::MAX_PASSWORD_BYTES;
 use crate::store::{self as db, Filter};
 
 pub fn user_json(id: &Identity, u: &db::user::User) -> Value {
@@ -49,13 +50,6 @@ pub async fn load_group(id: &Identity, gid: &str) -> Result<db::user::Group, Err
         .ok_or_else(|| Error::not_found(format!("Could not find group: {gid}.")))
 }
 
-fn user_target(u: &db::user::User) -> Target {
-    Target::new()
-        .with("target.user.id", &u.id)
-        .with("target.user.domain_id", &u.domain_id)
-        .with("target.domain_id", &u.domain_id)
-}
-
 fn group_target(g: &db::user::Group) -> Target {
     Target::new()
         .with("target.group.id", &g.id)
@@ -85,7 +79,8 @@ fn check_password(pw: &str, field: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_options(b: &mut Body, existing: &str) -> Result<String, Error> {
+/// The `options` of a user body: only Keystone's option names.
+fn parse_options(b: &mut Body) -> Result<Option<serde_json::Map<String, Value>>, Error> {
     const KNOWN: &[&str] = &[
         "ignore_change_password_upon_first_use",
         "ignore_password_expiry",
@@ -95,23 +90,17 @@ fn read_options(b: &mut Body, existing: &str) -> Result<String, Error> {
         "multi_factor_auth_rules",
         "multi_factor_auth_enabled",
     ];
-    let mut opts: serde_json::Map<String, Value> =
-        serde_json::from_str(existing).unwrap_or_default();
-    if let Some(o) = b.object("options")? {
-        for (k, v) in o {
-            if !KNOWN.contains(&k.as_str()) {
-                return Err(Error::bad_request(format!(
-                    "Invalid input for field 'user.options': additional properties are not allowed ('{k}' was unexpected)."
-                )));
-            }
-            if v.is_null() {
-                opts.remove(&k);
-            } else {
-                opts.insert(k, v);
-            }
-        }
+    let opts = b.object("options")?;
+    if let Some(k) = opts
+        .iter()
+        .flat_map(|o| o.keys())
+        .find(|k| !KNOWN.contains(&k.as_str()))
+    {
+        return Err(Error::bad_request(format!(
+            "Invalid input for field 'user.options': additional properties are not allowed ('{k}' was unexpected)."
+        )));
     }
-    Ok(Value::Object(opts).to_string())
+    Ok(opts)
 }
 
 pub async fn user_list(State(id): S, ctx: Ctx, q: Q) -> Result<Response, Error> {
@@ -160,62 +149,24 @@ pub async fn user_create(State(id): S, ctx: Ctx, Json(v): Json<Value>) -> Result
     b.forbid(&["id"])?;
     let name = b.required_name("name", 255)?;
     let domain_id = b.id("domain_id")?.unwrap_or_else(|| default_domain(&ctx));
-    id.policy.enforce(
-        "identity:create_user",
-        &ctx,
-        &Target::new().with("target.user.domain_id", &domain_id),
-    )?;
     let enabled = b.bool("enabled")?.unwrap_or(true);
     let default_project_id = b.id("default_project_id")?;
-    let pw = b.str("password", usize::MAX)?;
-    if let Some(pw) = &pw {
+    let password = b.str("password", usize::MAX)?;
+    if let Some(pw) = &password {
         check_password(pw, "user.password")?;
     }
     b.take("federated");
-    let options = read_options(&mut b, "{}")?;
-    let extra = Value::Object(b.extra()).to_string();
-    if db::resource::domain_get(&id.pool, &domain_id)
-        .await
-        .map_err(db_err)?
-        .is_none()
-    {
-        return Err(Error::not_found(format!(
-            "Could not find domain: {domain_id}."
-        )));
-    }
-    if let Some(p) = &default_project_id {
-        if db::resource::project_get(&id.pool, p)
-            .await
-            .map_err(db_err)?
-            .is_none()
-        {
-            return Err(Error::not_found(format!("Could not find project: {p}.")));
-        }
-    }
-    let hash = match pw {
-        Some(pw) => Some(
-            password::hash(pw, id.cfg.password_hash_rounds)
-                .await
-                .map_err(|e| Error::internal(&e))?,
-        ),
-        None => None,
-    };
-    let u = db::user::User {
-        id: store::new_hex_id(),
+    let options = merge_options("{}", parse_options(&mut b)?);
+    let req = UserCreate {
         name,
         domain_id,
         enabled,
         default_project_id,
-        password_created_at: hash.as_ref().map(|_| store::now_micros()),
-        password_hash: hash,
-        failed_auth_count: 0,
-        failed_auth_at: None,
-        extra,
+        password,
         options,
+        extra: Value::Object(b.extra()).to_string(),
     };
-    let mut tx = id.begin().await?;
-    db::user::user_insert(&mut tx, &u).await.map_err(db_err)?;
-    id.commit(tx).await?;
+    let u = id.user_create(&ctx, req).await?;
     Ok(entity(StatusCode::CREATED, "user", user_json(&id, &u)))
 }
 
@@ -225,57 +176,32 @@ pub async fn user_update(
     Path(uid): Path<String>,
     Json(v): Json<Value>,
 ) -> Result<Response, Error> {
-    let mut u = load_user(&id, &uid).await?;
-    id.policy
-        .enforce("identity:update_user", &ctx, &user_target(&u))?;
     let mut b = Body::new(v, "user")?;
-    b.forbid(&["id"])?;
-    if let Some(d) = b.id("domain_id")? {
-        if d != u.domain_id {
-            return Err(Error::bad_request("Update of 'domain_id' is not allowed."));
-        }
-    }
-    if let Some(n) = b.name("name", 255)? {
-        u.name = n;
-    }
-    let was_enabled = u.enabled;
-    if let Some(e) = b.bool("enabled")? {
-        u.enabled = e;
-    }
-    if b.has("default_project_id") {
-        u.default_project_id = b.id("default_project_id")?;
-    }
-    let pw = b.str("password", usize::MAX)?;
-    if let Some(pw) = &pw {
+    b.matching_id(&uid)?;
+    let domain_id = b.id("domain_id")?;
+    let name = b.name("name", 255)?;
+    let enabled = b.bool("enabled")?;
+    let default_project_id = if b.has("default_project_id") {
+        Some(b.id("default_project_id")?)
+    } else {
+        None
+    };
+    let password = b.str("password", usize::MAX)?;
+    if let Some(pw) = &password {
         check_password(pw, "user.password")?;
     }
     b.take("federated");
-    u.options = read_options(&mut b, &u.options)?;
-    u.extra = b.merge_extra(&u.extra);
-    let changed_password = pw.is_some();
-    if let Some(pw) = pw {
-        u.password_hash = Some(
-            password::hash(pw, id.cfg.password_hash_rounds)
-                .await
-                .map_err(|e| Error::internal(&e))?,
-        );
-        u.password_created_at = Some(store::now_micros());
-        u.failed_auth_count = 0;
-        u.failed_auth_at = None;
-    }
-    let mut tx = id.begin().await?;
-    db::user::user_update(&mut tx, &u).await.map_err(db_err)?;
-    if (was_enabled && !u.enabled) || changed_password {
-        id.revoke(
-            &mut tx,
-            db::revocation::Event {
-                user_id: Some(uid.clone()),
-                ..Default::default()
-            },
-        )
-        .await?;
-    }
-    id.commit(tx).await?;
+    let options = parse_options(&mut b)?;
+    let req = UserUpdate {
+        name,
+        domain_id,
+        enabled,
+        default_project_id,
+        password,
+        options,
+        extra: b.extra(),
+    };
+    let u = id.user_update(&ctx, &uid, req).await?;
     Ok(entity(StatusCode::OK, "user", user_json(&id, &u)))
 }
 
@@ -321,36 +247,7 @@ pub async fn change_password(
     b.deny_rest()?;
     check_password(&original, "user.original_password")?;
     check_password(&new, "user.password")?;
-    // Authenticate with the original password exactly as a login would.
-    let auth = crate::app::auth::AuthRequest {
-        auth: crate::app::auth::AuthBody {
-            identity: serde_json::from_value(json!({
-                "methods": ["password"],
-                "password": {"user": {"id": uid, "password": original}}
-            }))
-            .map_err(|e| Error::internal(&e))?,
-            scope: Some(json!("unscoped")),
-        },
-    };
-    id.authenticate(auth).await?;
-    let mut u = load_user(&id, &uid).await?;
-    u.password_hash = Some(
-        password::hash(new, id.cfg.password_hash_rounds)
-            .await
-            .map_err(|e| Error::internal(&e))?,
-    );
-    u.password_created_at = Some(store::now_micros());
-    let mut tx = id.begin().await?;
-    db::user::user_update(&mut tx, &u).await.map_err(db_err)?;
-    id.revoke(
-        &mut tx,
-        db::revocation::Event {
-            user_id: Some(uid.clone()),
-            ..Default::default()
-        },
-    )
-    .await?;
-    id.commit(tx).await?;
+    id.change_password(&uid, original, new).await?;
     Ok(no_content())
 }
 
@@ -482,7 +379,7 @@ pub async fn group_update(
     id.policy
         .enforce("identity:update_group", &ctx, &group_target(&g))?;
     let mut b = Body::new(v, "group")?;
-    b.forbid(&["id"])?;
+    b.matching_id(&gid)?;
     if let Some(d) = b.id("domain_id")? {
         if d != g.domain_id {
             return Err(Error::bad_request("Update of 'domain_id' is not allowed."));

@@ -24,26 +24,59 @@ pub struct CatalogService {
 #[derive(Debug, Default)]
 pub struct BootstrapReport {
     pub created_admin: bool,
+    /// The admin existed with another password and was given this one.
+    pub reset_admin_password: bool,
+    /// The admin existed disabled and was enabled again.
+    pub enabled_admin: bool,
+}
+
+/// The admin password bootstrap is given.
+#[derive(Debug, Clone, Copy)]
+pub enum AdminPassword<'a> {
+    /// Given by the operator: like `keystone-manage bootstrap
+    /// --bootstrap-password`, an existing admin whose password differs gets
+    /// this one (and is enabled again), so bootstrap doubles as recovery.
+    Given(&'a str),
+    /// Made up for a first start: used only if the admin is created.
+    Generated(&'a str),
+}
+
+impl AdminPassword<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            AdminPassword::Given(p) | AdminPassword::Generated(p) => p,
+        }
+    }
 }
 
 pub const REGION: &str = "RegionOne";
 
 impl Identity {
-    /// See the module documentation. `admin_password` is used only when the
-    /// admin user is created.
+    /// See the module documentation and [`AdminPassword`].
     pub async fn bootstrap(
         &self,
-        admin_password: &str,
+        admin_password: AdminPassword<'_>,
         services: &[CatalogService],
     ) -> Result<BootstrapReport, Error> {
         let mut report = BootstrapReport::default();
-        let hash = if db::user::user_by_name(&self.pool, "default", "admin")
+        let rounds = self.cfg.password_hash_rounds;
+        let existing = db::user::user_by_name(&self.pool, "default", "admin")
             .await
-            .map_err(db_err)?
-            .is_none()
-        {
+            .map_err(db_err)?;
+        // A new hash when the admin is created, or when the operator gave a
+        // password the existing admin does not have (checked as a login
+        // would: keystone-manage bootstrap authenticates first and resets
+        // the password only if that fails).
+        let hash = match (&existing, admin_password) {
+            (None, _) => true,
+            (Some(u), AdminPassword::Given(p)) => {
+                !crate::password::verify(p.to_string(), u.password_hash.clone(), rounds).await
+            }
+            (Some(_), AdminPassword::Generated(_)) => false,
+        };
+        let hash = if hash {
             Some(
-                crate::password::hash(admin_password.to_string(), self.cfg.password_hash_rounds)
+                crate::password::hash(admin_password.as_str().to_string(), rounds)
                     .await
                     .map_err(|e| Error::internal(&e))?,
             )
@@ -114,7 +147,32 @@ impl Identity {
         .await
         .map_err(|e| db_err(e.into()))?
         {
-            Some((id,)) => id,
+            Some((id,)) => {
+                if let Some(mut u) = db::user::user_get(&mut *tx, &id).await.map_err(db_err)? {
+                    let given = matches!(admin_password, AdminPassword::Given(_));
+                    if given && !u.enabled {
+                        u.enabled = true;
+                        report.enabled_admin = true;
+                    }
+                    if let (true, Some(h)) = (given, hash) {
+                        self.replace_password(&mut tx, &mut u, h, false).await?;
+                        report.reset_admin_password = true;
+                        // Tokens got with the old password end with it.
+                        self.revoke(
+                            &mut tx,
+                            db::revocation::Event {
+                                user_id: Some(id.clone()),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    }
+                    if report.enabled_admin || report.reset_admin_password {
+                        db::user::user_update(&mut tx, &u).await.map_err(db_err)?;
+                    }
+                }
+                id
+            }
             None => {
                 let id = store::new_hex_id();
                 let user = db::user::User {
@@ -129,6 +187,7 @@ impl Identity {
                     failed_auth_at: None,
                     extra: "{}".into(),
                     options: "{}".into(),
+                    password_self_service: false,
                 };
                 db::user::user_insert(&mut tx, &user)
                     .await

@@ -4,7 +4,10 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod catalog;
+pub mod role;
 pub mod snapshot;
+pub mod user;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,6 +32,13 @@ pub struct Config {
     pub lockout_failure_attempts: Option<u32>,
     /// `[security_compliance] lockout_duration`, seconds.
     pub lockout_duration: i64,
+    /// `[security_compliance] unique_last_password_count`: how many of a
+    /// user's latest passwords (the current one included) a self-service
+    /// change may not reuse; 0 (Keystone's default) turns the check off.
+    pub unique_last_password_count: u32,
+    /// `[security_compliance] minimum_password_age`, days a self-service
+    /// password must be kept before the user may change it again; 0 is off.
+    pub minimum_password_age: u32,
     /// How often to look for writes made by other controllers.
     pub watch_interval: Duration,
     /// The policy with an operator's overrides applied; `None`: the
@@ -44,6 +54,8 @@ impl Default for Config {
             password_hash_rounds: 12,
             lockout_failure_attempts: None,
             lockout_duration: 1800,
+            unique_last_password_count: 0,
+            minimum_password_age: 0,
             watch_interval: Duration::from_secs(1),
             policy: None,
         }

@@ -281,7 +281,9 @@ impl Snapshot {
 
     /// The effective role ids of a user on a scope: direct and group grants,
     /// grants inherited from the domain and parent projects, and every role
-    /// those imply. Application-credential restriction is the caller's.
+    /// those imply. Domain-specific roles only stand for the roles they
+    /// imply: like Keystone, they are left out once implications are
+    /// expanded. Application-credential restriction is the caller's.
     pub fn effective_roles(&self, user_id: &str, scope: &ScopeId) -> Vec<String> {
         let mut actors: Vec<(String, String)> = vec![("user".into(), user_id.to_string())];
         if let Some(groups) = self.user_groups.get(user_id) {
@@ -298,7 +300,16 @@ impl Snapshot {
                 }
             }
         }
-        self.expand_implied(direct)
+        let mut roles = self.expand_implied(direct);
+        roles.retain(|r| self.is_global_role(r));
+        roles
+    }
+
+    /// Whether a role is global (not domain-specific).
+    pub fn is_global_role(&self, role_id: &str) -> bool {
+        self.roles
+            .get(role_id)
+            .is_some_and(|r| r.domain_id.is_none())
     }
 
     /// Whether a grant gives its role on `scope`.

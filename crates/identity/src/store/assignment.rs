@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use store::{Pool, Tx};
 
-use super::{select, Error, Filter};
+use super::{select, Error, Exec, Filter};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct Role {
@@ -29,10 +29,10 @@ pub struct Assignment {
     pub inherited: bool,
 }
 
-pub async fn role_get(pool: &Pool, id: &str) -> Result<Option<Role>, Error> {
+pub async fn role_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Role>, Error> {
     Ok(sqlx::query_as("SELECT * FROM role WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 
@@ -92,9 +92,9 @@ pub async fn role_delete(tx: &mut Tx<'_>, id: &str) -> Result<(), Error> {
 }
 
 /// Every implication `(prior, implied)`.
-pub async fn implied_all(pool: &Pool) -> Result<Vec<(String, String)>, Error> {
+pub async fn implied_all<'e>(e: impl Exec<'e>) -> Result<Vec<(String, String)>, Error> {
     Ok(sqlx::query_as("SELECT prior_role_id, implied_role_id FROM implied_role ORDER BY prior_role_id, implied_role_id")
-        .fetch_all(pool)
+        .fetch_all(e)
         .await?)
 }
 

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use store::{Pool, Tx};
 
-use super::{select, Error, Filter};
+use super::{select, Error, Exec, Filter};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct Region {
@@ -36,10 +36,10 @@ pub struct Endpoint {
     pub managed: bool,
 }
 
-pub async fn region_get(pool: &Pool, id: &str) -> Result<Option<Region>, Error> {
+pub async fn region_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Region>, Error> {
     Ok(sqlx::query_as("SELECT * FROM region WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 
@@ -85,10 +85,10 @@ pub async fn region_delete(tx: &mut Tx<'_>, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn service_get(pool: &Pool, id: &str) -> Result<Option<Service>, Error> {
+pub async fn service_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Service>, Error> {
     Ok(sqlx::query_as("SELECT * FROM service WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 
@@ -137,10 +137,10 @@ pub async fn service_delete(tx: &mut Tx<'_>, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn endpoint_get(pool: &Pool, id: &str) -> Result<Option<Endpoint>, Error> {
+pub async fn endpoint_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Endpoint>, Error> {
     Ok(sqlx::query_as("SELECT * FROM endpoint WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 

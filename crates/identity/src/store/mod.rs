@@ -17,6 +17,9 @@ use store::{Pool, Tx};
 
 pub use store::Error;
 
+/// An executor: `&Pool` or `&mut *tx`.
+pub use sqlx::SqliteExecutor as Exec;
+
 /// Records that identity data changed (in the caller's transaction).
 pub async fn bump(tx: &mut Tx<'_>) -> Result<(), Error> {
     sqlx::query("UPDATE identity_revision SET revision = revision + 1 WHERE id = 1")

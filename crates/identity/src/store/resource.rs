@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use store::{Pool, Tx};
 
-use super::{select, Error, Filter};
+use super::{select, Error, Exec, Filter};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct Domain {
@@ -25,10 +25,10 @@ pub struct Project {
     pub extra: String,
 }
 
-pub async fn domain_get(pool: &Pool, id: &str) -> Result<Option<Domain>, Error> {
+pub async fn domain_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Domain>, Error> {
     Ok(sqlx::query_as("SELECT * FROM domain WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 
@@ -121,10 +121,10 @@ pub async fn domain_delete(tx: &mut Tx<'_>, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn project_get(pool: &Pool, id: &str) -> Result<Option<Project>, Error> {
+pub async fn project_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<Project>, Error> {
     Ok(sqlx::query_as("SELECT * FROM project WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 

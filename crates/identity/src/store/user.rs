@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use store::{Pool, Tx};
 
-use super::{select, Error, Filter};
+use super::{select, Error, Exec, Filter};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct User {
@@ -18,6 +18,9 @@ pub struct User {
     pub failed_auth_at: Option<i64>,
     pub extra: String,
     pub options: String,
+    /// Whether the current password was set by the user
+    /// (`POST /v3/users/{id}/password`) rather than by an administrator.
+    pub password_self_service: bool,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -29,10 +32,10 @@ pub struct Group {
     pub extra: String,
 }
 
-pub async fn user_get(pool: &Pool, id: &str) -> Result<Option<User>, Error> {
+pub async fn user_get<'e>(e: impl Exec<'e>, id: &str) -> Result<Option<User>, Error> {
     Ok(sqlx::query_as("SELECT * FROM identity_user WHERE id = $1")
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(e)
         .await?)
 }
 
@@ -56,8 +59,8 @@ pub async fn user_list(pool: &Pool, filters: &[Filter]) -> Result<Vec<User>, Err
 pub async fn user_insert(tx: &mut Tx<'_>, u: &User) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO identity_user (id, name, domain_id, enabled, default_project_id, password_hash, \
-         password_created_at, failed_auth_count, failed_auth_at, extra, options, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, $8, $9, $10)",
+         password_created_at, failed_auth_count, failed_auth_at, extra, options, created_at, \
+         password_self_service) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, NULL, $8, $9, $10, $11)",
     )
     .bind(&u.id)
     .bind(&u.name)
@@ -69,6 +72,7 @@ pub async fn user_insert(tx: &mut Tx<'_>, u: &User) -> Result<(), Error> {
     .bind(&u.extra)
     .bind(&u.options)
     .bind(store::now_micros())
+    .bind(u.password_self_service)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -77,7 +81,8 @@ pub async fn user_insert(tx: &mut Tx<'_>, u: &User) -> Result<(), Error> {
 pub async fn user_update(tx: &mut Tx<'_>, u: &User) -> Result<(), Error> {
     sqlx::query(
         "UPDATE identity_user SET name = $1, enabled = $2, default_project_id = $3, password_hash = $4, \
-         password_created_at = $5, extra = $6, options = $7, failed_auth_count = $8, failed_auth_at = $9 WHERE id = $10",
+         password_created_at = $5, extra = $6, options = $7, failed_auth_count = $8, failed_auth_at = $9, \
+         password_self_service = $10 WHERE id = $11",
     )
     .bind(&u.name)
     .bind(u.enabled)
@@ -88,7 +93,53 @@ pub async fn user_update(tx: &mut Tx<'_>, u: &User) -> Result<(), Error> {
     .bind(&u.options)
     .bind(u.failed_auth_count)
     .bind(u.failed_auth_at)
+    .bind(u.password_self_service)
     .bind(&u.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The hashes of a user's previous passwords, newest first, at most `limit`.
+pub async fn password_history<'e>(
+    e: impl Exec<'e>,
+    user_id: &str,
+    limit: u32,
+) -> Result<Vec<String>, Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(i64::from(limit))
+    .fetch_all(e)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Moves a replaced password hash into the history and keeps only the
+/// newest `keep` entries of it.
+pub async fn password_history_push(
+    tx: &mut Tx<'_>,
+    user_id: &str,
+    replaced_hash: &str,
+    replaced_at: i64,
+    keep: u32,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO password_history (user_id, password_hash, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(replaced_hash)
+    .bind(replaced_at)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM password_history WHERE user_id = $1 AND password_hash NOT IN \
+         (SELECT password_hash FROM password_history WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2)",
+    )
+    .bind(user_id)
+    .bind(i64::from(keep))
     .execute(&mut **tx)
     .await?;
     Ok(())

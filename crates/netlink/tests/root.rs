@@ -655,10 +655,20 @@ fn capture_arp(
 ) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     std::thread::spawn(move || {
         netns::run_in(&ns, move || {
-            let iface = pnet_datalink::interfaces()
-                .into_iter()
-                .find(|i| i.name == link)
-                .expect("capture link");
+            // A veth carries frames only once both ends are up; on a loaded
+            // machine that can lag behind the netlink answer, and frames
+            // sent before are dropped. Wait for carrier (IFF_RUNNING).
+            let wait = Instant::now();
+            let iface = loop {
+                let iface = pnet_datalink::interfaces()
+                    .into_iter()
+                    .find(|i| i.name == link)
+                    .expect("capture link");
+                if iface.is_running() || wait.elapsed() > limit {
+                    break iface;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
             let config = pnet_datalink::Config {
                 read_timeout: Some(Duration::from_millis(100)),
                 promiscuous: false,

@@ -182,6 +182,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_keepalive_timeout: u64,
     /// Connections served at once; further clients wait to be accepted.
+    /// At start the soft open files limit is raised to the hard one, and
+    /// this is lowered (with a warning) to what that limit leaves room for.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub http_max_connections: u64,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).

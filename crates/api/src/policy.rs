@@ -12,8 +12,13 @@
 //! `user_domain_id`, `project_id`, `project_domain_id`, `domain_id`,
 //! `system_scope` (`all` when system-scoped), `token.is_app_cred`, and
 //! `is_admin`: true when the service's `context_is_admin` rule holds for
-//! the caller (or, in a service without that rule, when the token carries
-//! the `admin` role), as oslo.context sets it. Boolean credentials match
+//! the caller, as oslo.context sets it (Nova, Neutron, Glance); in a
+//! service without that rule (identity) it is false: Keystone sets it only
+//! for the bootstrap `admin_token` shared secret, never for a user's token
+//! (`AuthContextMiddleware.fill_context`), and Ferrostack has no
+//! `admin_token`, so Keystone's `role:admin or is_admin:1` means just the
+//! `admin` role and an operator's override of it is not widened back to
+//! every admin holder. Boolean credentials match
 //! `True`/`true`/`1` and `False`/`false`/`0`, so Keystone's `is_admin:1`
 //! means what it says.
 //!
@@ -373,12 +378,13 @@ impl Enforcer {
     fn flag(&self, attr: &str, ctx: &AuthContext, depth: u32) -> Option<bool> {
         match attr {
             // oslo.context sets `is_admin` from the `context_is_admin` rule
-            // (Nova, Neutron, Glance); Keystone has no such rule and grants
-            // it to admin tokens. A `context_is_admin` that itself asks for
+            // (Nova, Neutron, Glance). Keystone has no such rule and sets it
+            // only for its `admin_token` shared secret, which Ferrostack does
+            // not have: false. A `context_is_admin` that itself asks for
             // `is_admin` ends at the depth limit, false.
             "is_admin" => Some(match self.rules.get("context_is_admin") {
                 Some(rule) => self.eval(rule, ctx, &Target::new(), depth + 1),
-                None => ctx.is_admin(),
+                None => false,
             }),
             "token.is_app_cred" => Some(ctx.application_credential.is_some()),
             _ => None,
@@ -731,15 +737,27 @@ mod tests {
     }
 
     #[test]
-    fn is_admin_is_a_credential_of_admin_tokens() {
-        // Keystone's default: `is_admin:1` must hold for an admin token.
-        let keystone = Enforcer::new(&[("admin_required", "is_admin:1")]).unwrap();
+    fn is_admin_follows_context_is_admin_and_is_false_without_it() {
         let admin = ctx(&["admin"], project("p0"));
         let member = ctx(&["member", "reader"], project("p1"));
-        assert!(keystone.check("admin_required", &admin, &Target::new()));
-        assert!(!keystone.check("admin_required", &member, &Target::new()));
-        // Spelled as oslo.policy spells booleans, either way round.
+        // Keystone: no `context_is_admin`, and `is_admin` is only the
+        // `admin_token` shared secret's, which Ferrostack does not have. An
+        // operator who moves the admin role to `cloud_admin` does not let
+        // every `admin` holder back in through `is_admin:1`.
+        let keystone = Enforcer::new(&[
+            ("admin_required", "role:cloud_admin or is_admin:1"),
+            ("default_admin_required", "role:admin or is_admin:1"),
+        ])
+        .unwrap();
+        let cloud_admin = ctx(&["cloud_admin"], project("p0"));
+        assert!(!keystone.check("admin_required", &admin, &Target::new()));
+        assert!(keystone.check("admin_required", &cloud_admin, &Target::new()));
+        assert!(keystone.check("default_admin_required", &admin, &Target::new()));
+        assert!(!keystone.check("default_admin_required", &member, &Target::new()));
+        // Spelled as oslo.policy spells booleans, either way round (here
+        // where `context_is_admin` is the admin role).
         let spelled = Enforcer::new(&[
+            ("context_is_admin", "role:admin"),
             ("a", "is_admin:True"),
             ("b", "is_admin:true"),
             ("not_admin", "is_admin:0"),
@@ -764,7 +782,6 @@ mod tests {
             ("admin_only", "is_admin:1"),
         ])
         .unwrap();
-        let cloud_admin = ctx(&["cloud_admin"], project("p0"));
         assert!(neutron.check("admin_only", &cloud_admin, &Target::new()));
         assert!(!neutron.check("admin_only", &admin, &Target::new()));
         // A `context_is_admin` that asks for `is_admin` is false, not a

@@ -165,10 +165,25 @@ pub struct ServeArgs {
     /// total: long uploads that keep sending are fine).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_body_idle_timeout: u64,
+    /// Bytes per second a request body must arrive at on average: it
+    /// fails with 408 once the body idle timeout plus one second per this
+    /// many bytes received has passed since it began (0: no minimum).
+    #[arg(long, default_value_t = 500)]
+    pub http_body_min_rate: u64,
+    /// Seconds a response may make no progress (the client reads nothing)
+    /// before the connection is closed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_send_timeout: u64,
+    /// Seconds connections get on shutdown to finish their requests before
+    /// they are closed.
+    #[arg(long, default_value_t = 30)]
+    pub http_shutdown_grace: u64,
     /// Seconds an idle keep-alive connection is kept open between requests.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_keepalive_timeout: u64,
     /// Connections served at once; further clients wait to be accepted.
+    /// At start the soft open files limit is raised to the hard one, and
+    /// this is lowered (with a warning) to what that limit leaves room for.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub http_max_connections: u64,
     /// Default networks per project ([quotas] quota_network; -1: unlimited).
@@ -357,8 +372,11 @@ impl ServeArgs {
             http: api::server::Limits {
                 header_timeout: Duration::from_secs(self.http_header_timeout),
                 body_idle_timeout: Duration::from_secs(self.http_body_idle_timeout),
+                body_min_rate: self.http_body_min_rate,
+                send_timeout: Duration::from_secs(self.http_send_timeout),
                 keepalive_timeout: Duration::from_secs(self.http_keepalive_timeout),
                 max_connections: self.http_max_connections as usize,
+                shutdown_grace: Duration::from_secs(self.http_shutdown_grace),
             },
             policy_files: self.policy_files,
         })

@@ -198,6 +198,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let http = fit_to_fd_limit(args.http);
     let addr = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| {
         let host = if addr.ip().is_unspecified() {
@@ -315,7 +316,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
     let task = tokio::spawn(api::server::serve(
         listener,
         app,
-        args.http,
+        http,
         error_style,
         async move {
             let _ = rx.await;
@@ -579,4 +580,84 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Descriptors kept for everything but client connections: the database,
+/// image files being read or written, the agent's sockets, logs.
+const FD_HEADROOM: u64 = 128;
+
+/// Raises the soft limit on open descriptors to the hard one (the soft
+/// limit is often 1024, below the default connection limit), and lowers
+/// the connection limit, with a warning, to what the descriptor limit
+/// leaves room for.
+fn fit_to_fd_limit(mut http: api::server::Limits) -> api::server::Limits {
+    let Some(nofile) = raise_fd_limit() else {
+        return http;
+    };
+    let fit = connections_within(http.max_connections, nofile);
+    if fit < http.max_connections {
+        tracing::warn!(
+            requested = http.max_connections,
+            allowed = fit,
+            open_files_limit = nofile,
+            "lowering --http-max-connections to fit the open files limit (RLIMIT_NOFILE)"
+        );
+        http.max_connections = fit;
+    }
+    http
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit in force, `None` if it cannot be read.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the open files limit failed");
+            return None;
+        }
+    };
+    if soft >= hard {
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => Some(hard),
+        Err(e) => {
+            tracing::warn!(error = %e, soft, hard, "raising the open files limit failed");
+            Some(soft)
+        }
+    }
+}
+
+/// The connections `nofile` descriptors leave room for, at most `max`.
+fn connections_within(max: usize, nofile: u64) -> usize {
+    let room = nofile.saturating_sub(FD_HEADROOM).max(1);
+    (max as u64).min(room) as usize
+}
+
+#[cfg(test)]
+mod fd_limit_tests {
+    use super::*;
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+    #[test]
+    fn the_soft_fd_limit_is_raised_and_connections_fit_under_it() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // As on most hosts: a soft limit of 1024 under a higher hard one.
+        let low = hard.min(1024);
+        setrlimit(Resource::RLIMIT_NOFILE, low, hard).unwrap();
+        let http = fit_to_fd_limit(api::server::Limits::default());
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, hard);
+        assert_eq!(
+            http.max_connections,
+            connections_within(1024, hard),
+            "{hard}"
+        );
+        // Capped below the limit, with room for the rest of the process.
+        assert_eq!(connections_within(1024, 1024), 1024 - 128);
+        assert_eq!(connections_within(1024, 20000), 1024);
+        assert_eq!(connections_within(1024, 10), 1);
+    }
 }

@@ -192,6 +192,11 @@ pub(super) struct Gate<S> {
     out: Bytes,
     /// The error body's shape for a path.
     style_for: fn(&str) -> crate::ErrorStyle,
+    /// How long a write may make no progress.
+    send_timeout: Duration,
+    /// Started when a write or flush returns `Pending`, cleared when one
+    /// completes: the client has read nothing since.
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Gate<S> {
@@ -199,6 +204,7 @@ impl<S> Gate<S> {
         io: S,
         state: Arc<ConnState>,
         style_for: fn(&str) -> crate::ErrorStyle,
+        send_timeout: Duration,
     ) -> Gate<S> {
         Gate {
             io,
@@ -207,6 +213,8 @@ impl<S> Gate<S> {
             buf: Vec::new(),
             out: Bytes::new(),
             style_for,
+            send_timeout,
+            write_stall: None,
         }
     }
 }
@@ -318,13 +326,44 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gate<S> {
     }
 }
 
+/// A write's outcome, with the send timeout applied: a write that stays
+/// `Pending` (the client reads nothing) for `limit` fails with `TimedOut`;
+/// any completed write restarts the clock.
+fn write_progress<T>(
+    stall: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+    r: Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    match r {
+        Poll::Ready(r) => {
+            *stall = None;
+            Poll::Ready(r)
+        }
+        Poll::Pending => {
+            let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *stall = None;
+            tracing::debug!("closing a connection whose client stopped reading");
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading the response",
+            )))
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, data);
+        write_progress(&mut this.write_stall, this.send_timeout, cx, r)
     }
 
     fn poll_write_vectored(
@@ -332,7 +371,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        write_progress(&mut this.write_stall, this.send_timeout, cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -340,7 +381,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_flush(cx);
+        write_progress(&mut this.write_stall, this.send_timeout, cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -350,15 +393,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Gate<S> {
             return Pin::new(&mut this.io).poll_shutdown(cx);
         };
         while r.written < r.answer.len() {
-            let n =
-                std::task::ready!(Pin::new(&mut this.io).poll_write(cx, &r.answer[r.written..]))?;
+            let w = Pin::new(&mut this.io).poll_write(cx, &r.answer[r.written..]);
+            let n = std::task::ready!(write_progress(
+                &mut this.write_stall,
+                this.send_timeout,
+                cx,
+                w
+            ))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             r.written += n;
         }
         if !r.shut {
-            std::task::ready!(Pin::new(&mut this.io).poll_flush(cx))?;
+            let f = Pin::new(&mut this.io).poll_flush(cx);
+            std::task::ready!(write_progress(
+                &mut this.write_stall,
+                this.send_timeout,
+                cx,
+                f
+            ))?;
             std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
             r.shut = true;
         }
@@ -395,24 +449,57 @@ impl std::fmt::Display for BodyTimeout {
 impl std::error::Error for BodyTimeout {}
 
 /// A request body that fails when no data arrives for `idle` while it is
-/// being read. Idle, not total: an upload that keeps sending runs as long
-/// as it needs.
+/// being read, or when it arrives slower than `min_rate` bytes per second
+/// on average: it must be whole by `start + idle + received / min_rate`
+/// (like Apache mod_reqtimeout's MinRate), so a client trickling a byte
+/// just within the idle timeout is still cut. An upload that keeps sending
+/// at a reasonable rate runs as long as it needs.
 pub(super) struct IdleBody<B> {
     inner: B,
     idle: Duration,
+    /// Bytes per second; 0: no minimum.
+    min_rate: u64,
+    /// When the body was first read.
+    started: Option<Instant>,
+    /// Data bytes received so far.
+    received: u64,
+    /// When data last arrived (or the body was first read).
+    last_progress: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     state: Arc<ConnState>,
     failed: bool,
 }
 
 impl<B> IdleBody<B> {
-    pub(super) fn new(inner: B, idle: Duration, state: Arc<ConnState>) -> IdleBody<B> {
+    pub(super) fn new(
+        inner: B,
+        idle: Duration,
+        min_rate: u64,
+        state: Arc<ConnState>,
+    ) -> IdleBody<B> {
         IdleBody {
             inner,
             idle,
+            min_rate,
+            started: None,
+            received: 0,
+            last_progress: None,
             timer: None,
             state,
             failed: false,
+        }
+    }
+
+    /// When the body fails if nothing more arrives.
+    fn deadline(&self, started: Instant, last: Instant) -> Instant {
+        let idle = last + self.idle;
+        if self.min_rate == 0 {
+            return idle;
+        }
+        let allowed = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        match (started + self.idle).checked_add(allowed) {
+            Some(by_rate) => idle.min(by_rate),
+            None => idle,
         }
     }
 }
@@ -431,18 +518,31 @@ where
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if this.failed {
-            return Poll::Ready(None);
+            // Not a clean end: the body stays failed.
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
         }
+        let now = Instant::now();
+        let started = *this.started.get_or_insert(now);
+        let last = *this.last_progress.get_or_insert(now);
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer = None;
+                if let Some(Ok(f)) = &frame {
+                    if let Some(d) = f.data_ref() {
+                        this.received += d.len() as u64;
+                        this.last_progress = Some(Instant::now());
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let idle = this.idle;
+                let deadline = this.deadline(started, last);
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -454,7 +554,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        // A failed body has not ended: reading it again yields the error.
+        !self.failed && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -495,5 +596,43 @@ impl HttpBody for TrackedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body whose data never arrives.
+    struct Never;
+
+    impl HttpBody for Never {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_body_stays_failed_and_never_looks_complete() {
+        let state = Arc::new(ConnState::new(
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        ));
+        let mut body = IdleBody::new(Never, Duration::from_millis(50), 500, state.clone());
+        for _ in 0..3 {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let err = frame
+                .expect("an error, not the end of the body")
+                .expect_err("an error, not data");
+            assert!(err.is::<BodyTimeout>(), "{err}");
+            assert!(!body.is_end_stream());
+        }
+        assert!(state.body_timed_out());
     }
 }

@@ -14,6 +14,14 @@
 //! - a body idle timeout: a request body being read that receives nothing
 //!   for this long fails, the client is answered 408 and the connection
 //!   closed. Idle, not total: a large upload that keeps sending is fine;
+//! - a body minimum rate: a body trickling a byte now and then still fails
+//!   once `body idle timeout + received bytes / min rate` has passed since
+//!   it began to be read;
+//! - a send timeout: a response the client stops reading (a write that
+//!   makes no progress for this long) closes the connection, so a client
+//!   that never reads a large download does not hold its slot;
+//! - a shutdown grace: on shutdown, connections still open after it are
+//!   closed;
 //! - a check of every request head before hyper parses it
 //!   ([`head::inspect`]), so a head hyper would refuse is answered with the
 //!   service's JSON error (the shape chosen by the path's prefix) and the
@@ -47,10 +55,20 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// A request body being read may receive nothing for this long.
     pub body_idle_timeout: Duration,
+    /// A request body must arrive at this many bytes per second on
+    /// average, beyond the body idle timeout (like Apache mod_reqtimeout's
+    /// MinRate): it fails once `body_idle_timeout + received / rate` has
+    /// passed since it began to be read. 0 disables the check.
+    pub body_min_rate: u64,
+    /// A response being written may make no progress (the client reads
+    /// nothing) for this long before the connection is closed.
+    pub send_timeout: Duration,
     /// A connection may sit idle between requests for this long.
     pub keepalive_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// On shutdown, connections still open after this are closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -58,8 +76,11 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(20),
             body_idle_timeout: Duration::from_secs(60),
+            body_min_rate: 500,
+            send_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -80,8 +101,11 @@ pub async fn serve(
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Reap the connections that ended.
+        while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = &mut shutdown => break,
@@ -100,7 +124,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
+        conns.spawn(connection(
             tcp,
             app.clone(),
             limits,
@@ -111,8 +135,17 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    // Every connection holds a permit until it ends.
-    let _ = slots.acquire_many(max as u32).await;
+    // Every connection holds a permit until it ends; those still open
+    // after the grace period are closed (dropping one closes its socket).
+    let drained = tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(max as u32)).await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "closing the connections still open after the shutdown grace period"
+        );
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -128,7 +161,12 @@ async fn connection(
         limits.header_timeout,
         limits.keepalive_timeout,
     ));
-    let io = TokioIo::new(Gate::new(tcp, state.clone(), style_for));
+    let io = TokioIo::new(Gate::new(
+        tcp,
+        state.clone(),
+        style_for,
+        limits.send_timeout,
+    ));
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         // In flight from the moment hyper hands the request over, before
@@ -138,7 +176,7 @@ async fn connection(
             app.clone(),
             svc_state.clone(),
             in_flight,
-            limits.body_idle_timeout,
+            limits,
             style_for,
             req,
         )
@@ -171,7 +209,7 @@ async fn handle(
     app: Router,
     state: Arc<ConnState>,
     in_flight: conn::InFlight,
-    body_idle: Duration,
+    limits: Limits,
     style_for: fn(&str) -> ErrorStyle,
     req: Request<Incoming>,
 ) -> Result<Response<TrackedBody>, Infallible> {
@@ -179,7 +217,12 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     crate::request::trim_trailing_slash(&mut parts.uri);
     let path = parts.uri.path().to_string();
-    let body = Body::new(IdleBody::new(body, body_idle, state.clone()));
+    let body = Body::new(IdleBody::new(
+        body,
+        limits.body_idle_timeout,
+        limits.body_min_rate,
+        state.clone(),
+    ));
     let mut resp = match app.oneshot(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(never) => match never {},
@@ -188,8 +231,10 @@ async fn handle(
         let err = Error::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
-                "The request body stopped arriving for {} seconds.",
-                body_idle.as_secs()
+                "The request body stopped arriving for {} seconds, or arrived \
+                 slower than {} bytes per second.",
+                limits.body_idle_timeout.as_secs(),
+                limits.body_min_rate
             ),
         )
         .kind("HTTPRequestTimeout");

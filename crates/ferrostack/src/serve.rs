@@ -69,6 +69,8 @@ pub struct Settings {
     pub tunnel_ip: Option<std::net::IpAddr>,
     /// Default network quotas per project.
     pub network_quotas: network::Quotas,
+    /// Most resources in one network bulk create.
+    pub network_max_bulk_create: usize,
     /// DER certificates `web-download` trusts for https besides the
     /// built-in Mozilla roots. Only tests set it (they serve https with a
     /// certificate they make); there is no command-line option.
@@ -121,6 +123,7 @@ impl Settings {
             physical_networks: Vec::new(),
             tunnel_ip: None,
             network_quotas: network::Quotas::default(),
+            network_max_bulk_create: 1000,
             image_import_extra_root_certs: Vec::new(),
             agent: None,
             http: api::server::Limits::default(),
@@ -298,6 +301,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             physical_networks: args.physical_networks.clone(),
             tunnel_ip: args.tunnel_ip,
             quotas: args.network_quotas.clone(),
+            max_bulk_create: args.network_max_bulk_create,
             policy: Some(policies.network),
             ..Default::default()
         },

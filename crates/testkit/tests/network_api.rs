@@ -3374,6 +3374,15 @@ async fn floating_ips_show_their_port_details() {
         .get(&e.alice, "/floatingips?fields=id&fields=port_details")
         .await;
     assert_eq!(listed.body["floatingips"][0]["port_details"], want);
+    // Shown, but neither a filter nor a sort key (no `is_filter` upstream;
+    // `filter-validation` answers 400).
+    for q in ["port_details=", "port_details=x", "sort_key=port_details"] {
+        err(
+            &e.get(&e.alice, &format!("/floatingips?{q}")).await,
+            StatusCode::BAD_REQUEST,
+            "HTTPBadRequest",
+        );
+    }
     err(
         &e.post(
             &e.alice,

@@ -375,7 +375,13 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
             anyhow::bail!("more than one policy file for the {service} service");
         }
     }
-    let load = |service: &str, defaults: api::Enforcer| -> anyhow::Result<api::Enforcer> {
+    // `renamed`: (old name, new name) of rules a service renamed; an
+    // override of an old name applies to the new one unless the file also
+    // names the new one (oslo.policy's deprecated rules).
+    let load = |service: &str,
+                defaults: api::Enforcer,
+                renamed: &[(&str, &str)]|
+     -> anyhow::Result<api::Enforcer> {
         let explicit = args
             .policy_files
             .iter()
@@ -400,10 +406,25 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
         let bad = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!("{service} policy file {}: {e}", path.display())
         };
-        let rules = api::policy::parse_file(&text).map_err(|e| bad(&e))?;
+        let mut rules = api::policy::parse_file(&text).map_err(|e| bad(&e))?;
+        for (old, new) in renamed {
+            let Some(text) = rules.iter().find(|(n, _)| n == old).map(|(_, t)| t.clone()) else {
+                continue;
+            };
+            tracing::warn!(
+                file = %path.display(),
+                "policy rule {old:?} is deprecated: it is now {new:?}"
+            );
+            if !rules.iter().any(|(n, _)| n == new) {
+                rules.push((new.to_string(), text));
+            }
+        }
         let mut policy = defaults;
         let unknown = policy.apply_overrides(&rules).map_err(|e| bad(&e))?;
-        for name in unknown {
+        for name in unknown
+            .into_iter()
+            .filter(|n| !renamed.iter().any(|(old, _)| old == n))
+        {
             tracing::warn!(
                 file = %path.display(),
                 "policy rule {name:?} is not one of the {service} service's rules: \
@@ -414,9 +435,13 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
         Ok(policy)
     };
     Ok(Policies {
-        identity: load("identity", identity::policy::enforcer())?,
-        image: load("image", image::policy::enforcer())?,
-        network: load("network", network::policy::enforcer())?,
+        identity: load("identity", identity::policy::enforcer(), &[])?,
+        image: load("image", image::policy::enforcer(), &[])?,
+        network: load(
+            "network",
+            network::policy::enforcer(),
+            network::policy::DEPRECATED_NAMES,
+        )?,
     })
 }
 

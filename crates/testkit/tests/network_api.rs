@@ -3221,11 +3221,28 @@ async fn tags_are_added_with_post_on_every_collection() {
             json!({"tags": "x"}),
             json!({}),
             json!({"tags": ["a"], "x": 1}),
+            // Neutron's validate_list_of_unique_strings: no duplicates.
+            json!({"tags": ["dup", "dup"]}),
         ] {
             let r = e.c.post(&path, &e.alice, bad).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);
             assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
         }
+        // The same for PUT of the whole set.
+        let r =
+            e.c.call(
+                Method::PUT,
+                &path,
+                Some(&e.alice),
+                &[],
+                Some(json!({"tags": ["dup", "x", "dup"]})),
+            )
+            .await;
+        err(&r, StatusCode::BAD_REQUEST, "HTTPBadRequest");
+        assert_eq!(
+            r.body["NeutronError"]["message"],
+            "Invalid input for tags. Reason: Duplicate items in the list: 'dup'."
+        );
         let many: Vec<String> = (0..47).map(|i| format!("t{i}")).collect();
         let r = e.c.post(&path, &e.alice, json!({ "tags": many })).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);

@@ -207,6 +207,11 @@ pub struct ServeArgs {
     /// Default security group rules per project ([quotas] quota_security_group_rule).
     #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     pub quota_security_group_rule: i64,
+    /// Most networks, subnets or ports one bulk create may carry (no
+    /// Neutron option: a batch is one transaction holding the database's
+    /// only writer, so its size is bounded).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_bulk_create: u32,
     /// A service's policy overrides, SERVICE=PATH with SERVICE one of
     /// identity, image, network ([oslo_policy] policy_file); repeatable.
     /// Without it a service reads DATA_DIR/policy/SERVICE.yaml if present.
@@ -367,6 +372,7 @@ impl ServeArgs {
                 }
                 q
             },
+            network_max_bulk_create: self.max_bulk_create as usize,
             image_import_extra_root_certs: Vec::new(),
             agent,
             http: api::server::Limits {

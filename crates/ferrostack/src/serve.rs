@@ -69,6 +69,8 @@ pub struct Settings {
     pub tunnel_ip: Option<std::net::IpAddr>,
     /// Default network quotas per project.
     pub network_quotas: network::Quotas,
+    /// Most resources in one network bulk create.
+    pub network_max_bulk_create: usize,
     /// DER certificates `web-download` trusts for https besides the
     /// built-in Mozilla roots. Only tests set it (they serve https with a
     /// certificate they make); there is no command-line option.
@@ -121,6 +123,7 @@ impl Settings {
             physical_networks: Vec::new(),
             tunnel_ip: None,
             network_quotas: network::Quotas::default(),
+            network_max_bulk_create: 1000,
             image_import_extra_root_certs: Vec::new(),
             agent: None,
             http: api::server::Limits::default(),
@@ -299,6 +302,7 @@ pub async fn start(args: Settings) -> anyhow::Result<Running> {
             physical_networks: args.physical_networks.clone(),
             tunnel_ip: args.tunnel_ip,
             quotas: args.network_quotas.clone(),
+            max_bulk_create: args.network_max_bulk_create,
             policy: Some(policies.network),
             ..Default::default()
         },
@@ -372,7 +376,13 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
             anyhow::bail!("more than one policy file for the {service} service");
         }
     }
-    let load = |service: &str, defaults: api::Enforcer| -> anyhow::Result<api::Enforcer> {
+    // `renamed`: (old name, new name) of rules a service renamed; an
+    // override of an old name applies to the new one unless the file also
+    // names the new one (oslo.policy's deprecated rules).
+    let load = |service: &str,
+                defaults: api::Enforcer,
+                renamed: &[(&str, &str)]|
+     -> anyhow::Result<api::Enforcer> {
         let explicit = args
             .policy_files
             .iter()
@@ -397,10 +407,25 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
         let bad = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!("{service} policy file {}: {e}", path.display())
         };
-        let rules = api::policy::parse_file(&text).map_err(|e| bad(&e))?;
+        let mut rules = api::policy::parse_file(&text).map_err(|e| bad(&e))?;
+        for (old, new) in renamed {
+            let Some(text) = rules.iter().find(|(n, _)| n == old).map(|(_, t)| t.clone()) else {
+                continue;
+            };
+            tracing::warn!(
+                file = %path.display(),
+                "policy rule {old:?} is deprecated: it is now {new:?}"
+            );
+            if !rules.iter().any(|(n, _)| n == new) {
+                rules.push((new.to_string(), text));
+            }
+        }
         let mut policy = defaults;
         let unknown = policy.apply_overrides(&rules).map_err(|e| bad(&e))?;
-        for name in unknown {
+        for name in unknown
+            .into_iter()
+            .filter(|n| !renamed.iter().any(|(old, _)| old == n))
+        {
             tracing::warn!(
                 file = %path.display(),
                 "policy rule {name:?} is not one of the {service} service's rules: \
@@ -411,9 +436,13 @@ fn load_policies(args: &Settings) -> anyhow::Result<Policies> {
         Ok(policy)
     };
     Ok(Policies {
-        identity: load("identity", identity::policy::enforcer())?,
-        image: load("image", image::policy::enforcer())?,
-        network: load("network", network::policy::enforcer())?,
+        identity: load("identity", identity::policy::enforcer(), &[])?,
+        image: load("image", image::policy::enforcer(), &[])?,
+        network: load(
+            "network",
+            network::policy::enforcer(),
+            network::policy::DEPRECATED_NAMES,
+        )?,
     })
 }
 

@@ -27,6 +27,10 @@ const ADMIN_OR_PROJECT_MANAGER: &str =
 const ADMIN_OR_NET_OWNER_MEMBER: &str = "(rule:admin_only) or (role:member and rule:network_owner)";
 const ADMIN_OR_SG_OWNER_MEMBER: &str = "(rule:admin_only) or (role:member and rule:sg_owner)";
 const ADMIN_OR_SG_OWNER_READER: &str = "(rule:admin_only) or (role:reader and rule:sg_owner)";
+/// neutron-lib's `PROJECT_MEMBER` or neutron's `ADMIN_OR_NET_OWNER_MEMBER`
+/// (subnets, and deleting a port's tags).
+const SUBNET_MEMBER: &str =
+    "(role:member and project_id:%(project_id)s) or (rule:admin_only) or (role:member and rule:network_owner)";
 
 /// `(rule name, rule)` pairs.
 pub const DEFAULTS: &[(&str, &str)] = &[
@@ -58,6 +62,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         "get_network",
         "(rule:admin_only) or (role:reader and project_id:%(project_id)s) or (rule:service_api) or (rule:shared) or (rule:external)",
     ),
+    (
+        "get_network:tags",
+        "(rule:admin_only) or (role:reader and project_id:%(project_id)s) or (rule:service_api) or (rule:shared) or (rule:external)",
+    ),
     ("get_network:provider:network_type", ADMIN),
     ("get_network:provider:physical_network", ADMIN),
     ("get_network:provider:segmentation_id", ADMIN),
@@ -70,20 +78,22 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("update_network:port_security_enabled", ADMIN_OR_PROJECT_MEMBER),
     ("update_network:tags", ADMIN_OR_PROJECT_MEMBER),
     ("delete_network", ADMIN_OR_PROJECT_MEMBER),
+    ("delete_network:tags", ADMIN_OR_PROJECT_MEMBER),
     // Subnets.
     ("create_subnet", ADMIN_OR_NET_OWNER_MEMBER),
+    ("create_subnet:tags", SUBNET_MEMBER),
     (
         "get_subnet",
         "(role:reader and project_id:%(project_id)s) or (rule:shared) or (rule:external_network) or (rule:admin_only) or (role:reader and rule:network_owner) or (rule:service_api)",
     ),
     (
-        "update_subnet",
-        "(role:member and project_id:%(project_id)s) or (rule:admin_only) or (role:member and rule:network_owner)",
+        "get_subnet:tags",
+        "(role:reader and project_id:%(project_id)s) or (rule:shared) or (rule:external_network) or (rule:admin_only) or (role:reader and rule:network_owner)",
     ),
-    (
-        "delete_subnet",
-        "(role:member and project_id:%(project_id)s) or (rule:admin_only) or (role:member and rule:network_owner)",
-    ),
+    ("update_subnet", SUBNET_MEMBER),
+    ("update_subnet:tags", SUBNET_MEMBER),
+    ("delete_subnet", SUBNET_MEMBER),
+    ("delete_subnet:tags", SUBNET_MEMBER),
     // Ports.
     (
         "create_port",
@@ -111,6 +121,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         "get_port",
         "(rule:admin_only) or (rule:service_api) or (role:reader and rule:network_owner) or (role:reader and project_id:%(project_id)s)",
     ),
+    (
+        "get_port:tags",
+        "(rule:admin_only) or (role:reader and rule:network_owner) or (role:reader and project_id:%(project_id)s)",
+    ),
     ("get_port:binding:vif_type", ADMIN_OR_SERVICE),
     ("get_port:binding:vif_details", ADMIN_OR_SERVICE),
     ("get_port:binding:host_id", ADMIN_OR_SERVICE),
@@ -135,11 +149,16 @@ pub const DEFAULTS: &[(&str, &str)] = &[
         "delete_port",
         "(rule:admin_only) or (rule:service_api) or (role:member and rule:network_owner) or (role:member and project_id:%(project_id)s)",
     ),
+    ("delete_port:tags", SUBNET_MEMBER),
     // Security groups and rules.
     ("create_security_group", ADMIN_OR_PROJECT_MEMBER),
+    ("create_security_group:tags", ADMIN_OR_PROJECT_MEMBER),
     ("get_security_group", ADMIN_OR_PROJECT_READER),
+    ("get_security_group:tags", ADMIN_OR_PROJECT_READER),
     ("update_security_group", ADMIN_OR_PROJECT_MEMBER),
+    ("update_security_group:tags", ADMIN_OR_PROJECT_MEMBER),
     ("delete_security_group", ADMIN_OR_PROJECT_MEMBER),
+    ("delete_security_group:tags", ADMIN_OR_PROJECT_MEMBER),
     ("create_security_group_rule", ADMIN_OR_SG_OWNER_MEMBER),
     ("get_security_group_rule", ADMIN_OR_SG_OWNER_READER),
     ("update_security_group_rule", ADMIN_OR_SG_OWNER_MEMBER),
@@ -152,6 +171,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("create_router:external_gateway_info:external_fixed_ips", ADMIN),
     ("create_router:tags", ADMIN_OR_PROJECT_MEMBER),
     ("get_router", ADMIN_OR_PROJECT_READER),
+    ("get_router:tags", ADMIN_OR_PROJECT_READER),
     ("update_router", ADMIN_OR_PROJECT_MEMBER),
     ("update_router:external_gateway_info", ADMIN_OR_PROJECT_MEMBER),
     ("update_router:external_gateway_info:network_id", ADMIN_OR_PROJECT_MEMBER),
@@ -159,6 +179,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("update_router:external_gateway_info:external_fixed_ips", ADMIN),
     ("update_router:tags", ADMIN_OR_PROJECT_MEMBER),
     ("delete_router", ADMIN_OR_PROJECT_MEMBER),
+    ("delete_router:tags", ADMIN_OR_PROJECT_MEMBER),
     ("add_router_interface", ADMIN_OR_PROJECT_MEMBER),
     ("remove_router_interface", ADMIN_OR_PROJECT_MEMBER),
     ("add_extraroutes", ADMIN_OR_PROJECT_MEMBER),
@@ -168,9 +189,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("create_floatingip:floating_ip_address", ADMIN_OR_PROJECT_MANAGER),
     ("create_floatingip:tags", ADMIN_OR_PROJECT_MEMBER),
     ("get_floatingip", ADMIN_OR_PROJECT_READER),
+    ("get_floatingip:tags", ADMIN_OR_PROJECT_READER),
     ("update_floatingip", ADMIN_OR_PROJECT_MEMBER),
     ("update_floatingip:tags", ADMIN_OR_PROJECT_MEMBER),
     ("delete_floatingip", ADMIN_OR_PROJECT_MEMBER),
+    ("delete_floatingip:tags", ADMIN_OR_PROJECT_MEMBER),
     // Agents, availability zones, IP availability, quotas.
     ("get_agent", ADMIN),
     ("get_availability_zone", "role:reader"),
@@ -179,6 +202,38 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("get_quota", ADMIN_OR_PROJECT_MANAGER),
     ("update_quota", ADMIN),
     ("delete_quota", ADMIN),
+];
+
+/// Rules renamed upstream, `(old name, new name)`: the tag rules were
+/// `<action>_<collection>_tags` until Neutron 2025.1 made them
+/// `<action>_<resource>:tags` (the old names are oslo.policy deprecated
+/// rules there). An operator's file that overrides an old name and not the
+/// new one overrides the new one, as oslo.policy does.
+pub const DEPRECATED_NAMES: &[(&str, &str)] = &[
+    ("create_networks_tags", "create_network:tags"),
+    ("get_networks_tags", "get_network:tags"),
+    ("update_networks_tags", "update_network:tags"),
+    ("delete_networks_tags", "delete_network:tags"),
+    ("create_subnets_tags", "create_subnet:tags"),
+    ("get_subnets_tags", "get_subnet:tags"),
+    ("update_subnets_tags", "update_subnet:tags"),
+    ("delete_subnets_tags", "delete_subnet:tags"),
+    ("create_ports_tags", "create_port:tags"),
+    ("get_ports_tags", "get_port:tags"),
+    ("update_ports_tags", "update_port:tags"),
+    ("delete_ports_tags", "delete_port:tags"),
+    ("create_routers_tags", "create_router:tags"),
+    ("get_routers_tags", "get_router:tags"),
+    ("update_routers_tags", "update_router:tags"),
+    ("delete_routers_tags", "delete_router:tags"),
+    ("create_floatingips_tags", "create_floatingip:tags"),
+    ("get_floatingips_tags", "get_floatingip:tags"),
+    ("update_floatingips_tags", "update_floatingip:tags"),
+    ("delete_floatingips_tags", "delete_floatingip:tags"),
+    ("create_security_groups_tags", "create_security_group:tags"),
+    ("get_security_groups_tags", "get_security_group:tags"),
+    ("update_security_groups_tags", "update_security_group:tags"),
+    ("delete_security_groups_tags", "delete_security_group:tags"),
 ];
 
 /// Builds the enforcer. The defaults are compiled in and tested, so a parse
@@ -194,6 +249,16 @@ mod tests {
     #[test]
     fn defaults_validate() {
         super::enforcer().validate().unwrap();
+    }
+
+    /// Every renamed rule's new name is a rule here.
+    #[test]
+    fn deprecated_names_map_to_rules() {
+        let e = super::enforcer();
+        for (old, new) in super::DEPRECATED_NAMES {
+            assert!(e.has(new), "{old} -> {new}");
+            assert!(!e.has(old), "{old}");
+        }
     }
 
     #[test]

@@ -3183,6 +3183,15 @@ async fn tags_are_added_with_post_on_every_collection() {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{coll}: {}", r.body);
+        // Added, not replaced: "old" stays though the body lacks it.
+        let r = e.c.post(&path, &e.alice, json!({"tags": ["new"]})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{coll}: {}", r.body);
+        assert_eq!(r.body, json!({"tags": ["new"]}), "{coll}");
+        assert_eq!(
+            e.c.get(&path, &e.alice).await.body,
+            json!({"tags": ["new", "old"]}),
+            "{coll}"
+        );
         let r =
             e.c.post(&path, &e.alice, json!({"tags": ["red", "old", "blue"]}))
                 .await;
@@ -3192,7 +3201,7 @@ async fn tags_are_added_with_post_on_every_collection() {
         assert_eq!(echoed, ["blue", "old", "red"], "{coll}");
         assert_eq!(
             e.c.get(&path, &e.alice).await.body,
-            json!({"tags": ["blue", "old", "red"]}),
+            json!({"tags": ["blue", "new", "old", "red"]}),
             "{coll}"
         );
         // Another project cannot see it: 404; the project's reader may see
@@ -3212,17 +3221,34 @@ async fn tags_are_added_with_post_on_every_collection() {
             json!({"tags": "x"}),
             json!({}),
             json!({"tags": ["a"], "x": 1}),
+            // Neutron's validate_list_of_unique_strings: no duplicates.
+            json!({"tags": ["dup", "dup"]}),
         ] {
             let r = e.c.post(&path, &e.alice, bad).await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);
             assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
         }
-        let many: Vec<String> = (0..48).map(|i| format!("t{i}")).collect();
+        // The same for PUT of the whole set.
+        let r =
+            e.c.call(
+                Method::PUT,
+                &path,
+                Some(&e.alice),
+                &[],
+                Some(json!({"tags": ["dup", "x", "dup"]})),
+            )
+            .await;
+        err(&r, StatusCode::BAD_REQUEST, "HTTPBadRequest");
+        assert_eq!(
+            r.body["NeutronError"]["message"],
+            "Invalid input for tags. Reason: Duplicate items in the list: 'dup'."
+        );
+        let many: Vec<String> = (0..47).map(|i| format!("t{i}")).collect();
         let r = e.c.post(&path, &e.alice, json!({ "tags": many })).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{coll}: {}", r.body);
         assert_eq!(
             e.c.get(&path, &e.alice).await.body,
-            json!({"tags": ["blue", "old", "red"]}),
+            json!({"tags": ["blue", "new", "old", "red"]}),
             "{coll}"
         );
     }
@@ -3374,6 +3400,15 @@ async fn floating_ips_show_their_port_details() {
         .get(&e.alice, "/floatingips?fields=id&fields=port_details")
         .await;
     assert_eq!(listed.body["floatingips"][0]["port_details"], want);
+    // Shown, but neither a filter nor a sort key (no `is_filter` upstream;
+    // `filter-validation` answers 400).
+    for q in ["port_details=", "port_details=x", "sort_key=port_details"] {
+        err(
+            &e.get(&e.alice, &format!("/floatingips?{q}")).await,
+            StatusCode::BAD_REQUEST,
+            "HTTPBadRequest",
+        );
+    }
     err(
         &e.post(
             &e.alice,
@@ -3700,8 +3735,14 @@ async fn bulk_create_makes_all_or_nothing() {
         assert_eq!(r.status, status, "{path} {body}: {}", r.body);
         assert!(r.body["NeutronError"]["type"].is_string(), "{}", r.body);
     }
-    // The quota counts the whole batch.
-    let used = count("ports").await;
+    // The quota counts the whole batch (the project's usage, not the
+    // cloud's: the admin's list would count other projects' ports too).
+    let d = e
+        .get(&e.admin, &format!("/quotas/{}/details", e.demo))
+        .await;
+    let used = d.body["quota"]["port"]["used"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("port used in {}", d.body));
     let q = e
         .put(
             &e.admin,
@@ -3726,4 +3767,130 @@ async fn bulk_create_makes_all_or_nothing() {
         count("ports").await,
     );
     assert_eq!(before, after, "a refused batch created something");
+}
+
+/// A bulk create checks the quota once per project for the whole batch
+/// before doing any element's work (Neutron reserves the batch's quota
+/// before the plugin runs): a batch over quota answers OverQuota even when
+/// a later element would fail the plugin's checks (an unknown availability
+/// zone, a CIDR of the other IP version, an address taken), and nothing is
+/// created.
+#[tokio::test]
+async fn bulk_create_checks_quota_for_the_batch_up_front() {
+    let e = env().await;
+    let n = e.network(&e.alice, "q").await;
+    e.subnet(&e.alice, &n, "10.9.0.0/24", json!({})).await;
+    let port = e.port(&e.alice, &n, json!({})).await;
+    let taken = port["fixed_ips"][0]["ip_address"].clone();
+    let used = |res: &'static str| {
+        let e = &e;
+        async move {
+            let d = e
+                .get(&e.admin, &format!("/quotas/{}/details", e.demo))
+                .await;
+            d.body["quota"][res]["used"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{res} used in {}", d.body))
+        }
+    };
+    let before = (
+        used("network").await,
+        used("subnet").await,
+        used("port").await,
+    );
+    let q = e
+        .put(
+            &e.admin,
+            &format!("/quotas/{}", e.demo),
+            json!({"quota": {"network": before.0 + 1, "subnet": before.1 + 1, "port": before.2 + 1}}),
+        )
+        .await;
+    assert_eq!(q.status, StatusCode::OK, "{}", q.body);
+    for (path, body) in [
+        (
+            "/networks",
+            json!({"networks": [{"name": "q1"}, {"name": "q2", "availability_zone_hints": ["nowhere"]}]}),
+        ),
+        (
+            "/subnets",
+            json!({"subnets": [
+                {"network_id": n, "ip_version": 4, "cidr": "10.8.0.0/24"},
+                {"network_id": n, "ip_version": 6, "cidr": "10.8.1.0/24"},
+            ]}),
+        ),
+        (
+            "/ports",
+            json!({"ports": [
+                {"network_id": n},
+                {"network_id": n, "fixed_ips": [{"ip_address": taken}]},
+            ]}),
+        ),
+    ] {
+        err(
+            &e.post(&e.alice, path, body.clone()).await,
+            StatusCode::CONFLICT,
+            "OverQuota",
+        );
+    }
+    let after = (
+        used("network").await,
+        used("subnet").await,
+        used("port").await,
+    );
+    assert_eq!(before, after, "a refused batch created something");
+    // Within the quota the batch still works.
+    let r = e
+        .post(&e.alice, "/networks", json!({"networks": [{"name": "q1"}]}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+/// A bulk create carries at most `max_bulk_create` resources: a longer
+/// batch is refused with 400 before anything is done.
+#[tokio::test]
+async fn bulk_create_is_capped() {
+    let e = env_with(|s| s.network_max_bulk_create = 2).await;
+    let r = e
+        .post(
+            &e.alice,
+            "/networks",
+            json!({"networks": [{"name": "c1"}, {"name": "c2"}, {"name": "c3"}]}),
+        )
+        .await;
+    err(&r, StatusCode::BAD_REQUEST, "HTTPBadRequest");
+    assert_eq!(
+        r.body["NeutronError"]["message"],
+        "Bulk request of 3 networks exceeds the limit of 2 per request",
+    );
+    let r = e.get(&e.alice, "/networks?name=c1").await;
+    assert_eq!(r.body["networks"], json!([]));
+    let r = e
+        .post(
+            &e.alice,
+            "/networks",
+            json!({"networks": [{"name": "c1"}, {"name": "c2"}]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let n = id(&r.body["networks"][0]);
+    for (path, body) in [
+        (
+            "/subnets",
+            json!({"subnets": [
+                {"network_id": n, "ip_version": 4, "cidr": "10.1.0.0/24"},
+                {"network_id": n, "ip_version": 4, "cidr": "10.2.0.0/24"},
+                {"network_id": n, "ip_version": 4, "cidr": "10.3.0.0/24"},
+            ]}),
+        ),
+        (
+            "/ports",
+            json!({"ports": [{"network_id": n}, {"network_id": n}, {"network_id": n}]}),
+        ),
+    ] {
+        err(
+            &e.post(&e.alice, path, body).await,
+            StatusCode::BAD_REQUEST,
+            "HTTPBadRequest",
+        );
+    }
 }

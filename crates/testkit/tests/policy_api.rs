@@ -67,6 +67,77 @@ async fn overrides_take_effect_through_the_api() {
     assert_eq!(r.body["visibility"], "public", "{}", r.body);
 }
 
+/// Tag writes and reads check Neutron's tagging-controller rules
+/// (`<action>_<resource>:tags`), not `update_<resource>`; the pre-2025.1
+/// names (`create_networks_tags`, ...) still override them, as oslo.policy's
+/// deprecated rules do.
+#[tokio::test]
+async fn tag_rules_are_neutrons_and_overridable() {
+    let stack = Stack::start_with(|s| {
+        write(
+            &s.data_dir.join("policy/network.yaml"),
+            concat!(
+                "create_networks_tags: rule:admin_only\n",
+                "delete_network:tags: rule:admin_only\n",
+                "get_networks_tags: rule:admin_only\n",
+                "update_network: rule:admin_only\n",
+            ),
+        );
+    })
+    .await;
+    let c = stack.client();
+    let admin = c.admin_token().await;
+    c.project_user(&admin, "demo", "alice", "alice-pw", "member")
+        .await;
+    let alice = c.token("alice", "alice-pw", "demo").await;
+    let r = c
+        .post(
+            "/network/v2.0/networks",
+            &alice,
+            json!({"network": {"name": "n"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let tags = format!(
+        "/network/v2.0/networks/{}/tags",
+        r.body["network"]["id"].as_str().expect("id")
+    );
+    let refused = |r: testkit::Resp| {
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert_eq!(
+            r.body["NeutronError"]["type"], "PolicyNotAuthorized",
+            "{}",
+            r.body
+        );
+    };
+    // update_network:tags keeps its default; update_network is not asked.
+    let r = c
+        .call(
+            hyper::Method::PUT,
+            &tags,
+            Some(&alice),
+            &[],
+            Some(json!({"tags": ["a"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = c.put(&format!("{tags}/b"), &alice).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // create_network:tags through its old name, delete_network:tags and
+    // get_network:tags (old name) are admin-only here.
+    refused(c.post(&tags, &alice, json!({"tags": ["c"]})).await);
+    refused(c.delete(&format!("{tags}/a"), &alice).await);
+    refused(c.delete(&tags, &alice).await);
+    refused(c.get(&tags, &alice).await);
+    refused(c.get(&format!("{tags}/a"), &alice).await);
+    let r = c.post(&tags, &admin, json!({"tags": ["c"]})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = c.delete(&format!("{tags}/a"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = c.get(&tags, &admin).await;
+    assert_eq!(r.body, json!({"tags": ["b", "c"]}));
+}
+
 /// Starts a server over `data_dir` with `adjust`ed settings; the error it
 /// refuses to start with.
 async fn start_error(adjust: impl FnOnce(&mut Settings)) -> String {

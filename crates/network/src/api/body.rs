@@ -417,14 +417,25 @@ pub fn validate_tags(v: &Value) -> Result<Vec<String>, Error> {
             format!("at most {TAGS_PER_RESOURCE} tags are allowed"),
         ));
     }
-    let mut out: Vec<String> = Vec::new();
-    for t in items {
-        let t = validate_tag(t)?;
-        if !out.contains(&t) {
-            out.push(t);
+    // Neutron's `validate_list_of_unique_strings`: a tag given twice is
+    // refused, not merged. (Counted after the length bound, which keeps
+    // this quadratic scan at most 50 × 50.)
+    let mut dups: Vec<String> = Vec::new();
+    for (i, t) in items.iter().enumerate() {
+        if items[..i].contains(t) {
+            let d = t.as_str().map_or_else(|| t.to_string(), shown);
+            if !dups.contains(&d) {
+                dups.push(d);
+            }
         }
     }
-    Ok(out)
+    if !dups.is_empty() {
+        return Err(fault::invalid_attr(
+            "tags",
+            format!("Duplicate items in the list: '{}'", dups.join(", ")),
+        ));
+    }
+    items.iter().map(validate_tag).collect()
 }
 
 pub fn validate_tag(v: &Value) -> Result<String, Error> {
@@ -525,7 +536,12 @@ mod tests {
         let e = subnet_value("cidr", &json!("10.0.0.5/24")).unwrap_err();
         assert!(e.message.contains("10.0.0.0/24"), "{}", e.message);
         assert!(subnet_value("cidr", &json!("10.0.0.0")).is_err());
-        assert!(validate_tags(&json!(["a", "b", "a"])).unwrap().len() == 2);
+        assert_eq!(validate_tags(&json!(["a", "b"])).unwrap(), ["a", "b"]);
+        let e = validate_tags(&json!(["a", "b", "a", "a"])).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Invalid input for tags. Reason: Duplicate items in the list: 'a'."
+        );
         assert!(validate_tags(&json!(["a,b"])).is_err());
         assert!(validate_tags(&json!(["a\nb"])).is_err());
         assert!(validate_tags(&json!("a")).is_err());

@@ -64,6 +64,10 @@ pub struct Config {
     pub max_subnet_host_routes: usize,
     /// `max_routes` (router extra routes).
     pub max_routes: usize,
+    /// Most resources one bulk create may carry. Neutron has no such
+    /// option (only its body size bounds a batch), but a batch runs in one
+    /// transaction holding SQLite's only writer, so its size is bounded.
+    pub max_bulk_create: usize,
     /// The policy with an operator's overrides applied; `None`: the
     /// defaults of `crate::policy`. Taken by [`Network::new`].
     pub policy: Option<api::Enforcer>,
@@ -86,6 +90,7 @@ impl Default for Config {
             max_dns_nameservers: 5,
             max_subnet_host_routes: 20,
             max_routes: 30,
+            max_bulk_create: 1000,
             policy: None,
         }
     }
@@ -291,6 +296,32 @@ impl Network {
                 "Failed to parse request. Required attribute 'project_id' not specified",
             )),
         }
+    }
+
+    /// Refuses a bulk create of more than `max_bulk_create` resources (400)
+    /// and answers how many of the batch each project would own, for one
+    /// quota check per project instead of one per element.
+    pub fn bulk_owners<'r>(
+        &self,
+        ctx: &AuthContext,
+        plural: &str,
+        requested: impl ExactSizeIterator<Item = &'r Option<String>>,
+    ) -> Result<(Vec<String>, std::collections::HashMap<String, i64>), Error> {
+        let n = requested.len();
+        if n > self.cfg.max_bulk_create {
+            return Err(fault::bad_request(format!(
+                "Bulk request of {n} {plural} exceeds the limit of {} per request",
+                self.cfg.max_bulk_create
+            )));
+        }
+        let mut owners = Vec::with_capacity(n);
+        let mut counts = std::collections::HashMap::new();
+        for r in requested {
+            let owner = self.owner_for_create(ctx, r.clone())?;
+            *counts.entry(owner.clone()).or_insert(0) += 1;
+            owners.push(owner);
+        }
+        Ok((owners, counts))
     }
 
     // -- agents ----------------------------------------------------------------

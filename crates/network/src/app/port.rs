@@ -244,21 +244,26 @@ impl Network {
         ctx: &AuthContext,
         reqs: &[PortCreate],
     ) -> Result<Vec<String>, Error> {
+        let (owners, mut counts) =
+            self.bulk_owners(ctx, "ports", reqs.iter().map(|r| &r.project_id))?;
         let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            ids.push(self.port_create_in(&mut tx, ctx, req).await?);
+        for (req, owner) in reqs.iter().zip(owners) {
+            let quota_n = counts.remove(&owner).unwrap_or(0);
+            ids.push(self.port_create_in(&mut tx, ctx, req, quota_n).await?);
         }
         self.commit(tx).await?;
         Ok(ids)
     }
 
-    /// Creates one port inside `tx` and answers its id.
+    /// Creates one port inside `tx` and answers its id; `quota_n` ports of
+    /// the owner's quota are checked (0: already checked for the batch).
     async fn port_create_in(
         &self,
         tx: &mut Tx,
         ctx: &AuthContext,
         req: &PortCreate,
+        quota_n: i64,
     ) -> Result<String, Error> {
         let owner = self.owner_for_create(ctx, req.project_id.clone())?;
         let net = db::network::get(tx.c(), &req.network_id)
@@ -313,7 +318,9 @@ impl Network {
                 self.enforce_attr(ctx, rule, &target)?;
             }
         }
-        self.check_quota(tx, &owner, "port", 1).await?;
+        if quota_n > 0 {
+            self.check_quota(tx, &owner, "port", quota_n).await?;
+        }
         let port_security = req
             .port_security_enabled
             .unwrap_or(net.port_security_enabled);

@@ -209,15 +209,19 @@ impl Network {
 
     /// Creates subnets all or none, in one transaction (a later subnet of
     /// the batch sees the earlier ones: overlaps are refused).
+    /// The quota is checked once per project, as for networks.
     pub async fn subnet_create_bulk(
         &self,
         ctx: &AuthContext,
         reqs: Vec<SubnetCreate>,
     ) -> Result<Vec<SubnetView>, Error> {
+        let (owners, mut counts) =
+            self.bulk_owners(ctx, "subnets", reqs.iter().map(|r| &r.project_id))?;
         let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            ids.push(self.subnet_create_in(&mut tx, ctx, req).await?);
+        for (req, owner) in reqs.into_iter().zip(owners) {
+            let quota_n = counts.remove(&owner).unwrap_or(0);
+            ids.push(self.subnet_create_in(&mut tx, ctx, req, quota_n).await?);
         }
         self.commit(tx).await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -227,12 +231,14 @@ impl Network {
         Ok(out)
     }
 
-    /// Creates one subnet inside `tx` and answers its id.
+    /// Creates one subnet inside `tx` and answers its id; `quota_n` as for
+    /// networks.
     async fn subnet_create_in(
         &self,
         tx: &mut Tx,
         ctx: &AuthContext,
         req: SubnetCreate,
+        quota_n: i64,
     ) -> Result<String, Error> {
         let owner = self.owner_for_create(ctx, req.project_id.clone())?;
         let net = db::network::get(tx.c(), &req.network_id)
@@ -325,7 +331,9 @@ impl Network {
                 )));
             }
         }
-        self.check_quota(tx, &owner, "subnet", 1).await?;
+        if quota_n > 0 {
+            self.check_quota(tx, &owner, "subnet", quota_n).await?;
+        }
         let s = db::subnet::Subnet {
             id: super::new_id(),
             network_id: net.id.clone(),

@@ -114,30 +114,39 @@ impl Network {
         })
     }
 
-    /// The tags of a resource the caller may read (404 otherwise).
+    /// The tags of a resource: 404 if the caller may not see it
+    /// (`get_<resource>`), 403 unless `get_<resource>:tags` allows.
     pub async fn tags_of(
         &self,
         ctx: &AuthContext,
         collection: &str,
         id: &str,
     ) -> Result<Vec<String>, Error> {
+        let one = singular(collection);
         let mut c = self.pool.acquire().await.map_err(|e| Error::internal(&e))?;
-        let target = self.taggable_target(&mut c, collection, id).await?;
-        match target {
-            Some(t) if self.allowed(ctx, &format!("get_{}", singular(collection)), &t) => {
-                db::misc::tags(&mut *c, collection, id)
-                    .await
-                    .map_err(db_err)
-            }
-            _ => Err(resource_not_found(collection, id)),
-        }
+        let target = self
+            .taggable_target(&mut c, collection, id)
+            .await?
+            .ok_or_else(|| resource_not_found(collection, id))?;
+        self.enforce_or_hide(
+            ctx,
+            &format!("get_{one}:tags"),
+            &format!("get_{one}"),
+            &target,
+            || resource_not_found(collection, id),
+        )?;
+        db::misc::tags(&mut *c, collection, id)
+            .await
+            .map_err(db_err)
     }
 
     /// Changes a resource's tags and answers them as they now are. The
     /// resource is loaded inside the write transaction: a caller who may
-    /// not see it gets its 404, one who may see but not change it 403
-    /// (`update_<resource>` and the `:tags` rule of the action —
-    /// `create_<resource>:tags` for `tag-creation`).
+    /// not see it gets its 404, one who may see it but whom the action's
+    /// rule refuses 403. The rules are Neutron's tagging controller's:
+    /// `create_<resource>:tags` (POST), `update_<resource>:tags` (PUT of
+    /// the set or of one tag), `delete_<resource>:tags` (DELETE of one or
+    /// all); `update_<resource>` is not consulted, as upstream.
     pub async fn tags_change(
         &self,
         ctx: &AuthContext,
@@ -151,18 +160,18 @@ impl Network {
             .taggable_target(tx.c(), collection, id)
             .await?
             .ok_or_else(|| resource_not_found(collection, id))?;
+        let action = match change {
+            TagChange::Create(_) => "create",
+            TagChange::Replace(_) | TagChange::Add(_) => "update",
+            TagChange::Remove(_) | TagChange::Clear => "delete",
+        };
         self.enforce_or_hide(
             ctx,
-            &format!("update_{one}"),
+            &format!("{action}_{one}:tags"),
             &format!("get_{one}"),
             &target,
             || resource_not_found(collection, id),
         )?;
-        let attr_rule = match change {
-            TagChange::Create(_) => format!("create_{one}:tags"),
-            _ => format!("update_{one}:tags"),
-        };
-        self.enforce_attr(ctx, &attr_rule, &target)?;
         apply(&mut tx, collection, id, change).await?;
         let tags = db::misc::tags(tx.c(), collection, id)
             .await

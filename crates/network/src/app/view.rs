@@ -424,12 +424,27 @@ impl Network {
         let mut tags = db::misc::tags_of_type(&self.pool, "floatingips")
             .await
             .map_err(db_err)?;
+        // The associated ports: for a list, all in one query (not one per
+        // floating IP); for one floating IP, only its port.
+        let ports: std::collections::HashMap<String, db::port::Port> = match id {
+            None => db::floatingip::associated_ports(&self.pool)
+                .await
+                .map_err(db_err)?,
+            Some(_) => match fips.first().and_then(|f| f.port_id.as_deref()) {
+                Some(pid) => db::port::get(&self.pool, pid)
+                    .await
+                    .map_err(db_err)?
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+        .into_iter()
+        .map(|p| (p.id.clone(), p))
+        .collect();
         let mut out = Vec::with_capacity(fips.len());
         for fip in fips {
-            let port = match &fip.port_id {
-                Some(pid) => db::port::get(&self.pool, pid).await.map_err(db_err)?,
-                None => None,
-            };
+            let port = fip.port_id.as_ref().and_then(|pid| ports.get(pid).cloned());
             out.push(FloatingIpView {
                 tags: tags.remove(&fip.id).unwrap_or_default(),
                 port,

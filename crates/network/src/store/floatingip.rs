@@ -37,6 +37,17 @@ pub async fn list<'e>(e: impl Exec<'e>) -> Result<Vec<FloatingIp>, Error> {
     )
 }
 
+/// The ports floating IPs are associated with, in one query (a list of
+/// floating IPs shows each one's port details).
+pub async fn associated_ports<'e>(e: impl Exec<'e>) -> Result<Vec<super::port::Port>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM port WHERE id IN \
+         (SELECT port_id FROM floatingip WHERE port_id IS NOT NULL)",
+    )
+    .fetch_all(e)
+    .await?)
+}
+
 pub async fn by_port<'e>(e: impl Exec<'e>, port_id: &str) -> Result<Vec<FloatingIp>, Error> {
     Ok(
         sqlx::query_as("SELECT * FROM floatingip WHERE port_id = $1 ORDER BY created_at, id")

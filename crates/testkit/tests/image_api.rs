@@ -1737,6 +1737,103 @@ async fn an_interrupted_upload_leaves_the_image_queued_with_no_stray_data() {
     );
 }
 
+/// Uploads 1 MiB of raw data to image `id` (`what`: `file` or `stage`)
+/// and stops it between the data reaching the store (or the staging area)
+/// and the transaction that ends the upload: once the upload began, a
+/// transaction of the test runs `sql` (which takes SQLite's write lock)
+/// and keeps it open, the rest of the body is sent, and this returns when
+/// the data is in the store (the activation then waits for the lock).
+async fn upload_held_at_activation<'p>(
+    s: &'p Stack,
+    c: &Client,
+    admin: &str,
+    id: &str,
+    what: &str,
+    sql: &str,
+) -> (
+    tokio::net::TcpStream,
+    store::sqlx::Transaction<'p, store::sqlx::Sqlite>,
+) {
+    let total = 1 << 20;
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "PUT {V2}/images/{id}/{what} HTTP/1.1\r\nhost: {}\r\nx-auth-token: {admin}\r\ncontent-type: application/octet-stream\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n",
+        s.addr
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&vec![0u8; total - 10]).await.unwrap();
+    sock.flush().await.unwrap();
+    let (status, dir) = if what == "file" {
+        ("saving", "images")
+    } else {
+        ("uploading", "staging")
+    };
+    wait_status(c, admin, id, status).await;
+    let pool = &s.running.as_ref().unwrap().image.pool;
+    let mut tx = pool.begin().await.unwrap();
+    store::sqlx::query(sql)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sock.write_all(&[0u8; 10]).await.unwrap();
+    sock.flush().await.unwrap();
+    let mut committed = false;
+    for _ in 0..400 {
+        if files(s, dir) == vec![id.to_string()] {
+            committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(committed, "{:?}", files(s, dir));
+    (sock, tx)
+}
+
+/// Waits (up to 10 s) until directory `dir` of the data dir is empty.
+async fn emptied(s: &Stack, dir: &str) -> bool {
+    for _ in 0..200 {
+        if files(s, dir).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    files(s, dir).is_empty()
+}
+
+#[tokio::test]
+async fn an_upload_dropped_while_it_activates_leaves_no_data_file() {
+    // The client hangs up after the data was committed to the store but
+    // before the activation's transaction committed: the image goes back
+    // to `queued` and the committed file goes too (no quota counts it).
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let id = create_id(
+        &c,
+        &admin,
+        json!({"name": "dropped", "disk_format": "raw", "container_format": "bare"}),
+    )
+    .await;
+    let (sock, tx) = upload_held_at_activation(
+        &s,
+        &c,
+        &admin,
+        &id,
+        "file",
+        "UPDATE image SET revision = revision WHERE id = $1",
+    )
+    .await;
+    drop(sock);
+    // Let the server see the hang-up (well within the 10 s busy timeout
+    // the activation waits for the lock), then let it go on.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tx.rollback().await.unwrap();
+    let img = wait_status(&c, &admin, &id, "queued").await;
+    assert_eq!(img["size"], Value::Null, "{img}");
+    assert!(emptied(&s, "images").await, "{:?}", files(&s, "images"));
+}
+
 #[tokio::test]
 async fn quotas_limit_image_count_and_bytes_with_413() {
     let s = Stack::start_with(|st| {

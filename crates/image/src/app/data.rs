@@ -62,13 +62,29 @@ impl StatusGuard {
     /// client's next request already sees the image as it was).
     async fn reset(mut self) {
         self.armed = false;
-        if let Err(e) = db::image::set_status(&self.svc.pool, &self.id, &[self.from], self.to).await
-        {
-            tracing::warn!(image = %self.id, error = %e, "could not reset the image status");
+        restore(&self.svc, &self.id, self.from, self.to).await;
+    }
+}
+
+/// Puts image `id` back from `from` into `to` and removes what the
+/// interrupted transfer left: a staged file, or — when the image was
+/// still `saving`, so its data never became the image's — a file already
+/// committed to the store (the request can be dropped between the commit
+/// and the end of [`activate`], whose own clean-up then never runs).
+async fn restore(svc: &Images, id: &str, from: &str, to: &str) {
+    match db::image::set_status(&svc.pool, id, &[from], to).await {
+        Ok(true) if from == "saving" => {
+            if let Err(e) = svc.store.delete(id) {
+                tracing::warn!(image = %id, error = %e, "could not delete unfinished image data");
+            }
         }
-        if self.from == "uploading" {
-            let _ = self.svc.staging.delete(&self.id);
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(image = %id, error = %e, "could not reset the image status");
         }
+    }
+    if from == "uploading" {
+        let _ = svc.staging.delete(id);
     }
 }
 
@@ -81,14 +97,7 @@ impl Drop for StatusGuard {
         // Drop cannot await; the reset runs as its own task. If the runtime
         // is going away, recovery at the next start does the same.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = db::image::set_status(&svc.pool, &id, &[from], to).await {
-                    tracing::warn!(image = %id, error = %e, "could not reset the image status");
-                }
-                if from == "uploading" {
-                    let _ = svc.staging.delete(&id);
-                }
-            });
+            rt.spawn(async move { restore(&svc, &id, from, to).await });
         }
     }
 }

@@ -1835,6 +1835,43 @@ async fn an_upload_dropped_while_it_activates_leaves_no_data_file() {
 }
 
 #[tokio::test]
+async fn an_upload_whose_image_was_deleted_meanwhile_is_gone_like_glance() {
+    // Glance answers 410 Gone when the image is gone by the time the
+    // uploaded data is saved (its stage answers the NotFound, 404), and
+    // the data is removed.
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for (what, dir, status, says) in [
+        ("file", "images", "410", "could not be found after upload"),
+        ("stage", "staging", "404", "No image found with ID"),
+    ] {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": "gone", "disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+        let (mut sock, tx) =
+            upload_held_at_activation(&s, &c, &admin, &id, what, "DELETE FROM image WHERE id = $1")
+                .await;
+        tx.commit().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), sock.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {answer}"
+        );
+        assert!(answer.contains(says), "{what}: {answer}");
+        assert!(emptied(&s, dir).await, "{what}: {:?}", files(&s, dir));
+    }
+}
+
+#[tokio::test]
 async fn quotas_limit_image_count_and_bytes_with_413() {
     let s = Stack::start_with(|st| {
         st.image_quota_count = Some(2);

@@ -102,6 +102,15 @@ impl Drop for StatusGuard {
     }
 }
 
+/// Glance's answer when the image is gone (or changed) by the time the
+/// uploaded data is saved (image_data.py answers HTTPGone).
+fn gone_during_upload(id: &str) -> Error {
+    Error::new(
+        axum::http::StatusCode::GONE,
+        format!("Image {id} could not be found after upload. The image may have been deleted during the upload, cleaning up the chunks uploaded."),
+    )
+}
+
 fn require_formats(image: &Image) -> Result<(&str, &str), Error> {
     match (
         image.row.disk_format.as_deref(),
@@ -185,9 +194,7 @@ async fn activate(
 ) -> Result<(), Error> {
     let result = async {
         let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-        let gone = || {
-            Error::conflict("The image was deleted or changed while its data was being received.")
-        };
+        let gone = || gone_during_upload(id);
         if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
             return Err(gone());
         }
@@ -385,13 +392,16 @@ async fn claim_staged(svc: &Images, id: &str, size: u64) -> Result<(), Error> {
     let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
     let gone =
         || Error::conflict("The image was deleted or changed while its data was being staged.");
+    // Glance's stage saves the image after the data and answers its
+    // NotFound (404) when the image was deleted meanwhile.
+    let deleted = || Error::not_found(format!("No image found with ID {id}"));
     if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
-        return Err(gone());
+        return Err(deleted());
     }
     let row = db::image::get(&mut *tx, id)
         .await
         .map_err(db_err)?
-        .ok_or_else(gone)?;
+        .ok_or_else(deleted)?;
     let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
     if size > left {
         return Err(receive_error(

@@ -1908,6 +1908,94 @@ async fn quotas_limit_image_count_and_bytes_with_413() {
     create(&c, &admin, body).await;
 }
 
+/// Opens a PUT of image data with the given framing header and sends
+/// `first` bytes of its body (as one chunk when chunked), leaving the
+/// request open.
+async fn open_put(
+    s: &Stack,
+    token: &str,
+    path: &str,
+    framing: &str,
+    first: &[u8],
+) -> tokio::net::TcpStream {
+    let mut sock = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: {}\r\nx-auth-token: {token}\r\ncontent-type: application/octet-stream\r\n{framing}\r\nconnection: close\r\n\r\n",
+        s.addr
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    send_part(&mut sock, framing.starts_with("transfer-encoding"), first).await;
+    sock
+}
+
+/// Sends more of a body (`chunked`: as one chunk).
+async fn send_part(sock: &mut tokio::net::TcpStream, chunked: bool, data: &[u8]) {
+    if chunked {
+        sock.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+            .await
+            .unwrap();
+    }
+    sock.write_all(data).await.unwrap();
+    if chunked {
+        sock.write_all(b"\r\n").await.unwrap();
+    }
+    sock.flush().await.unwrap();
+}
+
+/// Reads an HTTP answer to its end (the requests ask to close), for up to
+/// 20 s; `None` if none came.
+async fn answer_of(sock: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut answer)).await {
+        Ok(_) if !answer.is_empty() => Some(String::from_utf8_lossy(&answer).into_owned()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_image_stops_its_upload_or_stage_and_leaves_nothing() {
+    let s = Stack::start().await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    for (what, dir, status) in [
+        ("file", "images", "saving"),
+        ("stage", "staging", "uploading"),
+    ] {
+        let id = create_id(
+            &c,
+            &admin,
+            json!({"name": "doomed", "disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+        // 1 MiB of a declared 64 MiB: the upload is writing a temporary
+        // file and waits for the rest.
+        let mut sock = open_put(
+            &s,
+            &admin,
+            &format!("{V2}/images/{id}/{what}"),
+            &format!("content-length: {}", 64 << 20),
+            &vec![0u8; 1 << 20],
+        )
+        .await;
+        wait_status(&c, &admin, &id, status).await;
+        assert!(
+            eventually(10, || !files(&s, dir).is_empty()).await,
+            "{what}: no temporary file"
+        );
+        let r = c.delete(&format!("{V2}/images/{id}"), &admin).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        // The delete answers once the transfer stopped and its file is gone.
+        assert!(files(&s, dir).is_empty(), "{what}: {:?}", files(&s, dir));
+        assert!(s.running.as_ref().unwrap().image.transfers.is_empty());
+        let answer = answer_of(&mut sock)
+            .await
+            .unwrap_or_else(|| panic!("{what}: the transfer goes on after the delete"));
+        assert!(answer.starts_with("HTTP/1.1 410 "), "{what}: {answer}");
+        assert!(files(&s, "images").is_empty());
+        assert!(files(&s, "staging").is_empty());
+    }
+}
+
 #[tokio::test]
 async fn a_restart_sweeps_temporary_files_and_unsticks_saving_images() {
     let mut s = Stack::start().await;

@@ -18,6 +18,10 @@
 //! format the data was inspected against is the one read in the first:
 //! the format attributes cannot change once the image left `queued`.
 //!
+//! Uploads and stages are tracked ([`Transfers`]) so that deleting their
+//! image stops them at once (the client gets Glance's 410) and their
+//! temporary file goes before the delete answers.
+//!
 //! Imports run as tracked tasks ([`Imports`]): at most
 //! `ImportLimits::max_concurrent` at once (the others wait with their task
 //! `pending`), each bounded by an idle and a total timeout, and cancelled
@@ -102,13 +106,166 @@ impl Drop for StatusGuard {
     }
 }
 
+/// One in-flight upload or stage, as [`Transfers`] tracks it.
+struct Tracked {
+    serial: u64,
+    cancel: tokio_util::sync::CancellationToken,
+    /// Closed when the transfer has stopped (its [`TransferGuard`] dropped).
+    done: tokio::sync::watch::Receiver<()>,
+}
+
+/// The uploads and stages in progress, by image, so deleting an image
+/// stops the transfers writing its data.
+#[derive(Default)]
+pub struct Transfers {
+    running: Mutex<HashMap<String, Vec<Tracked>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Keeps a transfer registered in [`Transfers`]; unregisters it (and tells
+/// a waiting [`Transfers::cancel`] it stopped) when dropped.
+struct TransferGuard {
+    svc: Arc<Images>,
+    id: String,
+    serial: u64,
+    cancel: tokio_util::sync::CancellationToken,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .svc
+            .transfers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = map.get_mut(&self.id) {
+            list.retain(|t| t.serial != self.serial);
+            if list.is_empty() {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Transfers {
+    /// Registers a transfer of image `id`'s data (before it starts, so a
+    /// delete that commits at any time after finds it).
+    fn register(svc: &Arc<Images>, id: &str) -> TransferGuard {
+        let serial = svc
+            .transfers
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (done_tx, done) = tokio::sync::watch::channel(());
+        svc.transfers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .push(Tracked {
+                serial,
+                cancel: cancel.clone(),
+                done,
+            });
+        TransferGuard {
+            svc: svc.clone(),
+            id: id.to_string(),
+            serial,
+            cancel,
+            _done: done_tx,
+        }
+    }
+
+    /// How many uploads and stages are in progress.
+    pub fn len(&self) -> usize {
+        self.running
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether no upload or stage is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops image `id`'s uploads and stages, if any, and waits (briefly)
+    /// until they have stopped: their temporary files are gone and they
+    /// write nothing more.
+    pub async fn cancel(&self, id: &str) {
+        let list = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .unwrap_or_default();
+        for mut t in list {
+            t.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while t.done.changed().await.is_ok() {}
+            })
+            .await;
+        }
+    }
+}
+
+/// Why a [`cancellable`] body stopped, when it was not the source failing:
+/// the error the transfer answers with.
+type Stop = Arc<Mutex<Option<Error>>>;
+
 /// Glance's answer when the image is gone (or changed) by the time the
-/// uploaded data is saved (image_data.py answers HTTPGone).
+/// data is saved (image_data.py answers HTTPGone).
 fn gone_during_upload(id: &str) -> Error {
     Error::new(
         axum::http::StatusCode::GONE,
         format!("Image {id} could not be found after upload. The image may have been deleted during the upload, cleaning up the chunks uploaded."),
     )
+}
+
+/// A transfer's body that ends as soon as `cancel` fires (the image was
+/// deleted), leaving the reason in `stop`.
+fn cancellable<S, E>(
+    id: String,
+    cancel: tokio_util::sync::CancellationToken,
+    stop: Stop,
+    body: S,
+) -> impl Stream<Item = Result<Bytes, String>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let body = Box::pin(body);
+    futures_util::stream::unfold(Some(body), move |state| {
+        let (id, cancel, stop) = (id.clone(), cancel.clone(), stop.clone());
+        async move {
+            let mut body = state?;
+            tokio::select! {
+                n = body.next() => match n {
+                    None => None,
+                    Some(Err(e)) => Some((Err(e.to_string()), None)),
+                    Some(Ok(b)) => Some((Ok(b), Some(body))),
+                },
+                _ = cancel.cancelled() => {
+                    let e = gone_during_upload(&id);
+                    let msg = e.message.clone();
+                    *stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Some((Err(msg), None))
+                }
+            }
+        }
+    })
+}
+
+/// The error a transfer answers with when receiving its body failed: the
+/// reason [`cancellable`] stopped it, else the receive error's.
+fn stopped_or(stop: &Stop, e: ReceiveError, left: u64, cap: u64) -> Error {
+    stop.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| receive_error(e, left, cap))
 }
 
 fn require_formats(image: &Image) -> Result<(&str, &str), Error> {
@@ -301,6 +458,9 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    // Registered first: a delete that commits once the upload began finds
+    // it and stops it.
+    let transfer = Transfers::register(svc, id);
     let (image, left) = begin(
         svc,
         ctx,
@@ -315,9 +475,11 @@ where
     let result = async {
         let (disk_format, _) = require_formats(&image)?;
         let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
+        let stop = Stop::default();
+        let body = cancellable(id.to_string(), transfer.cancel.clone(), stop.clone(), body);
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
-            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
         let inspection = inspect(disk_format, temp.path().to_path_buf(), digest.size).await?;
         svc.store
             .commit(temp, id)
@@ -326,7 +488,7 @@ where
         activate(svc, id, "saving", &data, false).await
     }
     .await;
-    match result {
+    let result = match result {
         Ok(()) => {
             guard.disarm();
             Ok(())
@@ -335,7 +497,9 @@ where
             guard.reset().await;
             Err(e)
         }
-    }
+    };
+    drop(transfer);
+    result
 }
 
 /// `PUT /v2/images/{id}/stage`: streams the body into the staging area.
@@ -352,6 +516,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    let transfer = Transfers::register(svc, id);
     let (_, left) = begin(
         svc,
         ctx,
@@ -365,16 +530,18 @@ where
     let guard = StatusGuard::new(svc, id, "uploading", "queued");
     let result = async {
         let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
+        let stop = Stop::default();
+        let body = cancellable(id.to_string(), transfer.cancel.clone(), stop.clone(), body);
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
-            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
         svc.staging
             .commit(temp, id)
             .map_err(|e| Error::internal(&e))?;
         claim_staged(svc, id, digest.size).await
     }
     .await;
-    match result {
+    let result = match result {
         Ok(()) => {
             guard.disarm();
             Ok(())
@@ -383,7 +550,9 @@ where
             guard.reset().await;
             Err(e)
         }
-    }
+    };
+    drop(transfer);
+    result
 }
 
 /// Reserves a staged file's size, checked against the owner's quota in

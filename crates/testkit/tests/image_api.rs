@@ -1952,6 +1952,16 @@ async fn answer_of(sock: &mut tokio::net::TcpStream) -> Option<String> {
     }
 }
 
+async fn reserved(s: &Stack, id: &str) -> i64 {
+    let pool = &s.running.as_ref().unwrap().image.pool;
+    let (n,): (i64,) = store::sqlx::query_as("SELECT reserved FROM image WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    n
+}
+
 #[tokio::test]
 async fn deleting_an_image_stops_its_upload_or_stage_and_leaves_nothing() {
     let s = Stack::start().await;
@@ -1994,6 +2004,103 @@ async fn deleting_an_image_stops_its_upload_or_stage_and_leaves_nothing() {
         assert!(files(&s, "images").is_empty());
         assert!(files(&s, "staging").is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_transfer_without_a_declared_size_reserves_what_it_receives() {
+    // Chunked uploads and stages announce no size: the reservation grows
+    // with the data received, so a second transfer is refused (413) as
+    // soon as both together pass the quota, before its body has ended.
+    let s = Stack::start_with(|st| st.image_quota_bytes = Some(4 << 20)).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let body = json!({"name": "q", "disk_format": "raw", "container_format": "bare"});
+    for what in ["file", "stage"] {
+        let a = create_id(&c, &admin, body.clone()).await;
+        let b = create_id(&c, &admin, body.clone()).await;
+        let chunked = "transfer-encoding: chunked";
+        let path = |id: &str| format!("{V2}/images/{id}/{what}");
+        let mut sa = open_put(&s, &admin, &path(&a), chunked, &vec![0u8; 1 << 20]).await;
+        for _ in 0..2 {
+            send_part(&mut sa, true, &vec![0u8; 1 << 20]).await;
+        }
+        let mut grown = false;
+        for _ in 0..400 {
+            if reserved(&s, &a).await >= 3 << 20 {
+                grown = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(grown, "{what}: reserved {}", reserved(&s, &a).await);
+        // 2 MiB more do not fit next to the 3 MiB received: refused
+        // while the body is still open.
+        let mut sb = open_put(&s, &admin, &path(&b), chunked, &vec![0u8; 1 << 20]).await;
+        let (mut rb, mut wb) = sb.split();
+        let more = async {
+            let _ = wb.write_all(b"100000\r\n").await;
+            let _ = wb.write_all(&vec![0u8; 1 << 20]).await;
+            let _ = wb.write_all(b"\r\n").await;
+        };
+        let read = async {
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(20), rb.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        let ((), answer) = tokio::join!(more, read);
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{what}: {answer}");
+        assert!(answer.contains("quota"), "{what}: {answer}");
+        drop(sb);
+        // The first completes.
+        sa.write_all(b"0\r\n\r\n").await.unwrap();
+        let answer = answer_of(&mut sa).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 204 "), "{what}: {answer}");
+        let img = show(&c, &admin, &b).await;
+        assert_eq!(img["status"], "queued", "{what}: {img}");
+        assert_eq!(reserved(&s, &b).await, 0);
+        for id in [&a, &b] {
+            c.delete(&format!("{V2}/images/{id}"), &admin).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_web_download_reserves_the_size_its_source_announces() {
+    let s = Stack::start_with(|st| {
+        st.image_import_allow_loopback = true;
+        st.image_quota_bytes = Some(4 << 20);
+    })
+    .await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let body = json!({"name": "web", "disk_format": "raw", "container_format": "bare"});
+    // Announces 3 MiB, sends a byte every 100 ms.
+    let src = Trickle::start(3 << 20, Some(Duration::from_millis(100))).await;
+    let id = create_id(&c, &admin, body.clone()).await;
+    let r = import(
+        &c,
+        &admin,
+        &id,
+        json!({"name": "web-download", "uri": src.url()}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let mut held = false;
+    for _ in 0..400 {
+        if reserved(&s, &id).await == 3 << 20 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(held, "reserved {}", reserved(&s, &id).await);
+    // The rest of the quota is 1 MiB: 2 MiB do not fit.
+    let other = create_id(&c, &admin, body).await;
+    let r = put_data(&c, &admin, &other, "file", &vec![0u8; 2 << 20]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.json());
+    let r = c.delete(&format!("{V2}/images/{id}"), &admin).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
 }
 
 #[tokio::test]
@@ -2258,7 +2365,8 @@ async fn a_delete_racing_a_protect_never_deletes_a_protected_image() {
 async fn parallel_uploads_cannot_share_out_the_same_byte_quota() {
     // 10 uploads of 1000 bytes against 3000 bytes left: exactly 3 fit,
     // whether the size is announced (reserved when the upload starts) or
-    // not (checked when it completes), for direct uploads and staging.
+    // not (reserved as it arrives, and checked when it completes), for
+    // direct uploads and staging.
     let s = Stack::start_with(|st| st.image_quota_bytes = Some(3000)).await;
     let c = s.client();
     let admin = c.admin_token().await;

@@ -13,10 +13,16 @@
 //! Each transfer starts in one transaction that locks the image, reads its
 //! status and formats, checks the owner's byte quota and reserves the
 //! declared size (`reserved`), and moves the image to `saving`,
-//! `uploading` or `importing`; it ends in one transaction that checks the
-//! quota again against the size received and makes the image active. The
-//! format the data was inspected against is the one read in the first:
-//! the format attributes cannot change once the image left `queued`.
+//! `uploading` or `importing`; while the data arrives, each time the bytes
+//! received pass the reservation a short transaction grows it (by
+//! [`RESERVE_STEP`], or to exactly what was received near the quota) or
+//! refuses the transfer with 413, so transfers that declare no size
+//! (chunked uploads, web-downloads without a Content-Length) cannot write
+//! more than the quota between them; it ends in one transaction that
+//! checks the quota again against the size received and makes the image
+//! active. The format the data was inspected against is the one read in
+//! the first: the format attributes cannot change once the image left
+//! `queued`.
 //!
 //! Uploads and stages are tracked ([`Transfers`]) so that deleting their
 //! image stops them at once (the client gets Glance's 410) and their
@@ -105,6 +111,11 @@ impl Drop for StatusGuard {
         }
     }
 }
+
+/// Bytes a transfer's reservation grows by when what it received passes
+/// it (while the owner's quota has room for a whole step; nearer the
+/// quota it grows to exactly what was received).
+const RESERVE_STEP: u64 = 64 << 20;
 
 /// One in-flight upload or stage, as [`Transfers`] tracks it.
 struct Tracked {
@@ -212,9 +223,51 @@ impl Transfers {
     }
 }
 
-/// Why a [`cancellable`] body stopped, when it was not the source failing:
+/// Why a [`metered`] body stopped, when it was not the source failing:
 /// the error the transfer answers with.
 type Stop = Arc<Mutex<Option<Error>>>;
+
+/// Sets image `id`'s reservation in one short transaction under the
+/// owner's quota lock: to `want` bytes while the quota has room for them,
+/// else to `need` — and fails with 413 when even `need` does not fit, or
+/// with 410 (as at the end of an upload) when the image left `status`.
+/// Returns the bytes reserved.
+async fn extend_reservation(
+    svc: &Images,
+    id: &str,
+    status: &str,
+    need: u64,
+    want: u64,
+) -> Result<u64, Error> {
+    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+    if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
+        return Err(gone_during_upload(id));
+    }
+    let row = db::image::get(&mut *tx, id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| gone_during_upload(id))?;
+    if row.status != status {
+        return Err(gone_during_upload(id));
+    }
+    let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
+    if need > left {
+        return Err(receive_error(
+            ReceiveError::TooLarge(left),
+            left,
+            svc.cfg.image_size_cap,
+        ));
+    }
+    let grant = if want <= left { want.max(need) } else { need };
+    if !db::image::set_reserved(&mut tx, id, status, grant.min(i64::MAX as u64) as i64)
+        .await
+        .map_err(db_err)?
+    {
+        return Err(gone_during_upload(id));
+    }
+    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    Ok(grant)
+}
 
 /// Glance's answer when the image is gone (or changed) by the time the
 /// data is saved (image_data.py answers HTTPGone).
@@ -225,11 +278,17 @@ fn gone_during_upload(id: &str) -> Error {
     )
 }
 
-/// A transfer's body that ends as soon as `cancel` fires (the image was
-/// deleted), leaving the reason in `stop`.
-fn cancellable<S, E>(
+/// A transfer's body, metered: whenever the bytes received pass the
+/// image's reservation, the reservation grows ([`extend_reservation`]),
+/// so parallel transfers without a declared size cannot write more than
+/// the owner's quota between them; and the body ends as soon as `cancel`
+/// fires (the image was deleted). Either way the reason is left in `stop`.
+fn metered<S, E>(
+    svc: Arc<Images>,
     id: String,
-    cancel: tokio_util::sync::CancellationToken,
+    status: &'static str,
+    reserved: u64,
+    cancel: Option<tokio_util::sync::CancellationToken>,
     stop: Stop,
     body: S,
 ) -> impl Stream<Item = Result<Bytes, String>>
@@ -238,21 +297,35 @@ where
     E: std::fmt::Display,
 {
     let body = Box::pin(body);
-    futures_util::stream::unfold(Some(body), move |state| {
-        let (id, cancel, stop) = (id.clone(), cancel.clone(), stop.clone());
+    futures_util::stream::unfold(Some((body, reserved, 0u64)), move |state| {
+        let (svc, id, cancel, stop) = (svc.clone(), id.clone(), cancel.clone(), stop.clone());
         async move {
-            let mut body = state?;
-            tokio::select! {
-                n = body.next() => match n {
-                    None => None,
-                    Some(Err(e)) => Some((Err(e.to_string()), None)),
-                    Some(Ok(b)) => Some((Ok(b), Some(body))),
+            let (mut body, mut reserved, mut received) = state?;
+            let halt = |e: Error| {
+                let msg = e.message.clone();
+                *stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Some((Err(msg), None))
+            };
+            let next = match &cancel {
+                Some(c) => tokio::select! {
+                    n = body.next() => n,
+                    _ = c.cancelled() => return halt(gone_during_upload(&id)),
                 },
-                _ = cancel.cancelled() => {
-                    let e = gone_during_upload(&id);
-                    let msg = e.message.clone();
-                    *stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    Some((Err(msg), None))
+                None => body.next().await,
+            };
+            match next {
+                None => None,
+                Some(Err(e)) => Some((Err(e.to_string()), None)),
+                Some(Ok(b)) => {
+                    received += b.len() as u64;
+                    if received > reserved {
+                        let want = reserved.saturating_add(RESERVE_STEP);
+                        match extend_reservation(&svc, &id, status, received, want).await {
+                            Ok(n) => reserved = n,
+                            Err(e) => return halt(e),
+                        }
+                    }
+                    Some((Ok(b), Some((body, reserved, received))))
                 }
             }
         }
@@ -260,7 +333,7 @@ where
 }
 
 /// The error a transfer answers with when receiving its body failed: the
-/// reason [`cancellable`] stopped it, else the receive error's.
+/// reason [`metered`] stopped it, else the receive error's.
 fn stopped_or(stop: &Stop, e: ReceiveError, left: u64, cap: u64) -> Error {
     stop.lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -401,7 +474,8 @@ async fn activate(
 /// image, checks the caller may and the image is in `from`, checks the
 /// owner's byte quota and reserves the declared size, and moves the image
 /// to `to`. Returns the image as it was read (its formats are the ones the
-/// data will be inspected against) and how many bytes it may receive.
+/// data will be inspected against), how many bytes it may receive and how
+/// many it reserved.
 async fn begin(
     svc: &Images,
     ctx: &AuthContext,
@@ -410,7 +484,7 @@ async fn begin(
     from: &str,
     to: &str,
     declared_len: Option<u64>,
-) -> Result<(Image, u64), Error> {
+) -> Result<(Image, u64, u64), Error> {
     let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
     let (image, target) = svc.locked(&mut tx, ctx, id).await?;
     svc.policy.enforce(rule, ctx, &target)?;
@@ -443,7 +517,7 @@ async fn begin(
         )));
     }
     tx.commit().await.map_err(|e| Error::internal(&e))?;
-    Ok((image, left))
+    Ok((image, left, reserve as u64))
 }
 
 /// `PUT /v2/images/{id}/file`: streams the body into the store.
@@ -461,7 +535,7 @@ where
     // Registered first: a delete that commits once the upload began finds
     // it and stops it.
     let transfer = Transfers::register(svc, id);
-    let (image, left) = begin(
+    let (image, left, reserved) = begin(
         svc,
         ctx,
         id,
@@ -476,7 +550,15 @@ where
         let (disk_format, _) = require_formats(&image)?;
         let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
         let stop = Stop::default();
-        let body = cancellable(id.to_string(), transfer.cancel.clone(), stop.clone(), body);
+        let body = metered(
+            svc.clone(),
+            id.to_string(),
+            "saving",
+            reserved,
+            Some(transfer.cancel.clone()),
+            stop.clone(),
+            body,
+        );
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
             .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
@@ -517,7 +599,7 @@ where
     E: std::fmt::Display,
 {
     let transfer = Transfers::register(svc, id);
-    let (_, left) = begin(
+    let (_, left, reserved) = begin(
         svc,
         ctx,
         id,
@@ -531,7 +613,15 @@ where
     let result = async {
         let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
         let stop = Stop::default();
-        let body = cancellable(id.to_string(), transfer.cancel.clone(), stop.clone(), body);
+        let body = metered(
+            svc.clone(),
+            id.to_string(),
+            "uploading",
+            reserved,
+            Some(transfer.cancel.clone()),
+            stop.clone(),
+            body,
+        );
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
             .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
@@ -875,11 +965,30 @@ async fn run_import(
                 .map_err(|e| e.message)?;
         }
         Method::WebDownload(uri) => {
-            let stream = svc.fetcher.open(uri).await?;
+            let (stream, length) = svc.fetcher.open(uri).await?;
+            // The size the source announces is reserved before anything is
+            // written (refused at once if the quota has no room for it);
+            // the body grows the reservation as it passes it.
+            let reserved = match length {
+                Some(n) => extend_reservation(svc, id, "importing", n, n)
+                    .await
+                    .map_err(|e| e.message)?,
+                None => 0,
+            };
             let mut temp: TempBlob = svc.store.temp().map_err(|e| e.to_string())?;
-            let digest = blob::receive(idle_limited(stream, idle), &mut temp, Some(left))
+            let stop = Stop::default();
+            let body = metered(
+                svc.clone(),
+                id.to_string(),
+                "importing",
+                reserved,
+                None,
+                stop.clone(),
+                idle_limited(stream, idle),
+            );
+            let digest = blob::receive(body, &mut temp, Some(left))
                 .await
-                .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap).message)?;
+                .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap).message)?;
             let inspection = inspect(&disk_format, temp.path().to_path_buf(), digest.size)
                 .await
                 .map_err(|e| e.message)?;

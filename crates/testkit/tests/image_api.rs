@@ -2104,6 +2104,55 @@ async fn a_web_download_reserves_the_size_its_source_announces() {
 }
 
 #[tokio::test]
+async fn a_cut_or_refused_upload_gives_its_reservation_back() {
+    // Quota 3000: a declared 3000-byte upload cut halfway, a chunked one
+    // cut after 2000 bytes, then one the inspector refuses: 3000 bytes
+    // still fit.
+    let s = Stack::start_with(|st| st.image_quota_bytes = Some(3000)).await;
+    let c = s.client();
+    let admin = c.admin_token().await;
+    let raw = json!({"name": "q", "disk_format": "raw", "container_format": "bare"});
+    let cut = create_id(&c, &admin, raw.clone()).await;
+    cut_upload(&s, &admin, &format!("{V2}/images/{cut}/file"), 3000, 1500).await;
+    wait_status(&c, &admin, &cut, "queued").await;
+    // A chunked one, cut once its reservation grew to what it received.
+    let chunked = create_id(&c, &admin, raw.clone()).await;
+    let sock = open_put(
+        &s,
+        &admin,
+        &format!("{V2}/images/{chunked}/file"),
+        "transfer-encoding: chunked",
+        &[0u8; 2000],
+    )
+    .await;
+    let mut grown = false;
+    for _ in 0..400 {
+        if reserved(&s, &chunked).await == 2000 {
+            grown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(grown, "reserved {}", reserved(&s, &chunked).await);
+    drop(sock);
+    wait_status(&c, &admin, &chunked, "queued").await;
+    assert_eq!(reserved(&s, &chunked).await, 0);
+    let bad = create_id(
+        &c,
+        &admin,
+        json!({"name": "bad", "disk_format": "qcow2", "container_format": "bare"}),
+    )
+    .await;
+    let r = put_data(&c, &admin, &bad, "file", &[0u8; 3000]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.json());
+    assert_eq!(show(&c, &admin, &bad).await["status"], "queued");
+    let good = create_id(&c, &admin, raw).await;
+    let r = put_data(&c, &admin, &good, "file", &[0u8; 3000]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.json());
+    assert_eq!(show(&c, &admin, &good).await["status"], "active");
+}
+
+#[tokio::test]
 async fn a_restart_sweeps_temporary_files_and_unsticks_saving_images() {
     let mut s = Stack::start().await;
     let c = s.client();

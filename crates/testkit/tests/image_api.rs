@@ -1825,9 +1825,10 @@ async fn an_upload_dropped_while_it_activates_leaves_no_data_file() {
     )
     .await;
     drop(sock);
-    // Let the server see the hang-up (well within the 10 s busy timeout
-    // the activation waits for the lock), then let it go on.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Let the server see the hang-up (3 s for a loaded machine, well
+    // within the 10 s busy timeout the activation waits for the lock),
+    // then let it go on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     tx.rollback().await.unwrap();
     let img = wait_status(&c, &admin, &id, "queued").await;
     assert_eq!(img["size"], Value::Null, "{img}");

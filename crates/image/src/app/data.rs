@@ -15,7 +15,7 @@
 //! declared size (`reserved`), and moves the image to `saving`,
 //! `uploading` or `importing`; while the data arrives, each time the bytes
 //! received pass the reservation a short transaction grows it (by
-//! [`RESERVE_STEP`], or to exactly what was received near the quota) or
+//! `RESERVE_STEP`, 64 MiB, or to exactly what was received near the quota) or
 //! refuses the transfer with 413, so transfers that declare no size
 //! (chunked uploads, web-downloads without a Content-Length) cannot write
 //! more than the quota between them; it ends in one transaction that

@@ -13,10 +13,20 @@
 //! Each transfer starts in one transaction that locks the image, reads its
 //! status and formats, checks the owner's byte quota and reserves the
 //! declared size (`reserved`), and moves the image to `saving`,
-//! `uploading` or `importing`; it ends in one transaction that checks the
-//! quota again against the size received and makes the image active. The
-//! format the data was inspected against is the one read in the first:
-//! the format attributes cannot change once the image left `queued`.
+//! `uploading` or `importing`; while the data arrives, each time the bytes
+//! received pass the reservation a short transaction grows it (by
+//! `RESERVE_STEP`, 64 MiB, or to exactly what was received near the quota) or
+//! refuses the transfer with 413, so transfers that declare no size
+//! (chunked uploads, web-downloads without a Content-Length) cannot write
+//! more than the quota between them; it ends in one transaction that
+//! checks the quota again against the size received and makes the image
+//! active. The format the data was inspected against is the one read in
+//! the first: the format attributes cannot change once the image left
+//! `queued`.
+//!
+//! Uploads and stages are tracked ([`Transfers`]) so that deleting their
+//! image stops them at once (the client gets Glance's 410) and their
+//! temporary file goes before the delete answers.
 //!
 //! Imports run as tracked tasks ([`Imports`]): at most
 //! `ImportLimits::max_concurrent` at once (the others wait with their task
@@ -62,13 +72,29 @@ impl StatusGuard {
     /// client's next request already sees the image as it was).
     async fn reset(mut self) {
         self.armed = false;
-        if let Err(e) = db::image::set_status(&self.svc.pool, &self.id, &[self.from], self.to).await
-        {
-            tracing::warn!(image = %self.id, error = %e, "could not reset the image status");
+        restore(&self.svc, &self.id, self.from, self.to).await;
+    }
+}
+
+/// Puts image `id` back from `from` into `to` and removes what the
+/// interrupted transfer left: a staged file, or — when the image was
+/// still `saving`, so its data never became the image's — a file already
+/// committed to the store (the request can be dropped between the commit
+/// and the end of [`activate`], whose own clean-up then never runs).
+async fn restore(svc: &Images, id: &str, from: &str, to: &str) {
+    match db::image::set_status(&svc.pool, id, &[from], to).await {
+        Ok(true) if from == "saving" => {
+            if let Err(e) = svc.store.delete(id) {
+                tracing::warn!(image = %id, error = %e, "could not delete unfinished image data");
+            }
         }
-        if self.from == "uploading" {
-            let _ = self.svc.staging.delete(&self.id);
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(image = %id, error = %e, "could not reset the image status");
         }
+    }
+    if from == "uploading" {
+        let _ = svc.staging.delete(id);
     }
 }
 
@@ -81,16 +107,238 @@ impl Drop for StatusGuard {
         // Drop cannot await; the reset runs as its own task. If the runtime
         // is going away, recovery at the next start does the same.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = db::image::set_status(&svc.pool, &id, &[from], to).await {
-                    tracing::warn!(image = %id, error = %e, "could not reset the image status");
-                }
-                if from == "uploading" {
-                    let _ = svc.staging.delete(&id);
-                }
-            });
+            rt.spawn(async move { restore(&svc, &id, from, to).await });
         }
     }
+}
+
+/// Bytes a transfer's reservation grows by when what it received passes
+/// it (while the owner's quota has room for a whole step; nearer the
+/// quota it grows to exactly what was received).
+const RESERVE_STEP: u64 = 64 << 20;
+
+/// One in-flight upload or stage, as [`Transfers`] tracks it.
+struct Tracked {
+    serial: u64,
+    cancel: tokio_util::sync::CancellationToken,
+    /// Closed when the transfer has stopped (its [`TransferGuard`] dropped).
+    done: tokio::sync::watch::Receiver<()>,
+}
+
+/// The uploads and stages in progress, by image, so deleting an image
+/// stops the transfers writing its data.
+#[derive(Default)]
+pub struct Transfers {
+    running: Mutex<HashMap<String, Vec<Tracked>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Keeps a transfer registered in [`Transfers`]; unregisters it (and tells
+/// a waiting [`Transfers::cancel`] it stopped) when dropped.
+struct TransferGuard {
+    svc: Arc<Images>,
+    id: String,
+    serial: u64,
+    cancel: tokio_util::sync::CancellationToken,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .svc
+            .transfers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = map.get_mut(&self.id) {
+            list.retain(|t| t.serial != self.serial);
+            if list.is_empty() {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Transfers {
+    /// Registers a transfer of image `id`'s data (before it starts, so a
+    /// delete that commits at any time after finds it).
+    fn register(svc: &Arc<Images>, id: &str) -> TransferGuard {
+        let serial = svc
+            .transfers
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (done_tx, done) = tokio::sync::watch::channel(());
+        svc.transfers
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .push(Tracked {
+                serial,
+                cancel: cancel.clone(),
+                done,
+            });
+        TransferGuard {
+            svc: svc.clone(),
+            id: id.to_string(),
+            serial,
+            cancel,
+            _done: done_tx,
+        }
+    }
+
+    /// How many uploads and stages are in progress.
+    pub fn len(&self) -> usize {
+        self.running
+            .lock()
+            .map(|m| m.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
+    /// Whether no upload or stage is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops image `id`'s uploads and stages, if any, and waits (briefly)
+    /// until they have stopped: their temporary files are gone and they
+    /// write nothing more.
+    pub async fn cancel(&self, id: &str) {
+        let list = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .unwrap_or_default();
+        for mut t in list {
+            t.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while t.done.changed().await.is_ok() {}
+            })
+            .await;
+        }
+    }
+}
+
+/// Why a [`metered`] body stopped, when it was not the source failing:
+/// the error the transfer answers with.
+type Stop = Arc<Mutex<Option<Error>>>;
+
+/// Sets image `id`'s reservation in one short transaction under the
+/// owner's quota lock: to `want` bytes while the quota has room for them,
+/// else to `need` — and fails with 413 when even `need` does not fit, or
+/// with 410 (as at the end of an upload) when the image left `status`.
+/// Returns the bytes reserved.
+async fn extend_reservation(
+    svc: &Images,
+    id: &str,
+    status: &str,
+    need: u64,
+    want: u64,
+) -> Result<u64, Error> {
+    let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
+    if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
+        return Err(gone_during_upload(id));
+    }
+    let row = db::image::get(&mut *tx, id)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| gone_during_upload(id))?;
+    if row.status != status {
+        return Err(gone_during_upload(id));
+    }
+    let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
+    if need > left {
+        return Err(receive_error(
+            ReceiveError::TooLarge(left),
+            left,
+            svc.cfg.image_size_cap,
+        ));
+    }
+    let grant = if want <= left { want.max(need) } else { need };
+    if !db::image::set_reserved(&mut tx, id, status, grant.min(i64::MAX as u64) as i64)
+        .await
+        .map_err(db_err)?
+    {
+        return Err(gone_during_upload(id));
+    }
+    tx.commit().await.map_err(|e| Error::internal(&e))?;
+    Ok(grant)
+}
+
+/// Glance's answer when the image is gone (or changed) by the time the
+/// data is saved (image_data.py answers HTTPGone).
+fn gone_during_upload(id: &str) -> Error {
+    Error::new(
+        axum::http::StatusCode::GONE,
+        format!("Image {id} could not be found after upload. The image may have been deleted during the upload, cleaning up the chunks uploaded."),
+    )
+}
+
+/// A transfer's body, metered: whenever the bytes received pass the
+/// image's reservation, the reservation grows ([`extend_reservation`]),
+/// so parallel transfers without a declared size cannot write more than
+/// the owner's quota between them; and the body ends as soon as `cancel`
+/// fires (the image was deleted). Either way the reason is left in `stop`.
+fn metered<S, E>(
+    svc: Arc<Images>,
+    id: String,
+    status: &'static str,
+    reserved: u64,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    stop: Stop,
+    body: S,
+) -> impl Stream<Item = Result<Bytes, String>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let body = Box::pin(body);
+    futures_util::stream::unfold(Some((body, reserved, 0u64)), move |state| {
+        let (svc, id, cancel, stop) = (svc.clone(), id.clone(), cancel.clone(), stop.clone());
+        async move {
+            let (mut body, mut reserved, mut received) = state?;
+            let halt = |e: Error| {
+                let msg = e.message.clone();
+                *stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Some((Err(msg), None))
+            };
+            let next = match &cancel {
+                Some(c) => tokio::select! {
+                    n = body.next() => n,
+                    _ = c.cancelled() => return halt(gone_during_upload(&id)),
+                },
+                None => body.next().await,
+            };
+            match next {
+                None => None,
+                Some(Err(e)) => Some((Err(e.to_string()), None)),
+                Some(Ok(b)) => {
+                    received += b.len() as u64;
+                    if received > reserved {
+                        let want = reserved.saturating_add(RESERVE_STEP);
+                        match extend_reservation(&svc, &id, status, received, want).await {
+                            Ok(n) => reserved = n,
+                            Err(e) => return halt(e),
+                        }
+                    }
+                    Some((Ok(b), Some((body, reserved, received))))
+                }
+            }
+        }
+    })
+}
+
+/// The error a transfer answers with when receiving its body failed: the
+/// reason [`metered`] stopped it, else the receive error's.
+fn stopped_or(stop: &Stop, e: ReceiveError, left: u64, cap: u64) -> Error {
+    stop.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| receive_error(e, left, cap))
 }
 
 fn require_formats(image: &Image) -> Result<(&str, &str), Error> {
@@ -176,9 +424,7 @@ async fn activate(
 ) -> Result<(), Error> {
     let result = async {
         let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
-        let gone = || {
-            Error::conflict("The image was deleted or changed while its data was being received.")
-        };
+        let gone = || gone_during_upload(id);
         if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
             return Err(gone());
         }
@@ -228,7 +474,8 @@ async fn activate(
 /// image, checks the caller may and the image is in `from`, checks the
 /// owner's byte quota and reserves the declared size, and moves the image
 /// to `to`. Returns the image as it was read (its formats are the ones the
-/// data will be inspected against) and how many bytes it may receive.
+/// data will be inspected against), how many bytes it may receive and how
+/// many it reserved.
 async fn begin(
     svc: &Images,
     ctx: &AuthContext,
@@ -237,7 +484,7 @@ async fn begin(
     from: &str,
     to: &str,
     declared_len: Option<u64>,
-) -> Result<(Image, u64), Error> {
+) -> Result<(Image, u64, u64), Error> {
     let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
     let (image, target) = svc.locked(&mut tx, ctx, id).await?;
     svc.policy.enforce(rule, ctx, &target)?;
@@ -270,7 +517,7 @@ async fn begin(
         )));
     }
     tx.commit().await.map_err(|e| Error::internal(&e))?;
-    Ok((image, left))
+    Ok((image, left, reserve as u64))
 }
 
 /// `PUT /v2/images/{id}/file`: streams the body into the store.
@@ -285,7 +532,10 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let (image, left) = begin(
+    // Registered first: a delete that commits once the upload began finds
+    // it and stops it.
+    let transfer = Transfers::register(svc, id);
+    let (image, left, reserved) = begin(
         svc,
         ctx,
         id,
@@ -299,9 +549,19 @@ where
     let result = async {
         let (disk_format, _) = require_formats(&image)?;
         let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
+        let stop = Stop::default();
+        let body = metered(
+            svc.clone(),
+            id.to_string(),
+            "saving",
+            reserved,
+            Some(transfer.cancel.clone()),
+            stop.clone(),
+            body,
+        );
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
-            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
         let inspection = inspect(disk_format, temp.path().to_path_buf(), digest.size).await?;
         svc.store
             .commit(temp, id)
@@ -310,7 +570,7 @@ where
         activate(svc, id, "saving", &data, false).await
     }
     .await;
-    match result {
+    let result = match result {
         Ok(()) => {
             guard.disarm();
             Ok(())
@@ -319,7 +579,9 @@ where
             guard.reset().await;
             Err(e)
         }
-    }
+    };
+    drop(transfer);
+    result
 }
 
 /// `PUT /v2/images/{id}/stage`: streams the body into the staging area.
@@ -336,7 +598,8 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let (_, left) = begin(
+    let transfer = Transfers::register(svc, id);
+    let (_, left, reserved) = begin(
         svc,
         ctx,
         id,
@@ -349,16 +612,26 @@ where
     let guard = StatusGuard::new(svc, id, "uploading", "queued");
     let result = async {
         let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
+        let stop = Stop::default();
+        let body = metered(
+            svc.clone(),
+            id.to_string(),
+            "uploading",
+            reserved,
+            Some(transfer.cancel.clone()),
+            stop.clone(),
+            body,
+        );
         let digest = blob::receive(body, &mut temp, Some(left))
             .await
-            .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap))?;
+            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
         svc.staging
             .commit(temp, id)
             .map_err(|e| Error::internal(&e))?;
         claim_staged(svc, id, digest.size).await
     }
     .await;
-    match result {
+    let result = match result {
         Ok(()) => {
             guard.disarm();
             Ok(())
@@ -367,7 +640,9 @@ where
             guard.reset().await;
             Err(e)
         }
-    }
+    };
+    drop(transfer);
+    result
 }
 
 /// Reserves a staged file's size, checked against the owner's quota in
@@ -376,13 +651,16 @@ async fn claim_staged(svc: &Images, id: &str, size: u64) -> Result<(), Error> {
     let mut tx = svc.pool.begin().await.map_err(|e| Error::internal(&e))?;
     let gone =
         || Error::conflict("The image was deleted or changed while its data was being staged.");
+    // Glance's stage saves the image after the data and answers its
+    // NotFound (404) when the image was deleted meanwhile.
+    let deleted = || Error::not_found(format!("No image found with ID {id}"));
     if !db::image::lock(&mut tx, id).await.map_err(db_err)? {
-        return Err(gone());
+        return Err(deleted());
     }
     let row = db::image::get(&mut *tx, id)
         .await
         .map_err(db_err)?
-        .ok_or_else(gone)?;
+        .ok_or_else(deleted)?;
     let left = svc.bytes_left(&mut tx, row.owner.as_deref(), id).await?;
     if size > left {
         return Err(receive_error(
@@ -687,11 +965,30 @@ async fn run_import(
                 .map_err(|e| e.message)?;
         }
         Method::WebDownload(uri) => {
-            let stream = svc.fetcher.open(uri).await?;
+            let (stream, length) = svc.fetcher.open(uri).await?;
+            // The size the source announces is reserved before anything is
+            // written (refused at once if the quota has no room for it);
+            // the body grows the reservation as it passes it.
+            let reserved = match length {
+                Some(n) => extend_reservation(svc, id, "importing", n, n)
+                    .await
+                    .map_err(|e| e.message)?,
+                None => 0,
+            };
             let mut temp: TempBlob = svc.store.temp().map_err(|e| e.to_string())?;
-            let digest = blob::receive(idle_limited(stream, idle), &mut temp, Some(left))
+            let stop = Stop::default();
+            let body = metered(
+                svc.clone(),
+                id.to_string(),
+                "importing",
+                reserved,
+                None,
+                stop.clone(),
+                idle_limited(stream, idle),
+            );
+            let digest = blob::receive(body, &mut temp, Some(left))
                 .await
-                .map_err(|e| receive_error(e, left, svc.cfg.image_size_cap).message)?;
+                .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap).message)?;
             let inspection = inspect(&disk_format, temp.path().to_path_buf(), digest.size)
                 .await
                 .map_err(|e| e.message)?;

@@ -312,7 +312,7 @@ impl Fetcher {
     /// Opens the URL: connects to checked addresses only, speaks TLS for
     /// `https`, follows redirects (checking each), and returns the body of
     /// the final 2xx answer as a stream.
-    pub async fn open(&self, url: &str) -> Result<BodyStream, String> {
+    pub async fn open(&self, url: &str) -> Result<(BodyStream, Option<u64>), String> {
         let mut current = parse_url(url)?;
         for hop in 0..=MAX_REDIRECTS {
             let addrs = resolve(&current, self.allow_loopback).await.map_err(|e| {
@@ -336,7 +336,11 @@ impl Fetcher {
             if !status.is_success() {
                 return Err(format!("the URL answered HTTP {}", status.as_u16()));
             }
-            return Ok(resp.into_body().into_data_stream());
+            let length = resp
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok());
+            return Ok((resp.into_body().into_data_stream(), length));
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }

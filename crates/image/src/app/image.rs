@@ -365,7 +365,10 @@ impl Images {
             return Err(not_found(id));
         }
         tx.commit().await.map_err(|e| Error::internal(&e))?;
+        // What still writes the image's data stops (and removes its
+        // temporary file) before the data is deleted.
         self.imports.cancel(id).await;
+        self.transfers.cancel(id).await;
         super::data::delete_data(self, id);
         Ok(())
     }

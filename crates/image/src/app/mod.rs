@@ -122,6 +122,8 @@ pub struct Images {
     pub fetcher: fetch::Fetcher,
     /// The imports running or waiting for a slot, by image.
     pub imports: data::Imports,
+    /// The uploads and stages in progress, by image.
+    pub transfers: data::Transfers,
 }
 
 /// An image with its properties and tags.
@@ -185,6 +187,7 @@ impl Images {
             staging,
             fetcher,
             imports: data::Imports::new(cfg.import_limits.max_concurrent),
+            transfers: data::Transfers::default(),
             cfg,
         }))
     }

@@ -567,24 +567,165 @@ async fn a_panic_in_the_agents_loop_is_logged_reported_and_restarted() {
     assert_eq!(ctl.agent_down_calls().len(), 1, "restarted more than once");
 }
 
-/// Sends one GET over a fresh connection; the status code (0 when the
-/// connection failed).
-async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+/// Sends one GET over a fresh connection from `from` (any address when
+/// `None`); the status code (0 when the connection failed) and the body.
+async fn get_from(
+    from: Option<std::net::IpAddr>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return 0;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        sock.bind(std::net::SocketAddr::new(ip, 0)).unwrap();
+    }
+    let Ok(mut s) = sock.connect(addr).await else {
+        return (0, String::new());
     };
     let req = format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
-        return 0;
+        return (0, String::new());
     }
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
+    let code = text
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, body)
+}
+
+/// Sends one GET over a fresh connection; the status code (0 when the
+/// connection failed).
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    get_from(None, addr, path).await.0
+}
+
+/// The host state of the metadata tests: network `n` (127.0.0.0/8,
+/// subnet `s`) with `port`.
+fn metadata_state(n: &str, s: &str, port: netmodel::Port) -> HostState {
+    HostState {
+        host: "h1".into(),
+        revision: 1,
+        networks: vec![network(
+            n,
+            1,
+            Segment::Local,
+            vec![subnet(s, "127.0.0.0/8", None, None)],
+        )],
+        ports: vec![Arc::new(port)],
+        ..Default::default()
+    }
+}
+
+/// A port detached from one VM and another port on the same address for
+/// the next VM: right after the agent's pass over the new state the
+/// proxy answers for the new VM, not from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_proxy_forgets_its_answers_when_the_host_state_changes() {
+    use agent::metadata::{Limits, Listener, Site};
+    use std::time::Duration;
+    let (n, s) = (new_id(), new_id());
+    let vm1 = vm_port(&new_id(), &n, &s, &mac(1), "127.0.0.1", &[]);
+    let ctl = Arc::new(FakeControl::new(metadata_state(&n, &s, vm1.clone())));
+    ctl.set_user_data(&vm1.id, b"vm1 secret");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.dhcp_servers = false;
+    cfg.metadata_limits = Limits {
+        cache_ttl: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let mut agent = Agent::new(
+        "h1",
+        ctl.clone(),
+        Arc::new(hostlink::Fake::new()),
+        Arc::new(nft::Fake::new()),
+        cfg,
+    )
+    .unwrap();
+    agent.reconcile(&ctl.state(), false).await.unwrap();
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let _l = Listener::spawn(sock, addr, Site::Network(n.clone()), agent.metadata_proxy()).unwrap();
+    let path = "/openstack/latest/user_data";
+    let first = get_from(None, addr, path).await;
+    assert_eq!(first, (200, "vm1 secret".to_string()));
+    assert_eq!(get_from(None, addr, path).await, first, "cached");
+    assert_eq!(ctl.metadata_calls().len(), 1);
+    // VM1's port goes; VM2's port gets its address at once.
+    let vm2 = vm_port(&new_id(), &n, &s, &mac(2), "127.0.0.1", &[]);
+    ctl.set_user_data(&vm2.id, b"vm2 data");
+    ctl.update(|st| st.ports = vec![Arc::new(vm2)]);
+    agent.reconcile(&ctl.state(), false).await.unwrap();
+    assert_eq!(
+        get_from(None, addr, path).await,
+        (200, "vm2 data".to_string()),
+        "VM1's answer served to VM2"
+    );
+    assert_eq!(ctl.metadata_calls().len(), 2);
+}
+
+/// Many source addresses (a guest without port security) still put at
+/// most `controller_lookups` questions to the controller at once; expired
+/// answers are swept, and no more than `CACHE_MAX` are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_proxy_bounds_questions_and_answers_over_all_callers() {
+    use agent::metadata::{Limits, Listener, Proxy, Site, CACHE_MAX};
+    use std::time::Duration;
+    let (n, s) = (new_id(), new_id());
+    let port = vm_port(&new_id(), &n, &s, &mac(1), "127.0.0.1", &[]);
+    let ctl = Arc::new(FakeControl::new(metadata_state(&n, &s, port)));
+    ctl.set_metadata_delay(Duration::from_millis(300));
+    let ttl = Duration::from_millis(500);
+    let proxy = Proxy::new(
+        ctl.clone(),
+        Limits {
+            per_caller: 4,
+            cache_ttl: ttl,
+            controller_lookups: 2,
+        },
+    );
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let _l = Listener::spawn(sock, addr, Site::Network(n.clone()), proxy.clone()).unwrap();
+    // The agent's pass over revision 7.
+    proxy.observe(7);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 2..=9u8 {
+        let from = std::net::IpAddr::from([127, 0, 0, i]);
+        set.spawn(async move { get_from(Some(from), addr, "/openstack").await.0 });
+    }
+    let mut codes = Vec::new();
+    while let Some(c) = set.join_next().await {
+        codes.push(c.unwrap());
+    }
+    // Unknown callers get 404 after the controller's answer; all were asked.
+    assert_eq!(codes, [404; 8], "{codes:?}");
+    assert_eq!(ctl.metadata_calls().len(), 8);
+    assert_eq!(ctl.metadata_most_in_flight(), 2);
+    // Expired answers are swept on the agent's next pass, though the
+    // revision is the same.
+    assert_eq!(proxy.cached(), 8);
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    proxy.observe(7);
+    assert_eq!(proxy.cached(), 0);
+    // However many callers, at most CACHE_MAX answers are kept.
+    ctl.set_metadata_delay(Duration::ZERO);
+    for i in 0..(CACHE_MAX as u32 + 100) {
+        let caller = netmodel::MetadataCaller {
+            network_id: n.clone(),
+            ip: std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+        };
+        proxy.lookup(caller).await.unwrap();
+    }
+    assert!(proxy.cached() <= CACHE_MAX, "{}", proxy.cached());
 }
 
 /// One caller cannot load the controller through the metadata proxy: its
@@ -619,6 +760,7 @@ async fn the_metadata_proxy_bounds_a_callers_connections_and_caches_answers() {
         Limits {
             per_caller: 4,
             cache_ttl: ttl,
+            ..Default::default()
         },
     );
     let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -26,6 +26,8 @@ pub struct FakeControl {
     user_data: Mutex<HashMap<String, Vec<u8>>>,
     metadata_calls: Mutex<Vec<MetadataCaller>>,
     metadata_delay: Mutex<Duration>,
+    metadata_in_flight: AtomicUsize,
+    metadata_most_in_flight: AtomicUsize,
     agent_down: Mutex<Vec<String>>,
     watches: AtomicUsize,
 }
@@ -40,6 +42,8 @@ impl FakeControl {
             user_data: Mutex::default(),
             metadata_calls: Mutex::default(),
             metadata_delay: Mutex::default(),
+            metadata_in_flight: AtomicUsize::new(0),
+            metadata_most_in_flight: AtomicUsize::new(0),
             agent_down: Mutex::default(),
             watches: AtomicUsize::new(0),
         }
@@ -51,6 +55,11 @@ impl FakeControl {
             .metadata_delay
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// The most metadata questions that were in flight at once.
+    pub fn metadata_most_in_flight(&self) -> usize {
+        self.metadata_most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Hosts whose agent said it was down, in order.
@@ -251,9 +260,12 @@ impl NetworkControl for FakeControl {
                 .metadata_delay
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            let n = self.metadata_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.metadata_most_in_flight.fetch_max(n, Ordering::SeqCst);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            self.metadata_in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok(self.answer_for(&caller))
         })
     }

@@ -567,6 +567,46 @@ async fn a_panic_in_the_agents_loop_is_logged_reported_and_restarted() {
     assert_eq!(ctl.agent_down_calls().len(), 1, "restarted more than once");
 }
 
+/// A panic while the supervisor builds the agent: logged, reported, and
+/// retried after the backoff like one in the agent's loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_building_the_agent_is_reported_and_restarted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let ctl = Arc::new(FakeControl::new(w.state.clone()));
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    let (c, net, f) = (ctl.clone(), w.net.clone(), w.fw.clone());
+    let made = Arc::new(AtomicUsize::new(0));
+    let m = made.clone();
+    let make = move || {
+        if m.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("injected panic building the agent");
+        }
+        Agent::new("h1", c.clone(), net.clone(), f.clone(), cfg.clone())
+    };
+    let backoff = agent::supervise::Backoff {
+        first: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let _sup = agent::AbortOnDrop(tokio::spawn(agent::supervise::supervise(
+        "h1".into(),
+        ctl.clone(),
+        make,
+        backoff,
+    )));
+    let t = Duration::from_secs(20);
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Active, t).await, "{p}");
+    }
+    assert_eq!(ctl.agent_down_calls(), ["h1"]);
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+}
+
 /// Sends one GET over a fresh connection from `from` (any address when
 /// `None`); the status code (0 when the connection failed) and the body.
 async fn get_from(

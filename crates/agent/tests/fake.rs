@@ -573,6 +573,7 @@ async fn a_panic_in_the_agents_loop_is_logged_reported_and_restarted() {
 async fn a_panic_building_the_agent_is_reported_and_restarted() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use tracing::instrument::WithSubscriber;
     let w = world().await;
     for (i, p) in w.state.ports.iter().enumerate() {
         vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
@@ -593,18 +594,28 @@ async fn a_panic_building_the_agent_is_reported_and_restarted() {
         first: Duration::from_millis(200),
         ..Default::default()
     };
-    let _sup = agent::AbortOnDrop(tokio::spawn(agent::supervise::supervise(
-        "h1".into(),
-        ctl.clone(),
-        make,
-        backoff,
-    )));
+    // Logged through a subscriber of its own (as the test of a panic in
+    // the loop does: a callsite first hit with no subscriber around can
+    // stay disabled for the other test's).
+    let logs = Logs::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _sup = agent::AbortOnDrop(tokio::spawn(
+        agent::supervise::supervise("h1".into(), ctl.clone(), make, backoff).with_subscriber(sub),
+    ));
     let t = Duration::from_secs(20);
     for p in &w.vm {
         assert!(ctl.wait_status(p, PortStatus::Active, t).await, "{p}");
     }
     assert_eq!(ctl.agent_down_calls(), ["h1"]);
     assert_eq!(made.load(Ordering::SeqCst), 2);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("ERROR") && text.contains("injected panic building the agent"),
+        "{text}"
+    );
 }
 
 /// Sends one GET over a fresh connection from `from` (any address when

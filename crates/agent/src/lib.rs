@@ -465,7 +465,14 @@ impl Agent {
                         let wait = retry.map_or(Duration::from_secs(1), |(_, w)| {
                             (w * 2).min(Duration::from_secs(8))
                         });
-                        Some((tokio::time::Instant::now() + wait, wait))
+                        let at = tokio::time::Instant::now() + wait;
+                        match retry {
+                            // A light pass that fails too keeps the sooner
+                            // retry already due (changes coming in must
+                            // not postpone it).
+                            Some((due, w)) if light && due <= at => Some((due, w)),
+                            _ => Some((at, wait)),
+                        }
                     } else if light {
                         retry
                     } else {

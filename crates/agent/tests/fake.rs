@@ -492,6 +492,63 @@ async fn a_port_whose_rules_cannot_be_applied_is_cut_off_and_retried() {
     assert!(!w.fw.revoked().is_empty(), "the deleted rule's sessions");
 }
 
+/// Changes keep coming while a port's rules fail: each light pass fails
+/// too, but none postpones the retry already due, so the ports come back
+/// soon after the fault clears (not a doubled backoff after the last
+/// change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_light_passes_do_not_postpone_the_retry() {
+    use std::time::Duration;
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let fw = Arc::new(agent::testing::FaultyFirewall::new(w.fw.clone()));
+    let ctl = Arc::new(FakeControl::new(w.state.clone()));
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    // Only the agent's own retry can bring the ports back in this test.
+    cfg.resync_interval = Duration::from_secs(120);
+    let a = Agent::new("h1", ctl.clone(), w.net.clone(), fw.clone(), cfg).unwrap();
+    let _run = agent::AbortOnDrop(tokio::spawn(async move {
+        let _ = a.run().await;
+    }));
+    let t = Duration::from_secs(10);
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Active, t).await);
+    }
+    fw.fail_port_updates(true);
+    // Six rule changes 300 ms apart, each failing a light pass.
+    let extra = rule(Direction::Ingress, Some("tcp"), Some(8080), None);
+    for i in 0..6 {
+        let e = extra.clone();
+        ctl.update(move |s| {
+            for g in &mut s.security_groups {
+                g.rules.retain(|r| r.id != e.id);
+                if i % 2 == 0 {
+                    g.rules.push(e.clone());
+                }
+            }
+        });
+        if i == 0 {
+            for p in &w.vm {
+                assert!(ctl.wait_status(p, PortStatus::Error, t).await, "{p}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Postponed by each change, the retry would come 8 s after the last;
+    // kept, it comes within 2 s.
+    fw.fail_port_updates(false);
+    for p in &w.vm {
+        assert!(
+            ctl.wait_status(p, PortStatus::Active, Duration::from_secs(5))
+                .await,
+            "{p}: the retry was postponed"
+        );
+    }
+}
+
 /// Log lines written through a test subscriber.
 #[derive(Clone, Default)]
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);

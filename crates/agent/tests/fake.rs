@@ -549,6 +549,73 @@ async fn failing_light_passes_do_not_postpone_the_retry() {
     }
 }
 
+/// A remote group whose members cannot be updated (its set may still
+/// admit a member that left): the ports whose rules name it are cut off
+/// and reported ERROR, and the agent retries soon on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_remote_group_update_cuts_off_its_ports_and_is_retried() {
+    use std::time::Duration;
+    let w = world().await;
+    for (i, p) in w.state.ports.iter().enumerate() {
+        vm_tap(&w.net, &p.device_name, &format!("vm{i}")).await;
+    }
+    let fw = Arc::new(agent::testing::FaultyFirewall::new(w.fw.clone()));
+    let ctl = Arc::new(FakeControl::new(w.state.clone()));
+    let mut cfg = Config::new(w.dir.path());
+    cfg.dhcp_servers = false;
+    // Only the agent's own retry can bring the ports back in this test.
+    cfg.resync_interval = Duration::from_secs(120);
+    let a = Agent::new("h1", ctl.clone(), w.net.clone(), fw.clone(), cfg).unwrap();
+    let _run = agent::AbortOnDrop(tokio::spawn(async move {
+        let _ = a.run().await;
+    }));
+    let t = Duration::from_secs(10);
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Active, t).await);
+    }
+    // 10.0.0.6 leaves the group both ports' rules name; the update fails.
+    fw.fail_group_updates(true);
+    let sg2 = w.state.security_groups[1].id.clone();
+    ctl.update(|s| {
+        for g in &mut s.security_groups {
+            if g.id == sg2 {
+                g.member_ips.clear();
+            }
+        }
+    });
+    for p in &w.vm {
+        assert!(ctl.wait_status(p, PortStatus::Error, t).await, "{p}");
+    }
+    // (The fake records a report just after its status.)
+    let why = format!("remote group {sg2}");
+    let said = || {
+        ctl.reports()
+            .iter()
+            .rev()
+            .find(|r| r.port_id == w.vm[0])
+            .is_some_and(|r| r.message.as_deref().is_some_and(|m| m.contains(&why)))
+    };
+    assert!(wait_until(t, said).await, "{:?}", ctl.reports());
+    for p in &w.state.ports {
+        assert_eq!(
+            link_of(&w.net, &p.device_name).await,
+            (None, false),
+            "{} still forwards",
+            p.device_name
+        );
+    }
+    // The fault clears: the agent's retry (not the periodic pass) applies
+    // the group and wires the ports again.
+    fw.fail_group_updates(false);
+    for p in &w.vm {
+        assert!(
+            ctl.wait_status(p, PortStatus::Active, Duration::from_secs(20))
+                .await,
+            "{p}"
+        );
+    }
+}
+
 /// Log lines written through a test subscriber.
 #[derive(Clone, Default)]
 struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);

@@ -286,6 +286,7 @@ impl NetworkControl for FakeControl {
 pub struct FaultyFirewall {
     inner: Arc<dyn nft::Firewall>,
     fail_ports: AtomicBool,
+    fail_groups: AtomicBool,
     panics: AtomicUsize,
 }
 
@@ -293,6 +294,7 @@ impl std::fmt::Debug for FaultyFirewall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultyFirewall")
             .field("fail_ports", &self.fail_ports)
+            .field("fail_groups", &self.fail_groups)
             .field("panics", &self.panics)
             .finish()
     }
@@ -304,6 +306,7 @@ impl FaultyFirewall {
         FaultyFirewall {
             inner,
             fail_ports: AtomicBool::new(false),
+            fail_groups: AtomicBool::new(false),
             panics: AtomicUsize::new(0),
         }
     }
@@ -312,6 +315,11 @@ impl FaultyFirewall {
     /// refusing a transaction does.
     pub fn fail_port_updates(&self, on: bool) {
         self.fail_ports.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every `upsert_remote_group` fails (nothing applied).
+    pub fn fail_group_updates(&self, on: bool) {
+        self.fail_groups.store(on, Ordering::SeqCst);
     }
 
     /// The next `n` calls of `upsert_port` panic.
@@ -331,6 +339,13 @@ impl nft::Firewall for FaultyFirewall {
         self.inner.remove_network(bridge)
     }
     fn upsert_remote_group(&self, group: &nft::RemoteGroup) -> nft::Result<()> {
+        if self.fail_groups.load(Ordering::SeqCst) {
+            return Err(nft::Error::Rejected {
+                op: format!("update remote group {}", group.id),
+                netns: "(test)".into(),
+                stderr: "injected fault".into(),
+            });
+        }
         self.inner.upsert_remote_group(group)
     }
     fn remove_remote_group(&self, id: &str) -> nft::Result<()> {

@@ -799,6 +799,50 @@ fn metadata_state(n: &str, s: &str, port: netmodel::Port) -> HostState {
     }
 }
 
+/// A refused connection is closed at once (no task is kept reading it):
+/// after the 429 the guest's next writes find the connection gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_proxy_closes_a_refused_connection_at_once() {
+    use agent::metadata::{Limits, Listener, Proxy, Site};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (n, s) = (new_id(), new_id());
+    let port = vm_port(&new_id(), &n, &s, &mac(1), "127.0.0.1", &[]);
+    let ctl = Arc::new(FakeControl::new(metadata_state(&n, &s, port)));
+    ctl.set_metadata_delay(Duration::from_secs(3));
+    let proxy = Proxy::new(
+        ctl.clone(),
+        Limits {
+            per_caller: 1,
+            ..Default::default()
+        },
+    );
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let _l = Listener::spawn(sock, addr, Site::Network(n.clone()), proxy).unwrap();
+    // The one connection allowed waits for the slow controller.
+    let first = tokio::spawn(get_from(None, addr, "/openstack"));
+    assert!(wait_until(Duration::from_secs(10), || ctl.metadata_calls().len() == 1).await);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /openstack HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 429"), "{buf:?}");
+    // Closed, not just shut for writing: writing on gets a reset.
+    let mut gone = false;
+    for _ in 0..10 {
+        if s.write_all(b"more").await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the refused connection is still open");
+    assert_eq!(first.await.unwrap().0, 200);
+}
+
 /// A port detached from one VM and another port on the same address for
 /// the next VM: right after the agent's pass over the new state the
 /// proxy answers for the new VM, not from its cache.

@@ -227,6 +227,11 @@ impl Agent {
         })
     }
 
+    /// The metadata proxy this agent's listeners share.
+    pub fn metadata_proxy(&self) -> Arc<metadata::Proxy> {
+        self.rec.metadata_proxy.clone()
+    }
+
     /// A handle that explains ports from what this agent last applied;
     /// usable while the agent runs.
     pub fn explainer(&self) -> Explainer {
@@ -254,6 +259,7 @@ impl Agent {
     ) -> Result<PassReport, Error> {
         self.take_events();
         self.rec.rules_failed = false;
+        self.rec.metadata_proxy.observe(state.revision);
         let r = self.rec.pass(state, deep).await?;
         self.after_pass(state, &r);
         Ok(r)
@@ -274,6 +280,7 @@ impl Agent {
     ) -> Result<Option<PassReport>, Error> {
         let events = self.take_events();
         self.rec.rules_failed = false;
+        self.rec.metadata_proxy.observe(state.revision);
         let r = self.rec.light_pass(state, &events).await?;
         if let Some(r) = &r {
             self.after_pass(state, r);
@@ -458,7 +465,14 @@ impl Agent {
                         let wait = retry.map_or(Duration::from_secs(1), |(_, w)| {
                             (w * 2).min(Duration::from_secs(8))
                         });
-                        Some((tokio::time::Instant::now() + wait, wait))
+                        let at = tokio::time::Instant::now() + wait;
+                        match retry {
+                            // A light pass that fails too keeps the sooner
+                            // retry already due (changes coming in must
+                            // not postpone it).
+                            Some((due, w)) if light && due <= at => Some((due, w)),
+                            _ => Some((at, wait)),
+                        }
                     } else if light {
                         retry
                     } else {

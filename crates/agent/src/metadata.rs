@@ -19,7 +19,15 @@
 //! [`Limits::per_caller`] connections at once — the next is answered 429
 //! at once and closed — and what the controller answered for a caller is
 //! reused for [`Limits::cache_ttl`], concurrent requests of one caller
-//! waiting for the one question in flight.
+//! waiting for the one question in flight. Whatever addresses a guest
+//! uses, at most [`Limits::controller_lookups`] questions are in flight
+//! at once.
+//!
+//! **An answer never outlives the host state it was read under**: the
+//! agent calls [`Proxy::observe`] before every pass, and a new revision
+//! (a port moved to another VM, an address reused) drops every cached
+//! answer. Expired answers are swept at most a `cache_ttl` after they
+//! expire, and at most [`CACHE_MAX`] are kept.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -32,7 +40,6 @@ use hostlink::IpNet;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use netmodel::{MetadataAnswer, MetadataCaller, NetworkControl};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::AbortOnDrop;
@@ -114,16 +121,20 @@ pub struct Limits {
     /// How long the controller's answer for a caller is reused (zero: it
     /// is asked on every request).
     pub cache_ttl: Duration,
+    /// Questions to the controller in flight at once, over all callers
+    /// (the others wait).
+    pub controller_lookups: usize,
 }
 
 impl Default for Limits {
     /// 8 connections per caller (cloud-init makes them one at a time);
     /// answers kept 5 seconds (a boot reads a handful of documents in
-    /// that time, a port's change shows within it).
+    /// that time); 64 questions to the controller at once.
     fn default() -> Self {
         Limits {
             per_caller: 8,
             cache_ttl: Duration::from_secs(5),
+            controller_lookups: 64,
         }
     }
 }
@@ -135,8 +146,27 @@ type Key = (String, IpAddr);
 /// A cached answer: when it was read, and what.
 type Cached = Option<(Instant, Option<MetadataAnswer>)>;
 
-/// Entries kept before expired ones are swept.
-const CACHE_SWEEP_AT: usize = 4096;
+/// The most answers kept; a caller beyond them is answered uncached.
+pub const CACHE_MAX: usize = 1024;
+
+/// The cached answers, and the host state revision they were read under.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Arc<tokio::sync::Mutex<Cached>>>,
+    revision: Option<u64>,
+    swept: Option<Instant>,
+}
+
+impl Cache {
+    /// Drops expired answers that nobody is reading or asking for.
+    fn sweep(&mut self, ttl: Duration) {
+        self.entries.retain(|_, c| {
+            c.try_lock()
+                .map_or(true, |g| g.as_ref().is_some_and(|(t, _)| t.elapsed() < ttl))
+        });
+        self.swept = Some(Instant::now());
+    }
+}
 
 /// What every listener of one agent shares: the controller, the answers
 /// it gave per caller, and the connections each caller has open.
@@ -144,7 +174,8 @@ pub struct Proxy {
     control: Arc<dyn NetworkControl>,
     limits: Limits,
     open: Mutex<HashMap<Key, usize>>,
-    cache: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Cached>>>>,
+    cache: Mutex<Cache>,
+    lookups: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -181,7 +212,30 @@ impl Proxy {
             limits,
             open: Mutex::default(),
             cache: Mutex::default(),
+            lookups: tokio::sync::Semaphore::new(limits.controller_lookups.max(1)),
         })
+    }
+
+    /// Told the host state revision before every pass: a new one drops
+    /// every cached answer (the port behind an address may have moved to
+    /// another VM); the same one sweeps the expired answers.
+    pub fn observe(&self, revision: u64) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.revision != Some(revision) {
+            cache.entries.clear();
+            cache.revision = Some(revision);
+        } else {
+            cache.sweep(self.limits.cache_ttl);
+        }
+    }
+
+    /// How many answers are cached (tests).
+    pub fn cached(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
     }
 
     /// Counts a connection of `key`; `None` when it already has as many
@@ -209,14 +263,18 @@ impl Proxy {
         let key = (caller.network_id.clone(), caller.ip);
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() >= CACHE_SWEEP_AT {
-                // Entries in use (locked) stay; idle expired ones go.
-                cache.retain(|_, c| {
-                    c.try_lock()
-                        .map_or(true, |g| g.as_ref().is_some_and(|(t, _)| t.elapsed() < ttl))
-                });
+            // Expired answers go at least once per period, and whenever
+            // the cache is full.
+            let full = cache.entries.len() >= CACHE_MAX && !cache.entries.contains_key(&key);
+            if full || cache.swept.is_none_or(|t| t.elapsed() >= ttl) {
+                cache.sweep(ttl);
             }
-            cache.entry(key).or_default().clone()
+            if cache.entries.len() >= CACHE_MAX && !cache.entries.contains_key(&key) {
+                // Full of live answers: this one is not kept.
+                Arc::default()
+            } else {
+                cache.entries.entry(key).or_default().clone()
+            }
         };
         // One question per caller at a time: the others wait for it.
         let mut entry = cell.lock().await;
@@ -225,7 +283,14 @@ impl Proxy {
                 return Ok(answer.clone());
             }
         }
-        let answer = self.control.metadata(caller).await?;
+        let answer = {
+            let _permit = self
+                .lookups
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            self.control.metadata(caller).await?
+        };
         *entry = Some((Instant::now(), answer.clone()));
         Ok(answer)
     }
@@ -236,17 +301,17 @@ impl Proxy {
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\
 retry-after: 1\r\ncontent-length: 4\r\nconnection: close\r\n\r\n429\n";
 
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(TOO_MANY).await?;
-        stream.shutdown().await?;
-        // Read what the guest sent, so closing does not reset the
-        // connection under the answer.
-        let mut buf = [0u8; 4096];
-        while stream.read(&mut buf).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+/// Answers a refused connection and closes it at once, without a task:
+/// the answer fits the empty send buffer, and what the guest already
+/// sent is read so that closing does not reset the connection under the
+/// answer.
+fn refuse(stream: tokio::net::TcpStream) {
+    let _ = stream.try_write(TOO_MANY);
+    let mut buf = [0u8; 4096];
+    while matches!(stream.try_read(&mut buf), Ok(n) if n > 0) {}
+    if let Ok(s) = stream.into_std() {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 /// A running listener; dropping it closes the socket and every
@@ -301,7 +366,7 @@ impl Listener {
                 };
                 let Some(slot) = proxy.enter(key) else {
                     tracing::debug!(%peer, "metadata: too many connections from one caller");
-                    conns.spawn(refuse(stream));
+                    refuse(stream);
                     continue;
                 };
                 let proxy = proxy.clone();

@@ -127,6 +127,18 @@ impl Reconciler {
             }
             match self.marked_rules(pp) {
                 Ok(r) => {
+                    // Rules naming a group whose set could not be updated
+                    // may admit a member that left: cut off.
+                    let bad_group = r.as_ref().and_then(|r| {
+                        r.rules.iter().find_map(|sr| match &sr.remote {
+                            nft::Remote::Group(g) => self.group_errors.get(g),
+                            _ => None,
+                        })
+                    });
+                    if let Some(e) = bad_group {
+                        unruled.insert(pp.device.clone(), e.clone());
+                        continue;
+                    }
                     wanted.insert(pp.device.clone(), r);
                 }
                 Err(e) => {

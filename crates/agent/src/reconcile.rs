@@ -94,6 +94,9 @@ pub(crate) struct Reconciler {
     /// Set by a pass that could not apply some port's rules (those ports
     /// are cut off): the agent retries with a full pass soon.
     pub rules_failed: bool,
+    /// Remote groups whose members the last `reconcile_groups` could not
+    /// update, with why: ports whose rules name them are cut off.
+    pub group_errors: BTreeMap<String, String>,
 }
 
 impl Reconciler {
@@ -132,6 +135,7 @@ impl Reconciler {
             last_statuses: BTreeMap::new(),
             last_net_errors: BTreeMap::new(),
             rules_failed: false,
+            group_errors: BTreeMap::new(),
         }
     }
 

@@ -9,7 +9,11 @@ use crate::reconcile::Reconciler;
 impl Reconciler {
     /// Creates or updates the member sets of every group a port rule
     /// references (before the ports: a rule needs its set).
+    /// A group that fails is retried soon (`rules_failed`), and the ports
+    /// whose rules name it are cut off (`group_errors`): its set may hold
+    /// a member that left.
     pub(crate) async fn reconcile_groups(&mut self, plan: &Plan) {
+        self.group_errors.clear();
         for g in plan.groups.values() {
             // The plan's members are sorted and unique.
             if self.applied_groups.get(&g.id) == Some(g) {
@@ -25,7 +29,12 @@ impl Reconciler {
                 Ok(()) => {
                     self.applied_groups.insert(g.id.clone(), want);
                 }
-                Err(e) => self.warn(format!("remote group {}: {}", g.id, crate::Chain(&e))),
+                Err(e) => {
+                    let msg = format!("remote group {}: {}", g.id, crate::Chain(&e));
+                    self.warn(msg.clone());
+                    self.rules_failed = true;
+                    self.group_errors.insert(g.id.clone(), msg);
+                }
             }
         }
     }

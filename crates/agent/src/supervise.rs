@@ -54,7 +54,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
 /// Runs the agents `make` builds for `host`, one at a time, restarting
 /// the loop whenever it ends, until the returned future is dropped.
 /// `make` is called again for every restart (a new agent reads the mark
-/// store and the host afresh).
+/// store and the host afresh); a panic in it is restarted too.
 pub async fn supervise<F>(
     host: String,
     control: Arc<dyn NetworkControl>,
@@ -66,21 +66,27 @@ pub async fn supervise<F>(
     let mut wait = backoff.first;
     loop {
         let started = Instant::now();
-        let why = match make() {
-            Ok(agent) => {
-                let mut task = Owned(tokio::spawn(agent.run()));
-                match (&mut task.0).await {
-                    Ok(Ok(())) => "the network agent's loop ended".to_string(),
-                    Ok(Err(e)) => format!("the network agent's loop failed: {}", Chain(&e)),
-                    Err(e) if e.is_panic() => {
-                        let p = e.into_panic();
-                        format!("the network agent's loop panicked: {}", panic_text(&*p))
+        // A panic while building the agent is restarted like one in its
+        // loop.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut make));
+        let why = match made {
+            Err(p) => format!("the network agent panicked starting: {}", panic_text(&*p)),
+            Ok(made) => match made {
+                Ok(agent) => {
+                    let mut task = Owned(tokio::spawn(agent.run()));
+                    match (&mut task.0).await {
+                        Ok(Ok(())) => "the network agent's loop ended".to_string(),
+                        Ok(Err(e)) => format!("the network agent's loop failed: {}", Chain(&e)),
+                        Err(e) if e.is_panic() => {
+                            let p = e.into_panic();
+                            format!("the network agent's loop panicked: {}", panic_text(&*p))
+                        }
+                        // Cancelled: the runtime is shutting down.
+                        Err(_) => return,
                     }
-                    // Cancelled: the runtime is shutting down.
-                    Err(_) => return,
                 }
-            }
-            Err(e) => format!("the network agent could not start: {}", Chain(&e)),
+                Err(e) => format!("the network agent could not start: {}", Chain(&e)),
+            },
         };
         if started.elapsed() >= backoff.reset_after {
             wait = backoff.first;

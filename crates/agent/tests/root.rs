@@ -956,15 +956,27 @@ async fn echoes(s: std::net::TcpStream, limit: Duration) -> (bool, std::net::Tcp
     .await
 }
 
-/// Whether the session is cut within 2 s of now (checked once, after the
-/// agent had 700 ms to apply the change).
-async fn cut_within_2s(s: std::net::TcpStream) -> bool {
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    !echoes(s, Duration::from_millis(1300)).await.0
+/// Whether the session is cut within 5 s of now (a loaded machine may
+/// take seconds for the agent's pass): checked every 250 ms until a ping
+/// is not echoed within 1.3 s.
+async fn cut_within_5s(s: std::net::TcpStream) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut s = s;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (alive, back) = echoes(s, Duration::from_millis(1300)).await;
+        if !alive {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        s = back;
+    }
 }
 
 /// Rounds of: sessions to 7000 and 7001 through `client`'s rules; the
-/// rule for 7000 deleted → that session is cut within 2 s while the other
+/// rule for 7000 deleted → that session is cut within 5 s while the other
 /// flows on; the rule added back → new sessions to 7000 pass again.
 async fn egress_revocation_rounds(ctl: &FakeControl, g: &CutGroups, from: &Netns, to: &str) {
     let mut rule_id = g.to_7000.clone();
@@ -979,7 +991,7 @@ async fn egress_revocation_rounds(ctl: &FakeControl, g: &CutGroups, from: &Netns
             }
         });
         assert!(
-            cut_within_2s(s0).await,
+            cut_within_5s(s0).await,
             "round {round}: the session survived its egress rule's deletion"
         );
         let (alive, _s1) = echoes(s1, T).await;
@@ -1181,7 +1193,7 @@ async fn t5g_a_port_leaving_a_remote_group_loses_the_sessions_it_admitted() {
             let s1 = session(&vm_tx, "10.0.0.6:7001").await;
             ctl.update(set_member(false));
             assert!(
-                cut_within_2s(s2).await,
+                cut_within_5s(s2).await,
                 "round {round}: the session survived its sender leaving the remote group"
             );
             let (alive, _s1) = echoes(s1, T).await;

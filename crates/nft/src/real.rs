@@ -117,6 +117,15 @@ impl Nft {
         }
     }
 
+    /// A driver for the tables in `host` running `nft` at `path` (tests
+    /// put a failing wrapper there).
+    pub fn with_nft(host: Netns, path: impl Into<String>) -> Self {
+        Nft {
+            nft: path.into(),
+            ..Nft::new(host)
+        }
+    }
+
     /// The namespace the host tables live in.
     pub fn host(&self) -> &Netns {
         &self.host
@@ -581,7 +590,14 @@ impl Firewall for Nft {
         known.remove(&group.id);
         let mut all = render::group_commands(group);
         all.extend(revocations);
-        self.apply(&self.host, &op, all)?;
+        if let Err(e) = self.apply(&self.host, &op, all) {
+            // The transaction is atomic: the kernel still has the old
+            // members, which memory no longer does. Forgetting it all
+            // makes the next attempt read them back, and so revoke the
+            // sessions of whoever left.
+            *self.installed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err(e);
+        }
         known.insert(group.id.clone(), want);
         Ok(())
     }

@@ -1267,3 +1267,81 @@ fn the_previous_agents_tables_get_session_halves_in_place() {
     fw.delete_all().unwrap();
     drop(lab);
 }
+
+/// A remote group update whose nft transaction fails leaves the kernel's
+/// member set as it was; the retry must still know who left, and cut
+/// their sessions (the driver forgets its memory on the failure and reads
+/// the members back).
+#[test]
+fn a_failed_remote_group_update_still_revokes_the_leavers_sessions_on_retry() {
+    if !require_root("a_failed_remote_group_update_still_revokes_the_leavers_sessions_on_retry") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = lab.pair();
+    // `nft` through a wrapper that fails while `fail` exists.
+    let dir = std::env::temp_dir().join(format!("{}-nft", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fail = dir.join("fail");
+    let wrapper = dir.join("nft");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] && exit 1\nexec nft \"$@\"\n",
+            fail.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let fw = Nft::with_nft(lab.host.clone(), wrapper.display().to_string());
+    fw.ensure_base().unwrap();
+    fw.upsert_network("fsb-a", 1).unwrap();
+    let group = nft::RemoteGroup {
+        id: "a11ce".into(),
+        members: vec!["10.0.0.5/32".parse().unwrap()],
+    };
+    fw.upsert_remote_group(&group).unwrap();
+    // A may send to 7002; B admits it only from the members of a11ce (A).
+    let pa = port(
+        "tap-a",
+        1 << 16,
+        "fa:16:3e:00:0a:01",
+        "10.0.0.5",
+        vec![tcp_out(0x102, 7002)],
+    );
+    let mut from_group = tcp_in(0x212, 7002);
+    from_group.remote = Remote::Group("a11ce".into());
+    let pb = port(
+        "tap-b",
+        2 << 16,
+        "fa:16:3e:00:0a:02",
+        "10.0.0.6",
+        vec![from_group],
+    );
+    fw.upsert_port(&pa).unwrap();
+    fw.upsert_port(&pb).unwrap();
+    tcp_echo_server(&b, sa("10.0.0.6:7002"));
+    let mut s = tcp_connect_in(&a, sa("10.0.0.6:7002"), T).unwrap();
+    assert!(stream_alive(&mut s, T));
+    // A leaves the group: the first attempt fails, the retry succeeds.
+    let left = nft::RemoteGroup {
+        id: "a11ce".into(),
+        members: vec![],
+    };
+    std::fs::write(&fail, "").unwrap();
+    assert!(fw.upsert_remote_group(&left).is_err());
+    std::fs::remove_file(&fail).unwrap();
+    fw.upsert_remote_group(&left).unwrap();
+    assert!(
+        !stream_alive(&mut s, Duration::from_millis(700)),
+        "the leaver's session must be cut after the retry"
+    );
+    fw.remove_port("tap-a").unwrap();
+    fw.remove_port("tap-b").unwrap();
+    fw.delete_all().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

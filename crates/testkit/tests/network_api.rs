@@ -3051,6 +3051,22 @@ async fn an_agent_reported_down_is_not_alive_until_heard_from_again() {
         .unwrap();
     let a = alive(&e.get(&e.admin, "/agents").await);
     assert!(a.iter().all(|x| *x), "heard from again: {a:?}");
+    // A host never heard from reported down: no agent is made up for it.
+    let before = e.get(&e.admin, "/agents").await.body["agents"]
+        .as_array()
+        .unwrap()
+        .len();
+    NetworkControl::agent_down(&*ctl, "never-registered-host")
+        .await
+        .unwrap();
+    let r = e.get(&e.admin, "/agents").await;
+    let agents = r.body["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), before, "{}", r.body);
+    assert!(
+        agents.iter().all(|a| a["host"] != "never-registered-host"),
+        "{}",
+        r.body
+    );
 }
 
 // -- issue 10: what real clients hit ------------------------------------------

@@ -26,6 +26,8 @@ pub struct FakeControl {
     user_data: Mutex<HashMap<String, Vec<u8>>>,
     metadata_calls: Mutex<Vec<MetadataCaller>>,
     metadata_delay: Mutex<Duration>,
+    metadata_in_flight: AtomicUsize,
+    metadata_most_in_flight: AtomicUsize,
     agent_down: Mutex<Vec<String>>,
     watches: AtomicUsize,
 }
@@ -40,6 +42,8 @@ impl FakeControl {
             user_data: Mutex::default(),
             metadata_calls: Mutex::default(),
             metadata_delay: Mutex::default(),
+            metadata_in_flight: AtomicUsize::new(0),
+            metadata_most_in_flight: AtomicUsize::new(0),
             agent_down: Mutex::default(),
             watches: AtomicUsize::new(0),
         }
@@ -51,6 +55,11 @@ impl FakeControl {
             .metadata_delay
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = d;
+    }
+
+    /// The most metadata questions that were in flight at once.
+    pub fn metadata_most_in_flight(&self) -> usize {
+        self.metadata_most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Hosts whose agent said it was down, in order.
@@ -251,9 +260,12 @@ impl NetworkControl for FakeControl {
                 .metadata_delay
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            let n = self.metadata_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.metadata_most_in_flight.fetch_max(n, Ordering::SeqCst);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            self.metadata_in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok(self.answer_for(&caller))
         })
     }
@@ -274,6 +286,7 @@ impl NetworkControl for FakeControl {
 pub struct FaultyFirewall {
     inner: Arc<dyn nft::Firewall>,
     fail_ports: AtomicBool,
+    fail_groups: AtomicBool,
     panics: AtomicUsize,
 }
 
@@ -281,6 +294,7 @@ impl std::fmt::Debug for FaultyFirewall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultyFirewall")
             .field("fail_ports", &self.fail_ports)
+            .field("fail_groups", &self.fail_groups)
             .field("panics", &self.panics)
             .finish()
     }
@@ -292,6 +306,7 @@ impl FaultyFirewall {
         FaultyFirewall {
             inner,
             fail_ports: AtomicBool::new(false),
+            fail_groups: AtomicBool::new(false),
             panics: AtomicUsize::new(0),
         }
     }
@@ -300,6 +315,11 @@ impl FaultyFirewall {
     /// refusing a transaction does.
     pub fn fail_port_updates(&self, on: bool) {
         self.fail_ports.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, every `upsert_remote_group` fails (nothing applied).
+    pub fn fail_group_updates(&self, on: bool) {
+        self.fail_groups.store(on, Ordering::SeqCst);
     }
 
     /// The next `n` calls of `upsert_port` panic.
@@ -319,6 +339,13 @@ impl nft::Firewall for FaultyFirewall {
         self.inner.remove_network(bridge)
     }
     fn upsert_remote_group(&self, group: &nft::RemoteGroup) -> nft::Result<()> {
+        if self.fail_groups.load(Ordering::SeqCst) {
+            return Err(nft::Error::Rejected {
+                op: format!("update remote group {}", group.id),
+                netns: "(test)".into(),
+                stderr: "injected fault".into(),
+            });
+        }
         self.inner.upsert_remote_group(group)
     }
     fn remove_remote_group(&self, id: &str) -> nft::Result<()> {

@@ -480,9 +480,10 @@ impl Network {
     }
 
     /// Records that the agent of `host` stopped (it is restarting): its
-    /// heartbeat is cleared, so it shows as not alive until its next call.
+    /// heartbeat is cleared, so it shows as not alive until its next call
+    /// (a host never heard from is not made up).
     pub async fn agent_down(&self, host: &str) -> Result<(), Error> {
-        db::misc::heartbeat(&self.pool, host, 0)
+        db::misc::clear_heartbeat(&self.pool, host)
             .await
             .map_err(db_err)
     }

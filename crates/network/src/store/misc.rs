@@ -150,6 +150,16 @@ pub async fn heartbeat<'e>(e: impl Exec<'e>, host: &str, now: i64) -> Result<(),
     Ok(())
 }
 
+/// Clears the heartbeat of a known host (its agent stopped); a host
+/// never heard from stays unknown.
+pub async fn clear_heartbeat<'e>(e: impl Exec<'e>, host: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE network_host SET heartbeat_at = 0 WHERE host = $1")
+        .bind(host)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
 /// Sets a host's tunnel address (creating the host if unknown).
 pub async fn set_tunnel_ip<'e>(
     e: impl Exec<'e>,

@@ -329,6 +329,7 @@ impl ServeArgs {
                 metadata_limits: agent::metadata::Limits {
                     per_caller: self.metadata_connections_per_caller as usize,
                     cache_ttl: std::time::Duration::from_secs(self.metadata_cache_seconds),
+                    ..Default::default()
                 },
             }),
         };

@@ -332,6 +332,49 @@ where
     })
 }
 
+/// Receives a transfer's `body` into `temp` through [`metered`] (the
+/// reservation grows as bytes arrive; `cancel` stops it), at most `left`
+/// bytes, and answers the reason it stopped when it did.
+#[allow(clippy::too_many_arguments)]
+async fn receive_metered<S, E>(
+    svc: &Arc<Images>,
+    id: &str,
+    status: &'static str,
+    reserved: u64,
+    left: u64,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    body: S,
+    temp: &mut TempBlob,
+) -> Result<Digest, Error>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let stop = Stop::default();
+    let body = metered(
+        svc.clone(),
+        id.to_string(),
+        status,
+        reserved,
+        cancel,
+        stop.clone(),
+        body,
+    );
+    blob::receive(body, temp, Some(left))
+        .await
+        .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))
+}
+
+/// Ends a transfer: a success disarms its status guard, a failure puts
+/// the status back now.
+async fn settle(guard: StatusGuard, result: Result<(), Error>) -> Result<(), Error> {
+    match result {
+        Ok(()) => guard.disarm(),
+        Err(_) => guard.reset().await,
+    }
+    result
+}
+
 /// The error a transfer answers with when receiving its body failed: the
 /// reason [`metered`] stopped it, else the receive error's.
 fn stopped_or(stop: &Stop, e: ReceiveError, left: u64, cap: u64) -> Error {
@@ -549,19 +592,9 @@ where
     let result = async {
         let (disk_format, _) = require_formats(&image)?;
         let mut temp = svc.store.temp().map_err(|e| Error::internal(&e))?;
-        let stop = Stop::default();
-        let body = metered(
-            svc.clone(),
-            id.to_string(),
-            "saving",
-            reserved,
-            Some(transfer.cancel.clone()),
-            stop.clone(),
-            body,
-        );
-        let digest = blob::receive(body, &mut temp, Some(left))
-            .await
-            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
+        let cancel = Some(transfer.cancel.clone());
+        let digest =
+            receive_metered(svc, id, "saving", reserved, left, cancel, body, &mut temp).await?;
         let inspection = inspect(disk_format, temp.path().to_path_buf(), digest.size).await?;
         svc.store
             .commit(temp, id)
@@ -570,16 +603,7 @@ where
         activate(svc, id, "saving", &data, false).await
     }
     .await;
-    let result = match result {
-        Ok(()) => {
-            guard.disarm();
-            Ok(())
-        }
-        Err(e) => {
-            guard.reset().await;
-            Err(e)
-        }
-    };
+    let result = settle(guard, result).await;
     drop(transfer);
     result
 }
@@ -612,35 +636,25 @@ where
     let guard = StatusGuard::new(svc, id, "uploading", "queued");
     let result = async {
         let mut temp = svc.staging.temp().map_err(|e| Error::internal(&e))?;
-        let stop = Stop::default();
-        let body = metered(
-            svc.clone(),
-            id.to_string(),
+        let cancel = Some(transfer.cancel.clone());
+        let digest = receive_metered(
+            svc,
+            id,
             "uploading",
             reserved,
-            Some(transfer.cancel.clone()),
-            stop.clone(),
+            left,
+            cancel,
             body,
-        );
-        let digest = blob::receive(body, &mut temp, Some(left))
-            .await
-            .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap))?;
+            &mut temp,
+        )
+        .await?;
         svc.staging
             .commit(temp, id)
             .map_err(|e| Error::internal(&e))?;
         claim_staged(svc, id, digest.size).await
     }
     .await;
-    let result = match result {
-        Ok(()) => {
-            guard.disarm();
-            Ok(())
-        }
-        Err(e) => {
-            guard.reset().await;
-            Err(e)
-        }
-    };
+    let result = settle(guard, result).await;
     drop(transfer);
     result
 }
@@ -976,19 +990,11 @@ async fn run_import(
                 None => 0,
             };
             let mut temp: TempBlob = svc.store.temp().map_err(|e| e.to_string())?;
-            let stop = Stop::default();
-            let body = metered(
-                svc.clone(),
-                id.to_string(),
-                "importing",
-                reserved,
-                None,
-                stop.clone(),
-                idle_limited(stream, idle),
-            );
-            let digest = blob::receive(body, &mut temp, Some(left))
-                .await
-                .map_err(|e| stopped_or(&stop, e, left, svc.cfg.image_size_cap).message)?;
+            let body = idle_limited(stream, idle);
+            let digest =
+                receive_metered(svc, id, "importing", reserved, left, None, body, &mut temp)
+                    .await
+                    .map_err(|e| e.message)?;
             let inspection = inspect(&disk_format, temp.path().to_path_buf(), digest.size)
                 .await
                 .map_err(|e| e.message)?;
